@@ -1,0 +1,30 @@
+// Registration of every export; nothing else lives here.
+#include <napi.h>
+
+#include "binding/errors.h"
+#include "binding/loss.h"
+#include "binding/runtime.h"
+#include "runtime/runtime.h"
+
+namespace tdpo::binding {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // libtorch may start with a single intra-op thread; default to every core this process may use.
+  guarded(env, [] { runtime::set_num_threads(runtime::default_num_threads()); });
+
+  exports.Set("tdpoLossSync", Napi::Function::New(env, LossSync, "tdpoLossSync"));
+  exports.Set("tdpoLoss", Napi::Function::New(env, LossAsync, "tdpoLoss"));
+  exports.Set("lossFloat64ForTest", Napi::Function::New(env, LossFloat64ForTest));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+  return exports;
+}
+
+}  // namespace tdpo::binding
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  return tdpo::binding::Init(env, exports);
+}
+
+NODE_API_MODULE(tdpo, InitAddon)

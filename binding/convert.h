@@ -1,0 +1,153 @@
+// Reading JS values into C++ (with errors that name the field) and handing tensors back to JS
+// without copies.
+#pragma once
+
+#include <napi.h>
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace tdpo::binding {
+
+inline Napi::Object object_arg(Napi::Value v, const std::string& name, bool optional = false) {
+  if (optional && (v.IsUndefined() || v.IsNull())) return Napi::Object::New(v.Env());
+  if (!v.IsObject() || v.IsArray() || v.IsTypedArray())
+    throw type_error("ERR_TDPO_TYPE", name + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+template <typename T>
+struct TypedArrayTraits;
+template <>
+struct TypedArrayTraits<float> {
+  static constexpr napi_typedarray_type type = napi_float32_array;
+  static constexpr const char* name = "Float32Array";
+};
+template <>
+struct TypedArrayTraits<double> {
+  static constexpr napi_typedarray_type type = napi_float64_array;
+  static constexpr const char* name = "Float64Array";
+};
+template <>
+struct TypedArrayTraits<int32_t> {
+  static constexpr napi_typedarray_type type = napi_int32_array;
+  static constexpr const char* name = "Int32Array";
+};
+
+// A typed array read in place. `keep` pins the JS object while a worker thread reads the memory.
+template <typename T>
+struct ArrayView {
+  const T* data = nullptr;
+  size_t length = 0;
+  Napi::ObjectReference keep;
+};
+
+template <typename T>
+ArrayView<T> typed_array_field(Napi::Object obj, const char* key, const std::string& path) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayTraits<T>::type) {
+    throw type_error("ERR_TDPO_TYPE",
+                     path + "." + key + " must be a " + TypedArrayTraits<T>::name);
+  }
+  auto arr = v.As<Napi::TypedArrayOf<T>>();
+  ArrayView<T> view;
+  view.data = arr.Data();
+  view.length = arr.ElementLength();
+  view.keep = Napi::Persistent(v.As<Napi::Object>());
+  return view;
+}
+
+inline std::vector<int64_t> shape_field(Napi::Object obj, const char* key, const std::string& path,
+                                        size_t rank) {
+  Napi::Value v = obj.Get(key);
+  const std::string name = path + "." + key;
+  if (!v.IsArray() || v.As<Napi::Array>().Length() != rank) {
+    throw type_error("ERR_TDPO_SHAPE",
+                     name + " must be an array of " + std::to_string(rank) + " integers");
+  }
+  std::vector<int64_t> shape;
+  auto arr = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < rank; ++i) {
+    Napi::Value d = arr.Get(i);
+    const double x = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(x >= 1 && x <= 2147483647.0 && std::floor(x) == x)) {
+      throw range_error("ERR_TDPO_SHAPE", name + "[" + std::to_string(i) +
+                                              "] must be an integer in [1, 2^31), got " +
+                                              d.ToString().Utf8Value());
+    }
+    shape.push_back(static_cast<int64_t>(x));
+  }
+  return shape;
+}
+
+inline void expect_length(size_t actual, int64_t expected, const std::string& name,
+                          const std::string& shape_text) {
+  if (static_cast<int64_t>(actual) != expected) {
+    throw range_error("ERR_TDPO_SHAPE", name + " has " + std::to_string(actual) +
+                                            " elements but shape " + shape_text + " needs " +
+                                            std::to_string(expected));
+  }
+}
+
+inline double number_option(Napi::Object obj, const char* key, double fallback,
+                            const std::string& path) {
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+inline bool bool_option(Napi::Object obj, const char* key, bool fallback, const std::string& path) {
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+inline std::string string_option(Napi::Object obj, const char* key, const std::string& fallback,
+                                 const std::string& path) {
+  Napi::Value v = obj.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsString()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// A typed array of T (Float32Array / Float64Array) holding a copy of values.
+template <typename T>
+Napi::TypedArrayOf<T> typed_copy(Napi::Env env, const std::vector<double>& values) {
+  auto out = Napi::TypedArrayOf<T>::New(env, values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = static_cast<T>(values[i]);
+  return out;
+}
+
+// Hands a contiguous CPU tensor to JS as a typed array over the tensor's own memory: no copy, and
+// the tensor lives until the garbage collector drops the array. V8 is told about the bytes so it
+// schedules collections as if it had allocated them itself.
+inline Napi::TypedArray tensor_to_typed_array(Napi::Env env, at::Tensor tensor) {
+  if (tensor.scalar_type() != at::kFloat && tensor.scalar_type() != at::kDouble) {
+    throw Error(ErrorKind::Generic, "ERR_TDPO_NATIVE",
+                std::string("no typed array for dtype ") + at::toString(tensor.scalar_type()));
+  }
+  tensor = tensor.contiguous();
+  if (tensor.device().type() != at::kCPU) tensor = tensor.cpu();
+  const int64_t bytes = tensor.numel() * tensor.element_size();
+  auto* holder = new at::Tensor(tensor);
+  auto buffer = Napi::ArrayBuffer::New(
+      env, tensor.data_ptr(), bytes,
+      [](Napi::Env env, void*, at::Tensor* t) {
+        Napi::MemoryManagement::AdjustExternalMemory(env, -(t->numel() * t->element_size()));
+        delete t;
+      },
+      holder);
+  Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  if (tensor.scalar_type() == at::kFloat)
+    return Napi::Float32Array::New(env, tensor.numel(), buffer, 0);
+  return Napi::Float64Array::New(env, tensor.numel(), buffer, 0);
+}
+
+}  // namespace tdpo::binding

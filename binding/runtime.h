@@ -1,0 +1,11 @@
+#pragma once
+
+#include <napi.h>
+
+namespace tdpo::binding {
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info);
+Napi::Value BuildInfo(const Napi::CallbackInfo& info);
+
+}  // namespace tdpo::binding

@@ -1,0 +1,141 @@
+// `tdpo bench`: the fused-vs-reference loss benchmark (see lib/bench/loss-bench.ts).
+import { parseArgs } from 'node:util';
+import {
+  defaultLossBenchConfig,
+  runCase,
+  runLossBench,
+  type LossBenchConfig,
+  type LossBenchReport,
+} from '../bench/loss-bench.js';
+import { CliError, positiveInt } from './errors.js';
+
+export const benchHelp = `Usage: tdpo bench [options]
+
+Times the fused TDPO loss kernel against the reference libtorch composition (the paper's
+Appendix B code), forward only and forward+backward, each in its own child process so that its
+peak memory is its own. Reports medians, the speed-up, the effective bandwidth next to this
+machine's memory-copy bandwidth, and peak RSS.
+
+Options:
+  -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
+  -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
+  -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}
+      --variant NAME    tdpo2 | tdpo1 | dpo                default ${defaultLossBenchConfig.variant}
+      --runs N          timed runs per case (median)       default ${defaultLossBenchConfig.runs}
+      --warmup N        untimed runs first                 default ${defaultLossBenchConfig.warmup}
+      --threads N       intra-op threads                   default: all available CPUs
+      --json            print the report as JSON
+  -h, --help            this text
+`;
+
+function fmtMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(1)} ms`;
+}
+function fmtGB(bytes: number): string {
+  return `${(bytes / 1e9).toFixed(2)} GB`;
+}
+
+export function formatReport(r: LossBenchReport): string {
+  const c = r.config;
+  const get = (impl: string, grad: boolean) =>
+    r.cases.find((x) => x.implementation === impl && x.grad === grad)!;
+  const rows: string[][] = [
+    ['', 'fused', 'reference', 'reference / fused'],
+    [
+      'forward',
+      fmtMs(get('fused', false).medianMs),
+      fmtMs(get('reference', false).medianMs),
+      `${r.speedup.forward.toFixed(1)}x`,
+    ],
+    [
+      'forward+backward',
+      fmtMs(get('fused', true).medianMs),
+      fmtMs(get('reference', true).medianMs),
+      `${r.speedup.forwardBackward.toFixed(1)}x`,
+    ],
+    [
+      'peak RSS, forward',
+      fmtGB(get('fused', false).peakRssBytes),
+      fmtGB(get('reference', false).peakRssBytes),
+      '',
+    ],
+    [
+      'peak RSS, fwd+bwd',
+      fmtGB(get('fused', true).peakRssBytes),
+      fmtGB(get('reference', true).peakRssBytes),
+      '',
+    ],
+  ];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  const table = rows
+    .map((row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('   '))
+    .join('\n');
+  const base = get('fused', true).baseRssBytes;
+  return [
+    `tdpo bench: B=${c.batch} T=${c.seq} V=${c.vocab} fp32 ${c.variant}, ${c.threads} threads, ` +
+      `libtorch ${r.torchVersion}, node ${r.node}; median of ${c.runs} runs after ${c.warmup} warm-up`,
+    '',
+    table,
+    '',
+    `inputs ${fmtGB(r.inputBytes)}, gradient ${fmtGB(r.gradBytes)}, process baseline ${fmtGB(base)}; ` +
+      `fused fwd+bwd peak above baseline = ${r.fusedMemoryRatio.toFixed(2)} x (inputs + gradient)`,
+    `memory-copy bandwidth (1 thread, read+write): ${r.memcpyGBps.toFixed(1)} GB/s`,
+    `fused effective bandwidth (minimum bytes: read both logit arrays once, write the gradient): ` +
+      `forward ${r.effectiveGBps.forward.toFixed(1)} GB/s, fwd+bwd ${r.effectiveGBps.forwardBackward.toFixed(1)} GB/s`,
+    `fused time / memory-bandwidth bound: forward ${r.boundRatio.forward.toFixed(2)}x, ` +
+      `fwd+bwd ${r.boundRatio.forwardBackward.toFixed(2)}x`,
+  ].join('\n');
+}
+
+export async function benchCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      batch: { type: 'string', short: 'B' },
+      seq: { type: 'string', short: 'T' },
+      vocab: { type: 'string', short: 'V' },
+      variant: { type: 'string' },
+      runs: { type: 'string' },
+      warmup: { type: 'string' },
+      threads: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      child: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(benchHelp);
+    return 0;
+  }
+  if (values.child !== undefined) {
+    const spec = JSON.parse(values.child) as {
+      config: LossBenchConfig;
+      implementation: 'fused' | 'reference';
+      grad: boolean;
+    };
+    const result = await runCase(spec.config, spec.implementation, spec.grad);
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return 0;
+  }
+  const config: LossBenchConfig = { ...defaultLossBenchConfig };
+  if (values.batch !== undefined) config.batch = positiveInt(values.batch, '--batch');
+  if (values.seq !== undefined) config.seq = positiveInt(values.seq, '--seq');
+  if (values.vocab !== undefined) config.vocab = positiveInt(values.vocab, '--vocab');
+  if (values.runs !== undefined) config.runs = positiveInt(values.runs, '--runs');
+  if (values.warmup !== undefined) config.warmup = positiveInt(values.warmup, '--warmup', 0);
+  if (values.threads !== undefined) config.threads = positiveInt(values.threads, '--threads');
+  if (values.variant !== undefined) {
+    if (!['tdpo2', 'tdpo1', 'dpo'].includes(values.variant)) {
+      throw new CliError(`--variant must be tdpo2, tdpo1 or dpo, got '${values.variant}'`);
+    }
+    config.variant = values.variant as LossBenchConfig['variant'];
+  }
+  if (config.batch % 2 !== 0) throw new CliError(`--batch must be even, got ${config.batch}`);
+  const progress = values.json
+    ? () => {}
+    : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
+  const report = runLossBench(config, progress);
+  process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
+  return 0;
+}

@@ -1,0 +1,49 @@
+// `tdpo <command>`: dispatch only; each command lives in its own file.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import packageRoot from '../package-root.cjs';
+import { CliError } from './errors.js';
+
+const help = `Usage: tdpo <command> [options]
+
+Commands:
+  bench       fused vs reference TDPO loss: time, bandwidth and peak memory
+  version     print the package, libtorch and Node versions
+
+Run 'tdpo <command> --help' for a command's options.
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'bench': {
+        const { benchCommand } = await import('./bench.js');
+        return await benchCommand(rest);
+      }
+      case 'version':
+      case '--version': {
+        const require = createRequire(path.join(packageRoot, 'package.json'));
+        const { version } = require('./package.json') as { version: string };
+        const { buildInfo } = await import('../runtime.js');
+        const info = buildInfo();
+        process.stdout.write(
+          `tdpo ${version}, libtorch ${info.torchVersion}${info.cuda ? ' (CUDA)' : ''}, node ${process.version}\n`,
+        );
+        return 0;
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(help);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new CliError(`unknown command '${command}'; run 'tdpo --help'`);
+    }
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    process.stderr.write(`tdpo: ${e.message}\n`);
+    return e instanceof CliError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
+  }
+}

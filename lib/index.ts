@@ -1,0 +1,11 @@
+// The public surface of `tdpo`, and nothing else.
+export { tdpoLoss, tdpoLossSync } from './loss.js';
+export type {
+  TdpoImplementation,
+  TdpoLossInputs,
+  TdpoLossOptions,
+  TdpoLossResult,
+  TdpoVariant,
+} from './loss.js';
+export { buildInfo, getNumThreads, setNumThreads } from './runtime.js';
+export type { BuildInfo } from './runtime.js';

@@ -1,0 +1,313 @@
+// The fused TDPO kernel. Per scored row (b, t) with policy logits z, reference logits r, label y:
+//
+//   forward   one pass over the vocabulary with an online (block-wise) max for both models:
+//               lse_z = log sum exp z,   lse_r = log sum exp r,
+//               KL(q || p) = sum_v q_v (r_v - z_v) + lse_z - lse_r,  q = softmax(r), p = softmax(z)
+//             where the middle sum is kept unnormalised, sum e^(r_v - m_r) (r_v - z_v), and
+//             rescaled with the running max m_r; a term with q_v = 0 counts as 0 (banned tokens).
+//   backward  recomputes p and q from the saved lse values (no [B, T, V] intermediates):
+//               dL/dz_v = c (1[v = y] - p_v) + a (p_v - q_v)
+//             with c = dL/d log p(y) and a = dL/d KL at that row, from the pair objective.
+//
+// Rows run in parallel (at::parallel_for, so the intra-op thread count applies); within a row the
+// vocabulary is processed in 64-byte vectors. Rows that are not scored are only checked for
+// NaN / +inf (the contract rejects those anywhere) and get a zero gradient.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common/alloc.h"
+#include "common/error.h"
+#include "loss/simd.h"
+#include "loss/tdpo_loss.h"
+
+namespace tdpo::loss {
+namespace detail {
+
+// lse = max + log(sum): kept apart so that the backward pass computes exp((x - max) - log sum),
+// where x - max is exact near the max, instead of x - lse with lse rounded to the inputs' precision
+// (at logit scale 1e4 a float lse is off by ~1e-3, which would shift every probability by 0.1%).
+struct RowStats {
+  double max_z, logsum_z, max_r, logsum_r, logp, logq, kl;
+  bool bad;  // NaN or +inf somewhere in z or r
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::RowStats;
+
+using simd::kLanes;
+using simd::Vec;
+
+// Vectors per block: the running max is updated (and the sums rescaled) once per block, so the
+// rescaling exp is amortised over kBlock vectors while the block stays in L1.
+constexpr int kBlock = 8;
+
+template <typename T>
+struct Online {
+  Vec<T> mz, mr, sz, sr, acc;  // running max, sum of exp, and sum of e^(r - m_r) (r - z), per lane
+  Vec<T> bad;                  // > 0 in lanes that saw NaN or +inf
+};
+
+template <typename T>
+TDPO_INLINE Vec<T> drop_neg_inf(Vec<T> m) {
+  // exp(x - m) with m = -inf would be exp(NaN) for x = -inf; use 0 instead (all sums are 0 then).
+  return m == simd::splat<T>(-std::numeric_limits<T>::infinity()) ? simd::splat<T>(0) : m;
+}
+
+template <typename T>
+TDPO_INLINE void absorb_block(Online<T>& s, const T* z, const T* r) {
+  constexpr int L = kLanes<T>;
+  const Vec<T> inf = simd::splat<T>(std::numeric_limits<T>::infinity());
+  Vec<T> bz = simd::load(z), br = simd::load(r);
+  for (int k = 1; k < kBlock; ++k) {
+    bz = simd::vmax(bz, simd::load(z + k * L));
+    br = simd::vmax(br, simd::load(r + k * L));
+  }
+  const Vec<T> nz = simd::vmax(s.mz, bz), nr = simd::vmax(s.mr, br);
+  const Vec<T> nz0 = drop_neg_inf<T>(nz), nr0 = drop_neg_inf<T>(nr);
+  // Rescale what was accumulated under the old max. old = -inf gives factor 0 on sums that are 0.
+  const Vec<T> fz = simd::vexp(s.mz - nz0), fr = simd::vexp(s.mr - nr0);
+  s.sz *= fz;
+  s.sr *= fr;
+  s.acc *= fr;
+  s.mz = nz;
+  s.mr = nr;
+  for (int k = 0; k < kBlock; ++k) {
+    const Vec<T> zk = simd::load(z + k * L), rk = simd::load(r + k * L);
+    // !(x < inf) is NaN or +inf in one compare; a float count keeps GCC on vector code (integer
+    // mask vectors made it fall back to one scalar compare per lane).
+    s.bad += zk < inf ? simd::splat<T>(0) : simd::splat<T>(1);
+    s.bad += rk < inf ? simd::splat<T>(0) : simd::splat<T>(1);
+    const Vec<T> ez = simd::vexp(zk - nz0), er = simd::vexp(rk - nr0);
+    s.sz += ez;
+    s.sr += er;
+    s.acc += er != simd::splat<T>(0) ? er * (rk - zk) : simd::splat<T>(0);
+  }
+}
+
+template <typename T>
+TDPO_INLINE RowStats row_forward_impl(const T* z, const T* r, int64_t n, int32_t y) {
+  constexpr int W = kBlock * kLanes<T>;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  Online<T> s;
+  s.mz = s.mr = simd::splat<T>(ninf);
+  s.sz = s.sr = s.acc = simd::splat<T>(0);
+  s.bad = simd::splat<T>(0);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) absorb_block(s, z + i, r + i);
+  if (i < n) {
+    // The tail, padded with -inf: contributes exactly nothing to any sum.
+    alignas(64) T tz[W], tr[W];
+    std::fill(tz, tz + W, ninf);
+    std::fill(tr, tr + W, ninf);
+    std::copy(z + i, z + n, tz);
+    std::copy(r + i, r + n, tr);
+    absorb_block(s, tz, tr);
+  }
+  RowStats out{};
+  out.bad = false;
+  double mz = -INFINITY, mr = -INFINITY;
+  for (int l = 0; l < kLanes<T>; ++l) {
+    out.bad |= s.bad[l] != 0;  // counts of NaN / +inf (never NaN themselves)
+    mz = std::max(mz, double(s.mz[l]));
+    mr = std::max(mr, double(s.mr[l]));
+  }
+  out.max_z = mz;
+  out.max_r = mr;
+  if (out.bad || mz == -INFINITY || mr == -INFINITY) return out;
+  double sz = 0, sr = 0, acc = 0;
+  for (int l = 0; l < kLanes<T>; ++l) {
+    if (s.mz[l] != ninf) sz += double(s.sz[l]) * std::exp(double(s.mz[l]) - mz);
+    if (s.mr[l] != ninf) {
+      const double f = std::exp(double(s.mr[l]) - mr);
+      sr += double(s.sr[l]) * f;
+      acc += double(s.acc[l]) * f;
+    }
+  }
+  out.logsum_z = std::log(sz);
+  out.logsum_r = std::log(sr);
+  out.logp = (double(z[y]) - mz) - out.logsum_z;
+  out.logq = (double(r[y]) - mr) - out.logsum_r;
+  out.kl = acc / sr + (mz - mr) + (out.logsum_z - out.logsum_r);
+  // acc is NaN only via inf * 0: an infinite KL term (q > 0 where p = 0) later rescaled.
+  if (std::isnan(out.kl)) out.kl = INFINITY;
+  return out;
+}
+
+template <typename T>
+TDPO_INLINE void row_backward_impl(const T* z, const T* r, int64_t n, int32_t y, T mz, T lsz, T mr,
+                                   T lsr, T c, T a, T* g) {
+  constexpr int L = kLanes<T>;
+  const Vec<T> vmz = simd::splat(mz), vlz = simd::splat(lsz);
+  const Vec<T> vmr = simd::splat(mr), vlr = simd::splat(lsr);
+  const Vec<T> vac = simd::splat<T>(a - c), va = simd::splat(a);
+  int64_t i = 0;
+  if (a == 0) {  // DPO, and TDPO2's chosen rows: the KL term has no gradient, skip reading r.
+    for (; i + L <= n; i += L) simd::store(g + i, vac * simd::vexp((simd::load(z + i) - vmz) - vlz));
+  } else {
+    for (; i + L <= n; i += L) {
+      const Vec<T> p = simd::vexp((simd::load(z + i) - vmz) - vlz);
+      const Vec<T> q = simd::vexp((simd::load(r + i) - vmr) - vlr);
+      simd::store(g + i, vac * p - va * q);
+    }
+  }
+  if (i < n) {
+    alignas(64) T tz[L], tr[L], tg[L];
+    std::fill(tz, tz + L, -std::numeric_limits<T>::infinity());
+    std::fill(tr, tr + L, -std::numeric_limits<T>::infinity());
+    std::copy(z + i, z + n, tz);
+    std::copy(r + i, r + n, tr);
+    const Vec<T> p = simd::vexp((simd::load(tz) - vmz) - vlz);
+    const Vec<T> q = simd::vexp((simd::load(tr) - vmr) - vlr);
+    simd::store(tg, vac * p - va * q);
+    std::copy(tg, tg + (n - i), g + i);
+  }
+  g[y] += c;
+}
+
+// The float kernels are cloned per instruction set; double (tests only) is not.
+TDPO_KERNEL_CLONES RowStats row_forward(const float* z, const float* r, int64_t n, int32_t y) {
+  return row_forward_impl(z, r, n, y);
+}
+RowStats row_forward(const double* z, const double* r, int64_t n, int32_t y) {
+  return row_forward_impl(z, r, n, y);
+}
+TDPO_KERNEL_CLONES void row_backward(const float* z, const float* r, int64_t n, int32_t y, float mz,
+                                     float lsz, float mr, float lsr, float c, float a, float* g) {
+  row_backward_impl(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
+}
+void row_backward(const double* z, const double* r, int64_t n, int32_t y, double mz, double lsz,
+                  double mr, double lsr, double c, double a, double* g) {
+  row_backward_impl(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
+}
+
+template <typename T>
+TDPO_INLINE RowCheck check_row_impl(const T* x, int64_t n) {
+  constexpr int L = kLanes<T>;
+  const T inf = std::numeric_limits<T>::infinity();
+  Vec<T> bad = simd::splat<T>(0), mx = simd::splat<T>(-inf);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const Vec<T> v = simd::load(x + i);
+    bad += v < simd::splat(inf) ? simd::splat<T>(0) : simd::splat<T>(1);
+    mx = simd::vmax(mx, v);
+  }
+  RowCheck out{false, true};
+  for (int l = 0; l < L; ++l) {
+    out.invalid |= bad[l] != 0;
+    out.all_neg_inf &= mx[l] == -inf;
+  }
+  for (; i < n; ++i) {
+    out.invalid |= !(x[i] < inf);
+    out.all_neg_inf &= x[i] == -inf;
+  }
+  return out;
+}
+
+}  // namespace
+
+TDPO_KERNEL_CLONES RowCheck check_row(const float* data, int64_t n) {
+  return check_row_impl(data, n);
+}
+RowCheck check_row(const double* data, int64_t n) { return check_row_impl(data, n); }
+
+template <typename T>
+Result fused(const Inputs<T>& in, const Options& opt) {
+  validate(in, opt);
+  const int64_t rows = in.rows(), V = in.vocab, P = in.pairs(), Tn = in.seq;
+  std::vector<RowStats> stats(rows);
+
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* z = in.policy + i * V;
+      const T* r = in.reference + i * V;
+      if (in.labels[i] == kIgnoreIndex) {
+        stats[i] = RowStats{};
+        stats[i].bad = check_row(z, V).invalid || check_row(r, V).invalid;
+      } else {
+        stats[i] = row_forward(z, r, V, in.labels[i]);
+      }
+    }
+  });
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* z = in.policy + i * V;
+    if (stats[i].bad) {
+      if (first_invalid(z, V) >= 0) throw_invalid_logits("policyLogits", in.policy, in, i, false);
+      throw_invalid_logits("referenceLogits", in.reference, in, i, false);
+    }
+    if (in.labels[i] == kIgnoreIndex) continue;
+    if (stats[i].max_z == -INFINITY) throw_invalid_logits("policyLogits", in.policy, in, i, true);
+    if (stats[i].max_r == -INFINITY)
+      throw_invalid_logits("referenceLogits", in.reference, in, i, true);
+  }
+
+  // Pair sums and the objective, in double; then each row's gradient coefficients (c, a).
+  Result res;
+  for (auto* v : {&res.losses, &res.chosen_rewards, &res.rejected_rewards, &res.chosen_logratio,
+                  &res.rejected_logratio, &res.chosen_kl, &res.rejected_kl})
+    v->assign(P, 0.0);
+  std::vector<double> coef_c(rows, 0.0), coef_a(rows, 0.0);
+  double total = 0;
+  for (int64_t p = 0; p < P; ++p) {
+    double m[2] = {0, 0}, k[2] = {0, 0};
+    for (int side = 0; side < 2; ++side) {
+      const int64_t row0 = (p + side * P) * Tn;
+      for (int64_t t = 0; t < Tn; ++t) {
+        if (in.labels[row0 + t] == kIgnoreIndex) continue;
+        m[side] += stats[row0 + t].logp - stats[row0 + t].logq;
+        k[side] += stats[row0 + t].kl;
+      }
+    }
+    const PairObjective o = pair_objective(opt, m[0], m[1], k[0], k[1]);
+    if (std::isnan(o.loss)) {
+      throw range_error("ERR_TDPO_LOGITS",
+                        "pair " + std::to_string(p) +
+                            " has an undefined loss (an infinite log-ratio or KL on both sides): "
+                            "check for -Infinity logits at labelled tokens");
+    }
+    res.losses[p] = o.loss;
+    res.chosen_rewards[p] = o.reward_chosen;
+    res.rejected_rewards[p] = o.reward_rejected;
+    res.chosen_logratio[p] = m[0];
+    res.rejected_logratio[p] = m[1];
+    res.chosen_kl[p] = k[0];
+    res.rejected_kl[p] = k[1];
+    total += o.loss;
+    const double d[2][2] = {{o.d_mw, o.d_kw}, {o.d_ml, o.d_kl}};
+    for (int side = 0; side < 2; ++side) {
+      const int64_t row0 = (p + side * P) * Tn;
+      for (int64_t t = 0; t < Tn; ++t) {
+        coef_c[row0 + t] = d[side][0] / P;  // log pi(y) enters the log-ratio with weight 1
+        coef_a[row0 + t] = d[side][1] / P;
+      }
+    }
+  }
+  res.loss = total / P;
+  if (!opt.grad) return res;
+
+  const auto dtype = std::is_same_v<T, float> ? at::kFloat : at::kDouble;
+  res.grad = empty_large({in.batch, in.seq, V}, dtype);
+  T* g = res.grad.template data_ptr<T>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (in.labels[i] == kIgnoreIndex) {
+        std::fill(g + i * V, g + (i + 1) * V, T(0));
+        continue;
+      }
+      const RowStats& s = stats[i];
+      row_backward(in.policy + i * V, in.reference + i * V, V, in.labels[i], T(s.max_z),
+                   T(s.logsum_z), T(s.max_r), T(s.logsum_r), T(coef_c[i]), T(coef_a[i]), g + i * V);
+    }
+  });
+  return res;
+}
+
+template Result fused<float>(const Inputs<float>&, const Options&);
+template Result fused<double>(const Inputs<double>&, const Options&);
+
+}  // namespace tdpo::loss

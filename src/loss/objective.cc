@@ -1,0 +1,127 @@
+// What both implementations share: option parsing, input validation and the pair objective.
+#include <cmath>
+#include <sstream>
+
+#include "common/error.h"
+#include "loss/tdpo_loss.h"
+
+namespace tdpo::loss {
+
+Variant parse_variant(const std::string& name) {
+  if (name == "tdpo2") return Variant::Tdpo2;
+  if (name == "tdpo1") return Variant::Tdpo1;
+  if (name == "dpo") return Variant::Dpo;
+  throw range_error("ERR_TDPO_OPTION",
+                    "options.variant must be 'tdpo2', 'tdpo1' or 'dpo', got '" + name + "'");
+}
+
+Implementation parse_implementation(const std::string& name) {
+  if (name == "fused") return Implementation::Fused;
+  if (name == "reference") return Implementation::Reference;
+  throw range_error("ERR_TDPO_OPTION",
+                    "options.implementation must be 'fused' or 'reference', got '" + name + "'");
+}
+
+const char* variant_name(Variant v) {
+  switch (v) {
+    case Variant::Tdpo2: return "tdpo2";
+    case Variant::Tdpo1: return "tdpo1";
+    case Variant::Dpo: return "dpo";
+  }
+  return "?";
+}
+
+template <typename T>
+void validate(const Inputs<T>& in, const Options& opt) {
+  if (!std::isfinite(opt.beta) || opt.beta <= 0) {
+    std::ostringstream m;
+    m << "options.beta must be a finite number > 0, got " << opt.beta;
+    throw range_error("ERR_TDPO_OPTION", m.str());
+  }
+  if (!std::isfinite(opt.alpha)) {
+    std::ostringstream m;
+    m << "options.alpha must be a finite number, got " << opt.alpha;
+    throw range_error("ERR_TDPO_OPTION", m.str());
+  }
+  if (in.batch <= 0 || in.seq <= 0 || in.vocab <= 0) {
+    std::ostringstream m;
+    m << "shape must be three positive integers [B, T, V], got [" << in.batch << ", " << in.seq
+      << ", " << in.vocab << "]";
+    throw range_error("ERR_TDPO_SHAPE", m.str());
+  }
+  if (in.batch % 2 != 0) {
+    std::ostringstream m;
+    m << "shape[0] (B) must be even: rows 0..B/2-1 are chosen and B/2..B-1 rejected, got B = "
+      << in.batch;
+    throw range_error("ERR_TDPO_SHAPE", m.str());
+  }
+  if (in.vocab > INT32_MAX) throw range_error("ERR_TDPO_SHAPE", "shape[2] (V) must be < 2^31");
+  for (int64_t i = 0, n = in.rows(); i < n; ++i) {
+    const int32_t y = in.labels[i];
+    if (y != kIgnoreIndex && (y < 0 || y >= in.vocab)) {
+      std::ostringstream m;
+      m << "labels[" << i << "] (row " << i / in.seq << ", position " << i % in.seq << ") is " << y
+        << ": labels must be in [0, " << in.vocab << ") or -100 (ignored)";
+      throw range_error("ERR_TDPO_LABEL", m.str());
+    }
+  }
+}
+template void validate<float>(const Inputs<float>&, const Options&);
+template void validate<double>(const Inputs<double>&, const Options&);
+
+PairObjective pair_objective(const Options& opt, double mw, double ml, double kw, double kl) {
+  PairObjective o{};
+  const bool tdpo = opt.variant != Variant::Dpo;
+  // d logit / d (Mw, Ml, Kw, Kl); TDPO2 stops the gradient through Kw.
+  double dkw = 0, dkl = 0;
+  switch (opt.variant) {
+    case Variant::Dpo: o.logit = mw - ml; break;
+    case Variant::Tdpo1: o.logit = mw - ml - (kl - kw); dkw = 1; dkl = -1; break;
+    case Variant::Tdpo2: o.logit = mw - ml - opt.alpha * (kl - kw); dkl = -opt.alpha; break;
+  }
+  const double x = opt.beta * o.logit;
+  // -log sigmoid(x) = softplus(-x), written to stay finite for large |x|.
+  o.loss = std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+  const double sig_neg = x >= 0 ? std::exp(-x) / (1 + std::exp(-x)) : 1 / (1 + std::exp(x));
+  const double dlogit = -opt.beta * sig_neg;
+  o.d_mw = dlogit;
+  o.d_ml = -dlogit;
+  o.d_kw = dlogit * dkw;
+  o.d_kl = dlogit * dkl;
+  o.reward_chosen = opt.beta * (tdpo ? mw + kw : mw);
+  o.reward_rejected = opt.beta * (tdpo ? ml + kl : ml);
+  return o;
+}
+
+template <typename T>
+int64_t first_invalid(const T* data, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(data[i]) || data[i] == std::numeric_limits<T>::infinity()) return i;
+  }
+  return -1;
+}
+template int64_t first_invalid<float>(const float*, int64_t);
+template int64_t first_invalid<double>(const double*, int64_t);
+
+template <typename T>
+void throw_invalid_logits(const char* field, const T* data, const Inputs<T>& in, int64_t row,
+                          bool all_neg_inf) {
+  std::ostringstream m;
+  const int64_t b = row / in.seq, t = row % in.seq;
+  if (all_neg_inf) {
+    m << field << "[" << b << ", " << t << ", :] is -inf everywhere at a scored position (label "
+      << in.labels[row] << "): a distribution needs at least one finite logit";
+  } else {
+    const int64_t v = first_invalid(data + row * in.vocab, in.vocab);
+    const T x = data[row * in.vocab + (v < 0 ? 0 : v)];
+    m << field << "[" << b << ", " << t << ", " << v << "] is " << (std::isnan(x) ? "NaN" : "+Infinity")
+      << ": logits must be finite or -Infinity (a banned token)";
+  }
+  throw range_error("ERR_TDPO_LOGITS", m.str());
+}
+template void throw_invalid_logits<float>(const char*, const float*, const Inputs<float>&, int64_t,
+                                          bool);
+template void throw_invalid_logits<double>(const char*, const double*, const Inputs<double>&,
+                                           int64_t, bool);
+
+}  // namespace tdpo::loss

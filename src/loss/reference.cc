@@ -1,0 +1,93 @@
+// The reference composition: the paper's Appendix B code in libtorch ops, with autograd for the
+// gradient. It is the baseline the benchmark compares against, so it stays the straightforward
+// [B, T, V]-tensor formulation; only two things differ from the paper's code, both for safety:
+// log pi_ref comes from log_softmax (softmax().log() turns underflow into -inf and -inf logits into
+// NaN), and q (log q - log p) is taken as 0 where q = 0.
+#include <torch/torch.h>
+
+#include "common/error.h"
+#include "loss/tdpo_loss.h"
+
+namespace tdpo::loss {
+namespace {
+
+std::vector<double> to_vector(const at::Tensor& t) {
+  auto c = t.detach().to(at::kDouble).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+void check_logits(const char* field, const float* data, const Inputs<float>& in) {
+  const int64_t V = in.vocab;
+  for (int64_t i = 0, rows = in.rows(); i < rows; ++i) {
+    const RowCheck c = check_row(data + i * V, V);
+    if (c.invalid) throw_invalid_logits(field, data, in, i, false);
+    if (c.all_neg_inf && in.labels[i] != kIgnoreIndex) throw_invalid_logits(field, data, in, i, true);
+  }
+}
+
+}  // namespace
+
+Result reference(const Inputs<float>& in, const Options& opt) {
+  validate(in, opt);
+  check_logits("policyLogits", in.policy, in);
+  check_logits("referenceLogits", in.reference, in);
+  const int64_t B = in.batch, T = in.seq, V = in.vocab, P = in.pairs();
+  torch::AutoGradMode grad_mode(opt.grad);
+
+  // from_blob reads the callers' buffers in place; nothing below writes to them.
+  auto policy = torch::from_blob(const_cast<float*>(in.policy), {B, T, V});
+  auto ref = torch::from_blob(const_cast<float*>(in.reference), {B, T, V});
+  auto labels = torch::from_blob(const_cast<int32_t*>(in.labels), {B, T}, torch::kInt32);
+  if (opt.grad) policy = policy.detach().requires_grad_(true);
+
+  auto mask = labels != kIgnoreIndex;
+  auto index = labels.masked_fill(~mask, 0).to(torch::kLong).unsqueeze(2);
+  auto pi_vocab_logps = policy.log_softmax(-1);
+  auto ref_vocab_logps = ref.log_softmax(-1);
+  auto ref_vocab_ps = ref_vocab_logps.exp();
+
+  auto pi_per_token_logps = pi_vocab_logps.gather(2, index).squeeze(2);
+  auto ref_per_token_logps = ref_vocab_logps.gather(2, index).squeeze(2);
+  auto zero = torch::zeros({}, policy.options());
+  auto per_position_rewards = torch::where(mask, pi_per_token_logps - ref_per_token_logps, zero);
+  auto kl_terms = torch::where(ref_vocab_ps > 0, ref_vocab_ps * (ref_vocab_logps - pi_vocab_logps),
+                               zero);
+  auto per_position_kl = torch::where(mask, kl_terms.sum(-1), zero);
+
+  auto logratio = per_position_rewards.sum(-1);  // [B]
+  auto kl = per_position_kl.sum(-1);
+  auto mw = logratio.slice(0, 0, P), ml = logratio.slice(0, P, B);
+  auto kw = kl.slice(0, 0, P), kl_l = kl.slice(0, P, B);
+
+  torch::Tensor values;
+  switch (opt.variant) {
+    case Variant::Dpo: values = mw - ml; break;
+    case Variant::Tdpo1: values = mw - ml - (kl_l - kw); break;
+    case Variant::Tdpo2: values = mw - ml - opt.alpha * (kl_l - kw.detach()); break;
+  }
+  auto losses = -torch::log_sigmoid(opt.beta * values);
+  auto loss = losses.mean();
+  if (std::isnan(loss.item<double>())) {
+    throw range_error("ERR_TDPO_LOGITS",
+                      "the loss is undefined (an infinite log-ratio or KL on both sides of a "
+                      "pair): check for -Infinity logits at labelled tokens");
+  }
+
+  Result res;
+  const bool tdpo = opt.variant != Variant::Dpo;
+  res.loss = loss.item<double>();
+  res.losses = to_vector(losses);
+  res.chosen_rewards = to_vector(opt.beta * (tdpo ? mw + kw : mw));
+  res.rejected_rewards = to_vector(opt.beta * (tdpo ? ml + kl_l : ml));
+  res.chosen_logratio = to_vector(mw);
+  res.rejected_logratio = to_vector(ml);
+  res.chosen_kl = to_vector(kw);
+  res.rejected_kl = to_vector(kl_l);
+  if (opt.grad) {
+    loss.backward();
+    res.grad = policy.grad();
+  }
+  return res;
+}
+
+}  // namespace tdpo::loss

@@ -1,0 +1,44 @@
+#include "runtime/runtime.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include <thread>
+
+#ifdef __linux__
+#include <sched.h>
+#endif
+
+#include "common/error.h"
+
+namespace tdpo::runtime {
+
+void set_num_threads(int n) {
+  if (n < 1) {
+    throw range_error("ERR_TDPO_OPTION",
+                      "threads must be an integer >= 1, got " + std::to_string(n));
+  }
+  at::set_num_threads(n);
+}
+
+int get_num_threads() { return at::get_num_threads(); }
+
+int default_num_threads() {
+#ifdef __linux__
+  // The CPUs this process may run on (taskset, container cpusets), not all the machine has.
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+std::string torch_version() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
+bool cuda_available() { return torch::cuda::is_available(); }
+
+}  // namespace tdpo::runtime

@@ -1,0 +1,47 @@
+// `tdpo bench` end to end, at a tiny size.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
+const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+
+describe('tdpo bench', () => {
+  it('reports every case with finite figures (--json)', () => {
+    const r = run(['bench', '--json', '-B', '2', '-T', '8', '-V', '300', '--runs', '2', '--warmup', '0']);
+    expect(r.status, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.config).toMatchObject({ batch: 2, seq: 8, vocab: 300, runs: 2, variant: 'tdpo2' });
+    expect(report.cases).toHaveLength(4);
+    for (const c of report.cases) {
+      expect(c.timesMs).toHaveLength(2);
+      expect(c.medianMs).toBeGreaterThan(0);
+      expect(c.peakRssBytes).toBeGreaterThan(c.baseRssBytes);
+    }
+    for (const x of [report.memcpyGBps, report.speedup.forward, report.speedup.forwardBackward, report.fusedMemoryRatio]) {
+      expect(Number.isFinite(x) && x > 0).toBe(true);
+    }
+  });
+
+  it('prints a table by default', () => {
+    const r = run(['bench', '-B', '2', '-T', '4', '-V', '64', '--runs', '1', '--warmup', '0']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/forward\+backward\s+\S+ m?s/);
+    expect(r.stdout).toContain('memory-copy bandwidth');
+  });
+
+  it('rejects bad flags with one line and exit code 2', () => {
+    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['frobnicate']]) {
+      const r = run(args);
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^tdpo: /);
+    }
+  });
+
+  it('has --help', () => {
+    const r = run(['bench', '--help']);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('Usage: tdpo bench');
+  });
+});

@@ -1,0 +1,121 @@
+// The package as users get it: the committed prebuild is fresh and loads, both module formats
+// work through the exports map, and a binary that cannot load explains itself.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, cpSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { nativeSources, recordPath } from '../scripts/native-sources.js';
+import { explainLoadFailure } from '../lib/native.js';
+import { buildInfo, getNumThreads, setNumThreads } from '../lib/index.js';
+
+const root = path.resolve(__dirname, '..');
+const node = (args: string[], cwd = root) =>
+  spawnSync(process.execPath, args, { cwd, encoding: 'utf8' });
+
+beforeAll(() => {
+  if (!existsSync(path.join(root, 'dist', 'cjs', 'index.js'))) {
+    const r = node([path.join(root, 'scripts', 'build-ts.js')]);
+    if (r.status !== 0) throw new Error(r.stderr);
+  }
+});
+
+describe('prebuilt binary', () => {
+  it('was built from the native sources in this tree', () => {
+    // Fails when binding/, src/ or CMakeLists.txt changed without `npm run prebuild`.
+    const record = JSON.parse(readFileSync(recordPath, 'utf8')) as { digest: string; files: Record<string, string> };
+    const now = nativeSources();
+    const changed = Object.keys({ ...record.files, ...now.files }).filter((f) => record.files[f] !== now.files[f]);
+    expect(changed, 'native sources changed since the prebuild; run `npm run prebuild`').toEqual([]);
+    expect(record.digest).toBe(now.digest);
+  });
+
+  it('loads and reports its libtorch', () => {
+    const file = path.join(path.dirname(recordPath), 'tdpo.node');
+    const r = node(['-p', `JSON.stringify(require(${JSON.stringify(file)}).buildInfo())`]);
+    expect(r.stderr).toBe('');
+    const info = JSON.parse(r.stdout) as { torchVersion: string };
+    expect(info.torchVersion).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});
+
+describe('module formats', () => {
+  it('works with require()', () => {
+    const r = node(['-e', "const t = require('tdpo'); console.log(typeof t.tdpoLoss, typeof t.tdpoLossSync, typeof t.setNumThreads)"]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('function function function');
+  });
+
+  it('works with import', () => {
+    const r = node(['--input-type=module', '-e', "import { tdpoLoss, tdpoLossSync } from 'tdpo'; console.log(typeof tdpoLoss, typeof tdpoLossSync)"]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('function function');
+  });
+
+  it('ships type declarations for both', () => {
+    for (const f of ['dist/esm/index.d.ts', 'dist/cjs/index.d.ts']) {
+      expect(readFileSync(path.join(root, f), 'utf8')).toContain('tdpoLossSync');
+    }
+  });
+});
+
+describe('threads', () => {
+  it('defaults to every available CPU and can be changed', () => {
+    expect(getNumThreads()).toBe(buildInfo().defaultThreads);
+    setNumThreads(1);
+    expect(getNumThreads()).toBe(1);
+    setNumThreads(buildInfo().defaultThreads);
+    expect(() => setNumThreads(0)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_OPTION' }));
+  });
+});
+
+describe('a binary that cannot load', () => {
+  function fakePackage(): string {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-load-'));
+    cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+    writeFileSync(path.join(dir, 'package.json'), readFileSync(path.join(root, 'package.json')));
+    symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
+    return dir;
+  }
+
+  it('with no binary at all: says so and how to build one', () => {
+    const dir = fakePackage();
+    try {
+      const r = node(['-e', "try { require('tdpo') } catch (e) { console.log(e.code + '|' + e.message) }"], dir);
+      expect(r.stdout).toContain('ERR_TDPO_LOAD|tdpo: the native addon could not be loaded');
+      expect(r.stdout).toContain('npm rebuild tdpo');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  const cc = spawnSync('cc', ['--version']).status === 0;
+  it.skipIf(!cc)('with libtorch missing: names the library and the apt command', () => {
+    // A real dlopen failure: a .node linked against a libtorch_cpu that is not on the machine.
+    const dir = fakePackage();
+    try {
+      const build = path.join(dir, 'fake');
+      mkdirSync(build);
+      writeFileSync(path.join(build, 'a.c'), 'int tdpo_fake(void) { return 1; }\n');
+      const lib = spawnSync('cc', ['-shared', '-fPIC', '-o', 'libtorch_cpu.so.99', '-Wl,-soname,libtorch_cpu.so.99', 'a.c'], { cwd: build });
+      expect(lib.status).toBe(0);
+      const prebuilds = path.join(dir, 'prebuilds', `${process.platform}-${process.arch}`);
+      mkdirSync(prebuilds, { recursive: true });
+      const addon = spawnSync('cc', ['-shared', '-fPIC', '-o', path.join(prebuilds, 'tdpo.node'), 'a.c', '-Wl,--no-as-needed', './libtorch_cpu.so.99'], { cwd: build });
+      expect(addon.status).toBe(0);
+      rmSync(build, { recursive: true });
+      const r = node(['-e', "try { require('tdpo') } catch (e) { console.log(e.code + '|' + e.message) }"], dir);
+      expect(r.stdout).toContain('ERR_TDPO_LOAD|');
+      expect(r.stdout).toContain('libtorch is not installed (libtorch_cpu.so.99 was not found)');
+      expect(r.stdout).toContain('sudo apt-get install -y libtorch-dev libopenblas0-pthread');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('explains a libtorch version mismatch', () => {
+    const e = explainLoadFailure(new Error('/x/tdpo.node: undefined symbol: _ZN3c106detail14torchCheckFail'));
+    expect((e as Error & { code: string }).code).toBe('ERR_TDPO_LOAD');
+    expect(e.message).toContain('not the one this binary was built against');
+  });
+});
