@@ -17,6 +17,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lossFloat64ForTest", Napi::Function::New(env, LossFloat64ForTest));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
+  exports.Set("releaseCachedMemory",
+              Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   return exports;
 }

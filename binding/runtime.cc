@@ -1,9 +1,10 @@
-// setNumThreads / getNumThreads / buildInfo.
+// setNumThreads / getNumThreads / releaseCachedMemory / buildInfo.
 #include "binding/runtime.h"
 
 #include <cmath>
 
 #include "binding/errors.h"
+#include "common/alloc.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -22,6 +23,10 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), runtime::get_num_threads());
+}
+
+Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(release_cached_memory()));
 }
 
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {

@@ -6,6 +6,7 @@ namespace tdpo::binding {
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info);
+Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info);
 Napi::Value BuildInfo(const Napi::CallbackInfo& info);
 
 }  // namespace tdpo::binding

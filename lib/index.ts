@@ -7,5 +7,5 @@ export type {
   TdpoLossResult,
   TdpoVariant,
 } from './loss.js';
-export { buildInfo, getNumThreads, setNumThreads } from './runtime.js';
+export { buildInfo, getNumThreads, releaseCachedMemory, setNumThreads } from './runtime.js';
 export type { BuildInfo } from './runtime.js';

@@ -20,6 +20,7 @@ export interface NativeAddon {
   lossFloat64ForTest(inputs: unknown, options?: TdpoLossOptions): TdpoLossResult;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  releaseCachedMemory(): number;
   buildInfo(): BuildInfo;
 }
 

@@ -11,6 +11,16 @@ export function getNumThreads(): number {
   return native.getNumThreads();
 }
 
+/**
+ * The fused loss keeps the most recently freed gradient buffer (the [B, T, V] array, once the
+ * garbage collector drops it) for the next call of the same size: reusing it avoids page faults
+ * that cost more than the kernel itself on some machines. This frees that buffer now; it returns
+ * the bytes released.
+ */
+export function releaseCachedMemory(): number {
+  return native.releaseCachedMemory();
+}
+
 /** What the loaded binary was built against. */
 export function buildInfo(): BuildInfo {
   return native.buildInfo();

@@ -119,3 +119,32 @@ describe('a binary that cannot load', () => {
     expect(e.message).toContain('not the one this binary was built against');
   });
 });
+
+describe('gradient buffer cache', () => {
+  it('takes back a collected gradient buffer, reuses it, and releases it on request', () => {
+    // In a child with --expose-gc, so that collection (and the Node-API finalizer) is under control.
+    const script = `
+      const t = require('tdpo');
+      const n = 4 * 4 * 65536; // 4 MiB of float32: large enough for the cached, huge-page path
+      const inputs = { policyLogits: new Float32Array(n), referenceLogits: new Float32Array(n),
+                       labels: new Int32Array(16).fill(1), shape: [4, 4, 65536] };
+      // Collect from a fresh stack (callers' locals are dead by then), then let finalizers run.
+      const settle = (f) => setTimeout(() => { gc(); setTimeout(() => setTimeout(f, 0), 0); }, 0);
+      let grad = t.tdpoLossSync(inputs, { grad: true }).grad;
+      const expected = Float32Array.from(grad);
+      const out = [t.releaseCachedMemory()];           // in use: nothing cached
+      grad = null;
+      settle(() => {
+        const again = t.tdpoLossSync(inputs, { grad: true }).grad; // served from the cache
+        out.push(again.every((x, i) => x === expected[i]));
+        out.push(t.releaseCachedMemory());             // in use again: nothing cached
+        settle(() => {
+          out.push(t.releaseCachedMemory(), t.releaseCachedMemory());
+          console.log(JSON.stringify(out));
+        });
+      });`;
+    const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { cwd: root, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual([0, true, 0, 4 << 20, 0]);
+  });
+});

@@ -95,6 +95,16 @@ export function makeInputs(c: LossBenchConfig) {
 
 const tick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
+// One timed call. A separate synchronous function, so that the result (and its gradient buffer)
+// is unreachable once it returns: a local of the async loop below would stay alive in the
+// suspended frame across the next collection and double the measured peak memory.
+function timeOnce(inputs: ReturnType<typeof makeInputs>, options: Parameters<typeof tdpoLossSync>[1]) {
+  const t0 = process.hrtime.bigint();
+  const out = tdpoLossSync(inputs, options);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  return { ms, loss: out.loss };
+}
+
 /** Runs in the child: one implementation, one pass, warm-up then timed runs. */
 export async function runCase(
   c: LossBenchConfig,
@@ -103,23 +113,18 @@ export async function runCase(
 ): Promise<CaseResult> {
   if (c.threads > 0) setNumThreads(c.threads);
   const gc = (globalThis as { gc?: () => void }).gc;
-  const settle = async () => {
-    // Free the previous result's buffers (their finalizers run after a turn of the event loop),
-    // so every run starts from the same memory state, for both implementations.
-    gc?.();
-    await tick();
-    await tick();
-  };
   const baseRssBytes = process.memoryUsage().rss;
   const inputs = makeInputs(c);
   const options = { variant: c.variant, implementation, grad };
   const timesMs: number[] = [];
   for (let i = 0; i < c.warmup + c.runs; i++) {
-    await settle();
-    const t0 = process.hrtime.bigint();
-    const out = tdpoLossSync(inputs, options);
-    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    if (!Number.isFinite(out.loss)) throw new Error(`${implementation}: loss is ${out.loss}`);
+    // Free the previous result's buffers (Node-API finalizers run after a turn of the event
+    // loop), so every run starts from the same memory state, for both implementations.
+    gc?.();
+    await tick();
+    await tick();
+    const { ms, loss } = timeOnce(inputs, options);
+    if (!Number.isFinite(loss)) throw new Error(`${implementation}: loss is ${loss}`);
     if (i >= c.warmup) timesMs.push(ms);
   }
   const peakRssBytes = process.resourceUsage().maxRSS * 1024;

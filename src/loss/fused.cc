@@ -293,8 +293,12 @@ Result fused(const Inputs<T>& in, const Options& opt) {
   const auto dtype = std::is_same_v<T, float> ? at::kFloat : at::kDouble;
   res.grad = empty_large({in.batch, in.seq, V}, dtype);
   T* g = res.grad.template data_ptr<T>();
+  // Chosen and rejected rows interleaved: parallel_for hands each thread a contiguous range, and
+  // under TDPO2 / DPO chosen rows skip reading r, so plain order would leave one thread idle.
+  const int64_t half = rows / 2;
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t i = (j & 1) ? half + j / 2 : j / 2;
       if (in.labels[i] == kIgnoreIndex) {
         std::fill(g + i * V, g + (i + 1) * V, T(0));
         continue;
