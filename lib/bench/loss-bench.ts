@@ -55,7 +55,7 @@ export const defaultLossBenchConfig: LossBenchConfig = {
   seq: 256,
   vocab: 50257,
   variant: 'tdpo2',
-  runs: 5,
+  runs: 7,
   warmup: 1,
   threads: 0,
   promptFraction: 0.25,
