@@ -3,6 +3,7 @@
 
 #include "binding/errors.h"
 #include "binding/loss.h"
+#include "binding/model.h"
 #include "binding/runtime.h"
 #include "runtime/runtime.h"
 
@@ -19,6 +20,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
   exports.Set("releaseCachedMemory",
               Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
+  InitModel(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   return exports;
 }

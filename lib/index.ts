@@ -9,3 +9,5 @@ export type {
 } from './loss.js';
 export { buildInfo, getNumThreads, releaseCachedMemory, setNumThreads } from './runtime.js';
 export type { BuildInfo } from './runtime.js';
+export { Model } from './model.js';
+export type { ForwardResult, ModelDtype, ModelOptions } from './model.js';

@@ -3,7 +3,9 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import packageRoot from './package-root.cjs';
+import type { TensorSource } from './io/safetensors.js';
 import type { TdpoLossInputs, TdpoLossOptions, TdpoLossResult } from './loss.js';
+import type { NativeModelConfig } from './models/config.js';
 
 export interface BuildInfo {
   /** libtorch version the addon was compiled against, e.g. "1.13.0". */
@@ -14,7 +16,20 @@ export interface BuildInfo {
   defaultThreads: number;
 }
 
+export interface NativeModelHandle {
+  forward(
+    ids: Int32Array,
+    shape: readonly [number, number],
+    attentionMask?: Int32Array,
+  ): Promise<{ logits: Float32Array; shape: [number, number, number] }>;
+  save(file: string): Promise<void>;
+  dispose(): void;
+  parameterCount(): number;
+}
+
 export interface NativeAddon {
+  createModel(config: NativeModelConfig, options: { seed?: number; dtype?: string }): Promise<NativeModelHandle>;
+  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype?: string }): Promise<NativeModelHandle>;
   tdpoLossSync(inputs: TdpoLossInputs, options?: TdpoLossOptions): TdpoLossResult;
   tdpoLoss(inputs: TdpoLossInputs, options?: TdpoLossOptions): Promise<TdpoLossResult>;
   lossFloat64ForTest(inputs: unknown, options?: TdpoLossOptions): TdpoLossResult;

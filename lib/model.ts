@@ -1,0 +1,124 @@
+// Model: a GPT-2 or GPT-NeoX causal LM held natively (src/models), loaded from and saved to
+// Hugging Face folders (config.json + model.safetensors, or a sharded index).
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { codedError } from './errors.js';
+import { readSafetensorsHeader, type TensorSource } from './io/safetensors.js';
+import { toNativeConfig, type HfConfig } from './models/config.js';
+import { native, type NativeModelHandle } from './native.js';
+
+export type ModelDtype = 'float32' | 'bfloat16';
+export interface ModelOptions {
+  /** Parameter and compute precision; logits are returned as float32 either way. */
+  dtype?: ModelDtype;
+  /** Only 'cpu' for now. */
+  device?: 'cpu' | 'cuda';
+}
+export interface ForwardResult {
+  /** [B, T, V] row-major. */
+  logits: Float32Array;
+  shape: [number, number, number];
+}
+
+function checkDevice(options: ModelOptions): void {
+  if (options.device !== undefined && options.device !== 'cpu') {
+    throw codedError('RangeError', 'ERR_TDPO_OPTION', `options.device '${options.device}' is not supported yet: models run on 'cpu'`);
+  }
+}
+
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${file} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** Every tensor of a checkpoint folder: model.safetensors, or the shards its index names. */
+function checkpointTensors(dir: string): TensorSource[] {
+  const single = path.join(dir, 'model.safetensors');
+  const index = path.join(dir, 'model.safetensors.index.json');
+  if (existsSync(single)) return readSafetensorsHeader(single);
+  if (!existsSync(index)) {
+    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${dir} has neither model.safetensors nor model.safetensors.index.json`);
+  }
+  const map = (readJson(index, 'the shard index') as { weight_map?: Record<string, string> }).weight_map;
+  if (typeof map !== 'object' || map === null) {
+    throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${index}: weight_map is missing`);
+  }
+  const out: TensorSource[] = [];
+  for (const shard of [...new Set(Object.values(map))]) {
+    if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\')) {
+      throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${index}: shard name ${JSON.stringify(shard)} is not a file in ${dir}`);
+    }
+    for (const t of readSafetensorsHeader(path.join(dir, shard))) {
+      if (map[t.name] !== shard) {
+        throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${path.join(dir, shard)}: tensor '${t.name}' is not listed for this shard in ${index}`);
+      }
+      out.push(t);
+    }
+  }
+  return out;
+}
+
+export class Model {
+  readonly config: HfConfig;
+  #handle: NativeModelHandle | null;
+
+  private constructor(handle: NativeModelHandle, config: HfConfig) {
+    this.#handle = handle;
+    this.config = config;
+  }
+
+  /** Loads a Hugging Face folder: config.json and model.safetensors (or a sharded index). */
+  static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
+    checkDevice(options);
+    const config = readJson(path.join(dir, 'config.json'), 'the model config') as HfConfig;
+    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype: options.dtype });
+    return new Model(handle, config);
+  }
+
+  /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
+  static async create(config: HfConfig, options: ModelOptions & { seed?: number } = {}): Promise<Model> {
+    checkDevice(options);
+    const handle = await native.createModel(toNativeConfig(config), { seed: options.seed, dtype: options.dtype });
+    return new Model(handle, { ...config });
+  }
+
+  /** Logits for `inputIds` ([B, T] row-major); `attentionMask` (1 = token, 0 = padding) masks keys. */
+  async forward(inputIds: Int32Array, shape: readonly [number, number], options: { attentionMask?: Int32Array } = {}): Promise<ForwardResult> {
+    return this.#live().forward(inputIds, shape, options.attentionMask);
+  }
+
+  /** Writes config.json and model.safetensors (each through a temporary file and a rename). */
+  async save(dir: string): Promise<void> {
+    const handle = this.#live();
+    mkdirSync(dir, { recursive: true });
+    await handle.save(path.join(dir, 'model.safetensors'));
+    const tmp = path.join(dir, `config.json.tmp-${process.pid}`);
+    writeFileSync(tmp, `${JSON.stringify(this.config, null, 2)}\n`);
+    renameSync(tmp, path.join(dir, 'config.json'));
+  }
+
+  /** Number of parameters. */
+  get parameterCount(): number {
+    return this.#live().parameterCount();
+  }
+
+  /** Frees the native memory now (once running calls finish); later calls throw ERR_TDPO_DISPOSED. */
+  dispose(): void {
+    this.#handle?.dispose();
+    this.#handle = null;
+  }
+
+  #live(): NativeModelHandle {
+    if (this.#handle === null) throw codedError('Error', 'ERR_TDPO_DISPOSED', 'this model was disposed');
+    return this.#handle;
+  }
+}

@@ -1,0 +1,82 @@
+// Hugging Face config.json -> the plain struct the native model takes. Anything the native
+// forward pass would silently get wrong (another activation, untied GPT-NeoX embeddings turned
+// tied, ...) is an error naming the field.
+import { codedError } from '../errors.js';
+
+export interface NativeModelConfig {
+  modelType: 'gpt2' | 'gpt_neox';
+  vocabSize: number;
+  maxPositions: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  intermediate: number;
+  layerNormEps: number;
+  rotaryPct?: number;
+  rotaryBase?: number;
+  parallelResidual?: boolean;
+}
+
+export type HfConfig = Record<string, unknown>;
+
+const configError = (msg: string) => codedError('RangeError', 'ERR_TDPO_CONFIG', msg);
+
+function int(c: HfConfig, key: string, fallback?: number): number {
+  const v = c[key] ?? fallback;
+  if (!Number.isSafeInteger(v) || (v as number) <= 0) {
+    throw configError(`config.${key} must be a positive integer, got ${JSON.stringify(c[key])}`);
+  }
+  return v as number;
+}
+function num(c: HfConfig, key: string, fallback: number): number {
+  const v = c[key] ?? fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${key} must be a number, got ${JSON.stringify(c[key])}`);
+  return v;
+}
+function expect(c: HfConfig, key: string, allowed: unknown[], fallback: unknown): void {
+  const v = c[key] ?? fallback;
+  if (!allowed.includes(v)) {
+    throw configError(`config.${key} = ${JSON.stringify(v)} is not supported (supported: ${allowed.map((a) => JSON.stringify(a)).join(', ')})`);
+  }
+}
+
+export function toNativeConfig(c: HfConfig): NativeModelConfig {
+  const type = c.model_type;
+  if (type === 'gpt2') {
+    expect(c, 'activation_function', ['gelu_new', 'gelu_pytorch_tanh'], 'gelu_new');
+    expect(c, 'scale_attn_weights', [true], true);
+    expect(c, 'scale_attn_by_inverse_layer_idx', [false], false);
+    expect(c, 'reorder_and_upcast_attn', [false], false);
+    expect(c, 'add_cross_attention', [false], false);
+    const hidden = int(c, 'n_embd');
+    return {
+      modelType: 'gpt2',
+      vocabSize: int(c, 'vocab_size'),
+      maxPositions: int(c, 'n_positions'),
+      hidden,
+      layers: int(c, 'n_layer'),
+      heads: int(c, 'n_head'),
+      intermediate: c.n_inner == null ? 4 * hidden : int(c, 'n_inner'),
+      layerNormEps: num(c, 'layer_norm_epsilon', 1e-5),
+    };
+  }
+  if (type === 'gpt_neox') {
+    expect(c, 'hidden_act', ['gelu'], 'gelu');
+    expect(c, 'tie_word_embeddings', [false], false);
+    expect(c, 'attention_bias', [true], true);
+    return {
+      modelType: 'gpt_neox',
+      vocabSize: int(c, 'vocab_size'),
+      maxPositions: int(c, 'max_position_embeddings'),
+      hidden: int(c, 'hidden_size'),
+      layers: int(c, 'num_hidden_layers'),
+      heads: int(c, 'num_attention_heads'),
+      intermediate: int(c, 'intermediate_size'),
+      layerNormEps: num(c, 'layer_norm_eps', 1e-5),
+      rotaryPct: num(c, 'rotary_pct', 1),
+      rotaryBase: num(c, 'rotary_emb_base', num(c, 'rope_theta', 10000)),
+      parallelResidual: c.use_parallel_residual === undefined ? true : Boolean(c.use_parallel_residual),
+    };
+  }
+  throw configError(`config.model_type ${JSON.stringify(type)} is not supported: use "gpt2" or "gpt_neox"`);
+}

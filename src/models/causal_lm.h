@@ -1,0 +1,71 @@
+// Decoder-only language models as plain tensors and functional libtorch ops (llm.c style): the
+// parameters carry their Hugging Face names, so loading and saving checkpoints is a lookup, and
+// autograd sees ordinary tensors when training needs gradients.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tdpo::models {
+
+// The fields of a Hugging Face config.json that the forward pass needs, already validated.
+struct ModelConfig {
+  std::string model_type;  // "gpt2" or "gpt_neox"
+  int64_t vocab_size = 0, max_positions = 0, hidden = 0, layers = 0, heads = 0, intermediate = 0;
+  double layer_norm_eps = 1e-5;
+  // GPT-NeoX only.
+  double rotary_pct = 1.0, rotary_base = 10000.0;
+  bool parallel_residual = true;
+};
+
+struct ParamSpec {
+  std::string name;  // the canonical name written on save
+  std::vector<int64_t> shape;
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  const ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+
+  // [B, T] int64 ids, optional [B, T] attention mask (1 = real token, 0 = padding; keys only,
+  // positions are 0..T-1 as in the Hugging Face forward) -> [B, T, V] logits in the model's dtype.
+  virtual at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask) const = 0;
+
+  // Parameters in canonical order, with their canonical names.
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  const std::vector<at::Tensor>& params() const { return params_; }
+  std::vector<at::Tensor>& params() { return params_; }
+
+ protected:
+  CausalLM(ModelConfig config, std::vector<ParamSpec> specs, at::ScalarType dtype)
+      : config_(std::move(config)), specs_(std::move(specs)), dtype_(dtype) {}
+  const at::Tensor& p(size_t i) const { return params_[i]; }
+
+  ModelConfig config_;
+  std::vector<ParamSpec> specs_;
+  std::vector<at::Tensor> params_;
+  at::ScalarType dtype_;
+};
+
+// Throws ERR_TDPO_CONFIG for an unknown model_type or inconsistent sizes.
+void validate_config(const ModelConfig& config);
+std::vector<ParamSpec> param_specs(const ModelConfig& config);
+
+// A model with uninitialised parameters of the right shapes; fill them with init_weights() or by
+// loading a checkpoint.
+std::unique_ptr<CausalLM> make_model(const ModelConfig& config, at::ScalarType dtype);
+// The Hugging Face initialisation: N(0, 0.02) weights (GPT-2's residual projections scaled by
+// 1/sqrt(2 n_layer)), zero biases, unit layer-norm weights; deterministic in seed.
+void init_weights(CausalLM& model, uint64_t seed);
+
+// Maps a checkpoint tensor name to the canonical one, "" when the tensor is to be ignored (mask
+// buffers, tied lm_head), or nullopt-like "?" when the architecture has no such tensor.
+std::string canonical_name(const ModelConfig& config, const std::string& checkpoint_name);
+
+}  // namespace tdpo::models

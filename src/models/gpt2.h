@@ -1,0 +1,17 @@
+// GPT-2 as in Hugging Face's modeling_gpt2.py: learned positions, Conv1D weights stored [in, out],
+// pre-norm blocks, gelu_new, lm_head tied to wte.
+#pragma once
+
+#include "models/causal_lm.h"
+
+namespace tdpo::models {
+
+std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& c);
+
+class Gpt2 : public CausalLM {
+ public:
+  Gpt2(const ModelConfig& c, at::ScalarType dtype) : CausalLM(c, gpt2_param_specs(c), dtype) {}
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask) const override;
+};
+
+}  // namespace tdpo::models

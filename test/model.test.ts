@@ -1,0 +1,192 @@
+// GPT-2 and GPT-NeoX runners against logits from an independent implementation of the Hugging Face
+// definitions (test/golden/generate_models.py), plus save/load round trips and bad checkpoints.
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Model } from '../lib/index.js';
+import { readSafetensorsHeader } from '../lib/io/safetensors.js';
+
+interface ModelCase {
+  name: string;
+  shape: [number, number];
+  inputIds: number[];
+  attentionMask: number[];
+  logits: number[];
+  maskedLogits: number[];
+}
+const golden = JSON.parse(readFileSync(new URL('./golden/model-golden.json', import.meta.url), 'utf8')) as { cases: ModelCase[] };
+const dirOf = (name: string) => path.join(__dirname, 'golden', 'models', name);
+const tmp = mkdtempSync(path.join(tmpdir(), 'tdpo-model-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** max |a - b| over positions where keep(b, t), relative to the largest |expected| logit. */
+function logitError(actual: Float32Array, expected: number[], T: number, V: number, keep: (row: number) => boolean): number {
+  let diff = 0;
+  let scale = 1e-12;
+  for (let i = 0; i < expected.length; i++) {
+    if (!keep(Math.floor(i / V))) continue;
+    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  return diff / scale;
+}
+
+describe('logits match the Hugging Face definitions', () => {
+  for (const c of golden.cases) {
+    it(`${c.name}: with and without padding`, async () => {
+      const model = await Model.load(dirOf(c.name));
+      const [B, T] = c.shape;
+      const ids = Int32Array.from(c.inputIds);
+      const plain = await model.forward(ids, [B, T]);
+      const V = plain.shape[2];
+      expect(plain.shape).toEqual([B, T, V]);
+      expect(logitError(plain.logits, c.logits, T, V, () => true)).toBeLessThan(1e-4);
+      const mask = Int32Array.from(c.attentionMask);
+      const masked = await model.forward(ids, [B, T], { attentionMask: mask });
+      // Padded positions' logits carry no meaning; every real token's must match.
+      expect(logitError(masked.logits, c.maskedLogits, T, V, (row) => mask[row] === 1)).toBeLessThan(1e-4);
+      model.dispose();
+    });
+  }
+
+  it('right padding leaves the real tokens exactly as without it', async () => {
+    const c = golden.cases[0];
+    const model = await Model.load(dirOf(c.name));
+    const [B, T] = c.shape;
+    const ids = Int32Array.from(c.inputIds);
+    const mask = new Int32Array(B * T).fill(1);
+    mask.fill(0, T - 2, T); // row 0: last two positions padding
+    const a = await model.forward(ids, [B, T]);
+    const b = await model.forward(ids, [B, T], { attentionMask: mask });
+    const V = a.shape[2];
+    expect(b.logits.subarray(0, (T - 2) * V)).toEqual(a.logits.subarray(0, (T - 2) * V));
+  });
+});
+
+describe('save and load', () => {
+  for (const name of ['gpt2-tiny', 'pythia-tiny-bf16', 'neox-sequential-sharded']) {
+    it(`${name}: load -> save -> load is exact, with standard tensor names`, async () => {
+      const c = golden.cases.find((x) => x.name === name)!;
+      const a = await Model.load(dirOf(name));
+      const out = path.join(tmp, name);
+      await a.save(out);
+      const b = await Model.load(out);
+      const ids = Int32Array.from(c.inputIds);
+      expect((await b.forward(ids, c.shape)).logits).toEqual((await a.forward(ids, c.shape)).logits);
+      expect(b.config).toEqual(a.config);
+      const names = readSafetensorsHeader(path.join(out, 'model.safetensors')).map((t) => t.name);
+      if (name.startsWith('gpt2')) {
+        expect(names).toContain('transformer.h.0.attn.c_attn.weight');
+        expect(names).not.toContain('lm_head.weight'); // tied to wte, as transformers saves it
+      } else {
+        expect(names).toContain('gpt_neox.layers.1.attention.query_key_value.weight');
+        expect(names).toContain('embed_out.weight');
+      }
+      a.dispose();
+      b.dispose();
+    });
+  }
+
+  it('loads in bfloat16 too', async () => {
+    const c = golden.cases.find((x) => x.name === 'pythia-tiny-bf16')!;
+    const model = await Model.load(dirOf(c.name), { dtype: 'bfloat16' });
+    const { logits, shape } = await model.forward(Int32Array.from(c.inputIds), c.shape);
+    // bf16 arithmetic: ~3 significant digits.
+    expect(logitError(logits, c.logits, c.shape[1], shape[2], () => true)).toBeLessThan(3e-2);
+  });
+});
+
+describe('Model.create', () => {
+  const config = { model_type: 'gpt_neox', vocab_size: 50, max_position_embeddings: 16, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, rotary_pct: 0.5 };
+  it('is deterministic in its seed', async () => {
+    const ids = Int32Array.from([1, 2, 3, 4]);
+    const run = async (seed: number) => (await (await Model.create(config, { seed })).forward(ids, [1, 4])).logits;
+    expect(await run(3)).toEqual(await run(3));
+    expect(await run(3)).not.toEqual(await run(4));
+  });
+  it('counts its parameters', async () => {
+    const m = await Model.create({ model_type: 'gpt2', vocab_size: 10, n_positions: 8, n_embd: 8, n_layer: 1, n_head: 2 });
+    // wte 80 + wpe 64 + layer (2*8 + 8*24+24 + 64+8 + 2*8 + 8*32+32 + 32*8+8) + ln_f 16
+    expect(m.parameterCount).toBe(80 + 64 + (16 + 216 + 72 + 16 + 288 + 264) + 16);
+  });
+});
+
+describe('bad checkpoints and inputs', () => {
+  const copy = (name: string) => {
+    const d = mkdtempSync(path.join(tmp, 'bad-'));
+    cpSync(dirOf(name), d, { recursive: true });
+    return d;
+  };
+  const rejects = async (p: Promise<unknown>, code: string, text: string) => {
+    const err = await p.then(() => undefined, (e: unknown) => e as Error & { code: string });
+    expect(err, 'expected a rejection').toBeDefined();
+    expect(err!.code).toBe(code);
+    expect(err!.message).toContain(text);
+  };
+
+  it('an unknown model_type', async () => {
+    const d = copy('gpt2-tiny');
+    writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'llama' }));
+    await rejects(Model.load(d), 'ERR_TDPO_CONFIG', 'model_type "llama"');
+  });
+  it('a missing config field', async () => {
+    const d = copy('gpt2-tiny');
+    const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
+    delete cfg.n_head;
+    writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
+    await rejects(Model.load(d), 'ERR_TDPO_CONFIG', 'config.n_head');
+  });
+  it('a config the checkpoint does not fit (wrong shape)', async () => {
+    const d = copy('gpt2-tiny');
+    const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
+    cfg.vocab_size = 98;
+    writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', "tensor 'wte.weight'");
+  });
+  it('a missing tensor', async () => {
+    const d = copy('neox-sequential-sharded');
+    const index = path.join(d, 'model.safetensors.index.json');
+    const idx = JSON.parse(readFileSync(index, 'utf8'));
+    // Point the index at shard 1 only, and drop shard 2's tensors from it.
+    for (const [k, v] of Object.entries(idx.weight_map)) if (String(v).includes('00002')) delete idx.weight_map[k];
+    writeFileSync(index, JSON.stringify(idx));
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', 'is missing from the checkpoint');
+  });
+  it('an unexpected tensor', async () => {
+    const d = copy('gpt2-tiny');
+    copyFileSync(path.join(dirOf('pythia-tiny-bf16'), 'model.safetensors'), path.join(d, 'model.safetensors'));
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', "unexpected tensor 'gpt_neox.");
+  });
+  it('a truncated file', async () => {
+    const d = copy('gpt2-tiny');
+    const f = path.join(d, 'model.safetensors');
+    truncateSync(f, 5000);
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', 'outside the');
+  });
+  it('a corrupt header', async () => {
+    const d = copy('gpt2-tiny');
+    const f = path.join(d, 'model.safetensors');
+    const buf = readFileSync(f);
+    buf.write('#', 8); // the header's opening brace
+    writeFileSync(f, buf);
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', 'not valid JSON');
+    buf.writeBigUInt64LE(1n << 40n, 0);
+    writeFileSync(f, buf);
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', 'does not fit');
+  });
+  it('no weights at all', async () => {
+    const d = copy('gpt2-tiny');
+    rmSync(path.join(d, 'model.safetensors'));
+    await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', 'neither model.safetensors');
+  });
+  it('ids outside the vocabulary, a sequence past the position table, a disposed model', async () => {
+    const model = await Model.load(dirOf('gpt2-tiny'));
+    await rejects(model.forward(Int32Array.from([1, 97]), [1, 2]), 'ERR_TDPO_INPUT', 'inputIds[1] = 97');
+    await rejects(model.forward(new Int32Array(17), [1, 17]), 'ERR_TDPO_INPUT', 'exceeds the model');
+    await rejects(model.forward(new Int32Array(3), [1, 2]), 'ERR_TDPO_SHAPE', 'inputIds');
+    await rejects(model.forward(new Int32Array(2), [1, 2], { attentionMask: Int32Array.from([1, 2]) }), 'ERR_TDPO_INPUT', 'attentionMask[1]');
+    model.dispose();
+    await expect(model.forward(new Int32Array(2), [1, 2])).rejects.toMatchObject({ code: 'ERR_TDPO_DISPOSED' });
+  });
+});
