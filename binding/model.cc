@@ -12,6 +12,7 @@
 #include "binding/convert.h"
 #include "binding/errors.h"
 #include "models/checkpoint.h"
+#include "models/generate.h"
 
 namespace tdpo::binding {
 namespace {
@@ -65,6 +66,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod<&NativeModel::Forward>("forward"),
                         InstanceMethod<&NativeModel::Save>("save"),
+                        InstanceMethod<&NativeModel::Generate>("generate"),
+                        InstanceMethod<&NativeModel::SequenceLogprobs>("sequenceLogprobs"),
                         InstanceMethod<&NativeModel::Dispose>("dispose"),
                         InstanceMethod<&NativeModel::ParameterCount>("parameterCount")});
   }
@@ -91,51 +94,64 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return state_;
   }
 
-  // forward(ids: Int32Array, shape: [B, T], attentionMask?: Int32Array)
+  struct Batch {
+    at::Tensor ids, mask;  // int64 [B, T]; mask undefined when not given
+  };
+
+  // (ids: Int32Array, shape: [B, T], attentionMask?: Int32Array), validated against the model and
+  // copied into int64 tensors here, so the worker touches no JS memory.
+  static Batch parse_batch(Napi::Env env, const models::ModelConfig& cfg, Napi::Value ids_v, Napi::Value shape_v,
+                           Napi::Value mask_v) {
+    Napi::Object args = Napi::Object::New(env);
+    args.Set("inputIds", ids_v);
+    args.Set("shape", shape_v);
+    const auto shape = shape_field(args, "shape", "model", 2);
+    const int64_t B = shape[0], T = shape[1];
+    const std::string shape_text = "[" + std::to_string(B) + ", " + std::to_string(T) + "]";
+    auto ids = typed_array_field<int32_t>(args, "inputIds", "model");
+    expect_length(ids.length, B * T, "inputIds", shape_text);
+    if (T > cfg.max_positions) {
+      throw range_error("ERR_TDPO_INPUT", "sequence length " + std::to_string(T) + " exceeds the model's " +
+                                              std::to_string(cfg.max_positions) + " positions");
+    }
+    for (int64_t i = 0; i < B * T; ++i) {
+      if (ids.data[i] < 0 || ids.data[i] >= cfg.vocab_size) {
+        throw range_error("ERR_TDPO_INPUT", "inputIds[" + std::to_string(i) + "] = " + std::to_string(ids.data[i]) +
+                                                " is outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+      }
+    }
+    Batch batch;
+    batch.ids = at::from_blob(const_cast<int32_t*>(ids.data), {B, T}, at::kInt).to(at::kLong);
+    if (!mask_v.IsUndefined() && !mask_v.IsNull()) {
+      args.Set("attentionMask", mask_v);
+      auto mask = typed_array_field<int32_t>(args, "attentionMask", "options");
+      expect_length(mask.length, B * T, "options.attentionMask", shape_text);
+      for (int64_t i = 0; i < B * T; ++i) {
+        if (mask.data[i] != 0 && mask.data[i] != 1)
+          throw range_error("ERR_TDPO_INPUT", "options.attentionMask[" + std::to_string(i) + "] must be 0 or 1");
+      }
+      batch.mask = at::from_blob(const_cast<int32_t*>(mask.data), {B, T}, at::kInt).to(at::kLong);
+    }
+    return batch;
+  }
+
+  static Napi::Value arg(const Napi::CallbackInfo& info, size_t i) {
+    return i < info.Length() ? info[i] : info.Env().Undefined();
+  }
+
+  // forward(ids, shape, attentionMask?) -> { logits: Float32Array [B, T, V], shape }
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return promise_call(env, [&]() -> Napi::Value {
       StatePtr state = live(env);
-      const auto& cfg = state->model->config();
-      Napi::Object args = Napi::Object::New(env);
-      args.Set("inputIds", info[0]);
-      args.Set("shape", info[1]);
-      const auto shape = shape_field(args, "shape", "forward", 2);
-      const int64_t B = shape[0], T = shape[1];
-      auto ids = typed_array_field<int32_t>(args, "inputIds", "forward");
-      expect_length(ids.length, B * T, "inputIds", "[" + std::to_string(B) + ", " + std::to_string(T) + "]");
-      if (T > cfg.max_positions) {
-        throw range_error("ERR_TDPO_INPUT", "sequence length " + std::to_string(T) +
-                                                " exceeds the model's " + std::to_string(cfg.max_positions) +
-                                                " positions");
-      }
-      for (int64_t i = 0; i < B * T; ++i) {
-        if (ids.data[i] < 0 || ids.data[i] >= cfg.vocab_size) {
-          throw range_error("ERR_TDPO_INPUT", "inputIds[" + std::to_string(i) + "] = " +
-                                                  std::to_string(ids.data[i]) + " is outside the vocabulary [0, " +
-                                                  std::to_string(cfg.vocab_size) + ")");
-        }
-      }
-      // Copied into int64 tensors here, so the worker touches no JS memory.
-      at::Tensor ids_t = at::from_blob(const_cast<int32_t*>(ids.data), {B, T}, at::kInt).to(at::kLong);
-      at::Tensor mask_t;
-      if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
-        args.Set("attentionMask", info[2]);
-        auto mask = typed_array_field<int32_t>(args, "attentionMask", "options");
-        expect_length(mask.length, B * T, "options.attentionMask", "[" + std::to_string(B) + ", " + std::to_string(T) + "]");
-        for (int64_t i = 0; i < B * T; ++i) {
-          if (mask.data[i] != 0 && mask.data[i] != 1)
-            throw range_error("ERR_TDPO_INPUT", "options.attentionMask[" + std::to_string(i) + "] must be 0 or 1");
-        }
-        mask_t = at::from_blob(const_cast<int32_t*>(mask.data), {B, T}, at::kInt).clone();
-      }
+      Batch batch = parse_batch(env, state->model->config(), arg(info, 0), arg(info, 1), arg(info, 2));
       auto logits = std::make_shared<at::Tensor>();
       return TaskWorker::Run(
           env, "tdpo:forward",
-          [state, ids_t, mask_t, logits] {
+          [state, batch, logits] {
             std::lock_guard<std::mutex> lock(state->mu);
             at::NoGradGuard no_grad;
-            *logits = state->model->forward(ids_t, mask_t).to(at::kFloat).contiguous();
+            *logits = state->model->forward(batch.ids, batch.mask).to(at::kFloat).contiguous();
           },
           [logits](Napi::Env env) -> Napi::Value {
             Napi::Object out = Napi::Object::New(env);
@@ -143,6 +159,109 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             for (uint32_t i = 0; i < 3; ++i) shape.Set(i, Napi::Number::New(env, double(logits->size(i))));
             out.Set("logits", tensor_to_typed_array(env, *logits));
             out.Set("shape", shape);
+            return out;
+          });
+    });
+  }
+
+  // sequenceLogprobs(ids, shape, labels: Int32Array, attentionMask?) -> { tokenLogprobs, sums }
+  Napi::Value SequenceLogprobs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_call(env, [&]() -> Napi::Value {
+      StatePtr state = live(env);
+      const auto& cfg = state->model->config();
+      Batch batch = parse_batch(env, cfg, arg(info, 0), arg(info, 1), arg(info, 3));
+      Napi::Object args = Napi::Object::New(env);
+      args.Set("labels", arg(info, 2));
+      auto labels = typed_array_field<int32_t>(args, "labels", "sequenceLogprobs");
+      const int64_t B = batch.ids.size(0), T = batch.ids.size(1);
+      expect_length(labels.length, B * T, "labels", "[" + std::to_string(B) + ", " + std::to_string(T) + "]");
+      for (int64_t i = 0; i < B * T; ++i) {
+        const int32_t y = labels.data[i];
+        if (y != -100 && (y < 0 || y >= cfg.vocab_size)) {
+          throw range_error("ERR_TDPO_LABEL", "labels[" + std::to_string(i) + "] is " + std::to_string(y) +
+                                                  ": labels must be in [0, " + std::to_string(cfg.vocab_size) + ") or -100");
+        }
+      }
+      at::Tensor labels_t = at::from_blob(const_cast<int32_t*>(labels.data), {B, T}, at::kInt).to(at::kLong);
+      auto result = std::make_shared<models::SequenceLogprobs>();
+      return TaskWorker::Run(
+          env, "tdpo:sequenceLogprobs",
+          [state, batch, labels_t, result] {
+            std::lock_guard<std::mutex> lock(state->mu);
+            *result = models::sequence_logprobs(*state->model, batch.ids, labels_t, batch.mask);
+          },
+          [result](Napi::Env env) -> Napi::Value {
+            Napi::Object out = Napi::Object::New(env);
+            out.Set("tokenLogprobs", tensor_to_typed_array(env, result->token_logprobs));
+            out.Set("sums", tensor_to_typed_array(env, result->sums));
+            return out;
+          });
+    });
+  }
+
+  // generate(prompts: Int32Array[], options) -> Int32Array[]
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_call(env, [&]() -> Napi::Value {
+      StatePtr state = live(env);
+      const auto& cfg = state->model->config();
+      Napi::Value pv = arg(info, 0);
+      if (!pv.IsArray() || pv.As<Napi::Array>().Length() == 0)
+        throw type_error("ERR_TDPO_TYPE", "generate(prompts): prompts must be a non-empty array of Int32Array");
+      Napi::Array parr = pv.As<Napi::Array>();
+      Napi::Object opt = object_arg(arg(info, 1), "options", true);
+      models::SamplingOptions o;
+      auto int_opt = [&](const char* key, int64_t fallback, int64_t lo) {
+        const double x = number_option(opt, key, double(fallback), "options");
+        if (!(std::floor(x) == x && x >= double(lo) && x < 9007199254740992.0))
+          throw range_error("ERR_TDPO_OPTION", std::string("options.") + key + " must be an integer >= " + std::to_string(lo));
+        return static_cast<int64_t>(x);
+      };
+      o.max_new_tokens = int_opt("maxNewTokens", 32, 1);
+      o.top_k = int_opt("topK", 0, 0);
+      o.seed = static_cast<uint64_t>(int_opt("seed", 0, 0));
+      o.eos_token_id = opt.Get("eosTokenId").IsUndefined() || opt.Get("eosTokenId").IsNull() ? -1 : int_opt("eosTokenId", -1, 0);
+      o.temperature = number_option(opt, "temperature", 1.0, "options");
+      if (!(o.temperature >= 0 && std::isfinite(o.temperature)))
+        throw range_error("ERR_TDPO_OPTION", "options.temperature must be a finite number >= 0");
+      o.top_p = number_option(opt, "topP", 1.0, "options");
+      if (!(o.top_p > 0 && o.top_p <= 1)) throw range_error("ERR_TDPO_OPTION", "options.topP must be in (0, 1]");
+      o.use_cache = bool_option(opt, "useCache", true, "options");
+      std::vector<std::vector<int32_t>> prompts;
+      for (uint32_t i = 0; i < parr.Length(); ++i) {
+        Napi::Object holder = Napi::Object::New(env);
+        holder.Set("p", parr.Get(i));
+        auto view = typed_array_field<int32_t>(holder, "p", "prompts[" + std::to_string(i) + "]");
+        const std::string name = "prompts[" + std::to_string(i) + "]";
+        if (view.length == 0) throw range_error("ERR_TDPO_INPUT", name + " is empty");
+        if (int64_t(view.length) + o.max_new_tokens > cfg.max_positions) {
+          throw range_error("ERR_TDPO_INPUT", name + " has " + std::to_string(view.length) + " tokens; with maxNewTokens " +
+                                                  std::to_string(o.max_new_tokens) + " that exceeds the model's " +
+                                                  std::to_string(cfg.max_positions) + " positions");
+        }
+        for (size_t t = 0; t < view.length; ++t) {
+          if (view.data[t] < 0 || view.data[t] >= cfg.vocab_size)
+            throw range_error("ERR_TDPO_INPUT", name + "[" + std::to_string(t) + "] = " + std::to_string(view.data[t]) +
+                                                    " is outside the vocabulary");
+        }
+        prompts.emplace_back(view.data, view.data + view.length);
+      }
+      auto result = std::make_shared<std::vector<std::vector<int32_t>>>();
+      return TaskWorker::Run(
+          env, "tdpo:generate",
+          [state, prompts, o, result] {
+            std::lock_guard<std::mutex> lock(state->mu);
+            *result = models::generate(*state->model, prompts, o);
+          },
+          [result](Napi::Env env) -> Napi::Value {
+            Napi::Array out = Napi::Array::New(env, result->size());
+            for (uint32_t i = 0; i < result->size(); ++i) {
+              const auto& row = (*result)[i];
+              auto arr = Napi::Int32Array::New(env, row.size());
+              std::copy(row.begin(), row.end(), arr.Data());
+              out.Set(i, arr);
+            }
             return out;
           });
     });

@@ -10,4 +10,4 @@ export type {
 export { buildInfo, getNumThreads, releaseCachedMemory, setNumThreads } from './runtime.js';
 export type { BuildInfo } from './runtime.js';
 export { Model } from './model.js';
-export type { ForwardResult, ModelDtype, ModelOptions } from './model.js';
+export type { ForwardResult, GenerateOptions, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';

@@ -20,6 +20,30 @@ export interface ForwardResult {
   shape: [number, number, number];
 }
 
+export interface GenerateOptions {
+  /** New tokens per prompt at most. Default 32. */
+  maxNewTokens?: number;
+  /** 0 = greedy. Default 1. */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set of tokens with probability >= topP. Default 1. */
+  topP?: number;
+  /** Keep only the k most likely tokens; 0 = all. Default 0. */
+  topK?: number;
+  /** Same seed, same tokens. Default 0. */
+  seed?: number;
+  /** A row stops after emitting this token (which is included in its output). */
+  eosTokenId?: number;
+  /** Reuse keys and values across steps (default); false re-runs the whole sequence per token. */
+  useCache?: boolean;
+}
+
+export interface SequenceLogprobs {
+  /** [B, T]: log p(labels[b, t]) from the logits at [b, t]; 0 where the label is -100. */
+  tokenLogprobs: Float32Array;
+  /** [B]: the sum of each row's token log-probs. */
+  sums: Float32Array;
+}
+
 function checkDevice(options: ModelOptions): void {
   if (options.device !== undefined && options.device !== 'cpu') {
     throw codedError('RangeError', 'ERR_TDPO_OPTION', `options.device '${options.device}' is not supported yet: models run on 'cpu'`);
@@ -94,6 +118,25 @@ export class Model {
   /** Logits for `inputIds` ([B, T] row-major); `attentionMask` (1 = token, 0 = padding) masks keys. */
   async forward(inputIds: Int32Array, shape: readonly [number, number], options: { attentionMask?: Int32Array } = {}): Promise<ForwardResult> {
     return this.#live().forward(inputIds, shape, options.attentionMask);
+  }
+
+  /**
+   * Per-token log-probs of `labels` and their sums per row, without returning the logits. Labels
+   * are aligned with the positions (logits at [b, t] score labels[b, t], as in the loss); -100 is
+   * not scored.
+   */
+  async sequenceLogprobs(
+    inputIds: Int32Array,
+    shape: readonly [number, number],
+    labels: Int32Array,
+    options: { attentionMask?: Int32Array } = {},
+  ): Promise<SequenceLogprobs> {
+    return this.#live().sequenceLogprobs(inputIds, shape, labels, options.attentionMask);
+  }
+
+  /** Batched sampling with a key/value cache; each prompt may have its own length. */
+  async generate(promptIds: Int32Array[], options: GenerateOptions = {}): Promise<Int32Array[]> {
+    return this.#live().generate(promptIds, options);
   }
 
   /** Writes config.json and model.safetensors (each through a temporary file and a rename). */

@@ -5,6 +5,7 @@ import path from 'node:path';
 import packageRoot from './package-root.cjs';
 import type { TensorSource } from './io/safetensors.js';
 import type { TdpoLossInputs, TdpoLossOptions, TdpoLossResult } from './loss.js';
+import type { GenerateOptions, SequenceLogprobs } from './model.js';
 import type { NativeModelConfig } from './models/config.js';
 
 export interface BuildInfo {
@@ -23,6 +24,13 @@ export interface NativeModelHandle {
     attentionMask?: Int32Array,
   ): Promise<{ logits: Float32Array; shape: [number, number, number] }>;
   save(file: string): Promise<void>;
+  generate(prompts: Int32Array[], options: GenerateOptions): Promise<Int32Array[]>;
+  sequenceLogprobs(
+    ids: Int32Array,
+    shape: readonly [number, number],
+    labels: Int32Array,
+    attentionMask?: Int32Array,
+  ): Promise<SequenceLogprobs>;
   dispose(): void;
   parameterCount(): number;
 }

@@ -22,6 +22,14 @@ struct ModelConfig {
   bool parallel_residual = true;
 };
 
+// Keys and values of every layer for the positions seen so far, so that generation runs each new
+// token through the model once instead of re-running the whole sequence.
+struct KVCache {
+  std::vector<at::Tensor> k, v;  // per layer [B, H, capacity, D]
+  int64_t length = 0, capacity = 0;
+  explicit KVCache(int64_t capacity_) : capacity(capacity_) {}
+};
+
 struct ParamSpec {
   std::string name;  // the canonical name written on save
   std::vector<int64_t> shape;
@@ -35,7 +43,14 @@ class CausalLM {
 
   // [B, T] int64 ids, optional [B, T] attention mask (1 = real token, 0 = padding; keys only,
   // positions are 0..T-1 as in the Hugging Face forward) -> [B, T, V] logits in the model's dtype.
-  virtual at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask) const = 0;
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask) const {
+    const int64_t T = ids.size(1);
+    return forward(ids, attention_mask, at::arange(T, at::kLong).expand({ids.size(0), T}), nullptr);
+  }
+  // The general form: `positions` [B, T] (position ids of the new tokens), `attention_mask`
+  // [B, past + T] over every key, and a cache that holds `past` positions and receives these.
+  virtual at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask,
+                             const at::Tensor& positions, KVCache* cache) const = 0;
 
   // Parameters in canonical order, with their canonical names.
   const std::vector<ParamSpec>& specs() const { return specs_; }

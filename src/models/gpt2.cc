@@ -29,13 +29,15 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& c) {
   return s;
 }
 
-at::Tensor Gpt2::forward(const at::Tensor& ids, const at::Tensor& attention_mask) const {
+at::Tensor Gpt2::forward(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
+                         KVCache* cache) const {
   const int64_t B = ids.size(0), T = ids.size(1), C = config_.hidden, H = config_.heads;
   const int64_t D = C / H;
+  const int64_t past = cache ? cache->length : 0;
   const double eps = config_.layer_norm_eps;
   const at::Tensor& wte = p(0);
-  at::Tensor x = at::embedding(wte, ids) + p(1).slice(0, 0, T);
-  const at::Tensor allowed = allowed_mask(T, attention_mask);
+  at::Tensor x = at::embedding(wte, ids) + at::embedding(p(1), positions);
+  const at::Tensor allowed = allowed_mask(T, past, attention_mask);
   // Conv1D: y = x W + b with W stored [in, out].
   auto conv1d = [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
     return at::addmm(b, in.reshape({-1, in.size(-1)}), w).view({in.size(0), in.size(1), w.size(1)});
@@ -46,13 +48,15 @@ at::Tensor Gpt2::forward(const at::Tensor& ids, const at::Tensor& attention_mask
     at::Tensor qkv = conv1d(a, p(o + 2), p(o + 3));
     auto parts = qkv.split(C, -1);
     auto heads = [&](const at::Tensor& t) { return t.view({B, T, H, D}).transpose(1, 2); };
-    at::Tensor y = attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), allowed);
+    auto [k, v] = cached_kv(cache, l, heads(parts[1]), heads(parts[2]));
+    at::Tensor y = attention(heads(parts[0]), k, v, allowed);
     y = y.transpose(1, 2).reshape({B, T, C});
     x = x + conv1d(y, p(o + 4), p(o + 5));
     at::Tensor m = at::layer_norm(x, {C}, p(o + 6), p(o + 7), eps);
     m = conv1d(gelu_tanh(conv1d(m, p(o + 8), p(o + 9))), p(o + 10), p(o + 11));
     x = x + m;
   }
+  if (cache) cache->length += T;
   const size_t f = 2 + config_.layers * kPerLayer;
   x = at::layer_norm(x, {C}, p(f), p(f + 1), eps);
   return at::matmul(x, wte.t());

@@ -37,19 +37,21 @@ std::vector<ParamSpec> gpt_neox_param_specs(const ModelConfig& c) {
   return s;
 }
 
-at::Tensor GptNeoX::forward(const at::Tensor& ids, const at::Tensor& attention_mask) const {
+at::Tensor GptNeoX::forward(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
+                            KVCache* cache) const {
   const int64_t B = ids.size(0), T = ids.size(1), C = config_.hidden, H = config_.heads;
+  const int64_t past = cache ? cache->length : 0;
   const int64_t D = C / H;
   const int64_t rot = static_cast<int64_t>(D * config_.rotary_pct);
   const double eps = config_.layer_norm_eps;
   at::Tensor x = at::embedding(p(0), ids);
-  const at::Tensor allowed = allowed_mask(T, attention_mask);
+  const at::Tensor allowed = allowed_mask(T, past, attention_mask);
 
   // Rotary tables in float32, as Hugging Face computes them, then cast to the model's dtype.
   at::Tensor inv_freq =
       1.0 / at::pow(config_.rotary_base, at::arange(0, rot, 2, at::kLong).to(at::kFloat) / double(rot));
-  at::Tensor freqs = at::outer(at::arange(T, at::kFloat), inv_freq);
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, rot / 2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, rot]
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
   auto rotary = [&](const at::Tensor& t) {  // t: [B, H, T, D]
     at::Tensor r = t.slice(-1, 0, rot);
@@ -62,8 +64,7 @@ at::Tensor GptNeoX::forward(const at::Tensor& ids, const at::Tensor& attention_m
     at::Tensor a = at::layer_norm(x, {C}, p(o + 0), p(o + 1), eps);
     at::Tensor qkv = at::linear(a, p(o + 4), p(o + 5)).view({B, T, H, 3 * D}).permute({0, 2, 1, 3});
     at::Tensor q = rotary(qkv.slice(-1, 0, D));
-    at::Tensor k = rotary(qkv.slice(-1, D, 2 * D));
-    at::Tensor v = qkv.slice(-1, 2 * D);
+    auto [k, v] = cached_kv(cache, l, rotary(qkv.slice(-1, D, 2 * D)), qkv.slice(-1, 2 * D));
     at::Tensor y = attention(q, k, v, allowed).permute({0, 2, 1, 3}).reshape({B, T, C});
     y = at::linear(y, p(o + 6), p(o + 7));
     auto mlp = [&](const at::Tensor& in) {
@@ -77,6 +78,7 @@ at::Tensor GptNeoX::forward(const at::Tensor& ids, const at::Tensor& attention_m
       x = x + mlp(x);
     }
   }
+  if (cache) cache->length += T;
   const size_t f = 1 + config_.layers * kPerLayer;
   x = at::layer_norm(x, {C}, p(f), p(f + 1), eps);
   return at::linear(x, p(f + 2));

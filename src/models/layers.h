@@ -5,14 +5,35 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
+
+#include "models/causal_lm.h"
 
 namespace tdpo::models {
 
-// [T, T] causal mask, optionally combined with a [B, T] key mask (1 = attend): true = allowed.
-inline at::Tensor allowed_mask(int64_t T, const at::Tensor& attention_mask) {
-  at::Tensor causal = at::ones({T, T}, at::kBool).tril();
-  if (!attention_mask.defined()) return causal.view({1, 1, T, T});
-  return causal.view({1, 1, T, T}) & attention_mask.to(at::kBool).view({-1, 1, 1, T});
+// [B or 1, 1, T, past + T] allowed-attention mask: query i (absolute position past + i) sees keys
+// j <= past + i, and, with a [B, past + T] key mask (1 = token), only real tokens.
+inline at::Tensor allowed_mask(int64_t T, int64_t past, const at::Tensor& attention_mask) {
+  at::Tensor causal = at::ones({T, past + T}, at::kBool).tril(past);
+  if (!attention_mask.defined()) return causal.view({1, 1, T, past + T});
+  return causal.view({1, 1, T, past + T}) & attention_mask.to(at::kBool).view({-1, 1, 1, past + T});
+}
+
+// Appends this step's keys and values ([B, H, T, D]) to a layer's cache and returns the keys and
+// values of every position so far; without a cache, returns them unchanged.
+inline std::pair<at::Tensor, at::Tensor> cached_kv(KVCache* cache, size_t layer, const at::Tensor& k,
+                                                   const at::Tensor& v) {
+  if (cache == nullptr) return {k, v};
+  if (cache->k.size() <= layer) {
+    auto shape = k.sizes().vec();
+    shape[2] = cache->capacity;
+    cache->k.push_back(at::empty(shape, k.options()));
+    cache->v.push_back(at::empty(shape, v.options()));
+  }
+  const int64_t past = cache->length, T = k.size(2);
+  cache->k[layer].slice(2, past, past + T).copy_(k);
+  cache->v[layer].slice(2, past, past + T).copy_(v);
+  return {cache->k[layer].slice(2, 0, past + T), cache->v[layer].slice(2, 0, past + T)};
 }
 
 // Scaled dot-product attention, q/k/v [B, H, T, D]. Scores, masking and softmax in float32 (as
