@@ -45,3 +45,15 @@ describe('tdpo bench', () => {
     expect(r.stdout).toContain('Usage: tdpo bench');
   });
 });
+
+describe('tdpo bench --model', () => {
+  it('reports forward and generation throughput (tiny settings)', () => {
+    const r = run(['bench', '--model', '--json', '-B', '1', '-T', '8', '--runs', '1', '--prompt-tokens', '8', '--new-tokens', '3']);
+    expect(r.status, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.parameters).toBe(124439808); // GPT-2 small with its tied lm_head
+    expect(report.forward.tokensPerSecond).toBeGreaterThan(0);
+    expect(report.generate.cachedTokensPerSecond).toBeGreaterThan(0);
+    expect(report.generate.uncachedTokensPerSecond).toBeGreaterThan(0);
+  });
+});

@@ -7,6 +7,7 @@ import {
   type LossBenchConfig,
   type LossBenchReport,
 } from '../bench/loss-bench.js';
+import { defaultModelBenchConfig, formatModelReport, runModelBench } from '../bench/model-bench.js';
 import { CliError, positiveInt } from './errors.js';
 
 export const benchHelp = `Usage: tdpo bench [options]
@@ -16,7 +17,11 @@ Appendix B code), forward only and forward+backward, each in its own child proce
 peak memory is its own. Reports medians, the speed-up, the effective bandwidth next to this
 machine's memory-copy bandwidth, and peak RSS.
 
+With --model: a GPT-2-small-shaped model (random weights) instead: forward tokens/s at B=8,
+T=128, and generation tokens/s with the key/value cache against re-running the whole sequence.
+
 Options:
+      --model           benchmark the model runner instead of the loss
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
   -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}
@@ -24,6 +29,8 @@ Options:
       --runs N          timed runs per case (median)       default ${defaultLossBenchConfig.runs}
       --warmup N        untimed runs first                 default ${defaultLossBenchConfig.warmup}
       --threads N       intra-op threads                   default: all available CPUs
+      --prompt-tokens N with --model: generation prompt length   default 128
+      --new-tokens N    with --model: tokens generated           default 32
       --json            print the report as JSON
   -h, --help            this text
 `;
@@ -99,6 +106,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
       warmup: { type: 'string' },
       threads: { type: 'string' },
       json: { type: 'boolean', default: false },
+      model: { type: 'boolean', default: false },
+      'prompt-tokens': { type: 'string' },
+      'new-tokens': { type: 'string' },
       child: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -118,6 +128,21 @@ export async function benchCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(result)}\n`);
     return 0;
   }
+  const progress = values.json
+    ? () => {}
+    : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
+  if (values.model) {
+    const mc = { ...defaultModelBenchConfig };
+    if (values.batch !== undefined) mc.batch = positiveInt(values.batch, '--batch');
+    if (values.seq !== undefined) mc.seq = positiveInt(values.seq, '--seq');
+    if (values.runs !== undefined) mc.runs = positiveInt(values.runs, '--runs');
+    if (values['prompt-tokens'] !== undefined) mc.promptTokens = positiveInt(values['prompt-tokens'], '--prompt-tokens');
+    if (values['new-tokens'] !== undefined) mc.newTokens = positiveInt(values['new-tokens'], '--new-tokens');
+    if (values.threads !== undefined) (await import('../runtime.js')).setNumThreads(positiveInt(values.threads, '--threads'));
+    const report = await runModelBench(mc, progress);
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatModelReport(report)}\n`);
+    return 0;
+  }
   const config: LossBenchConfig = { ...defaultLossBenchConfig };
   if (values.batch !== undefined) config.batch = positiveInt(values.batch, '--batch');
   if (values.seq !== undefined) config.seq = positiveInt(values.seq, '--seq');
@@ -132,9 +157,6 @@ export async function benchCommand(argv: string[]): Promise<number> {
     config.variant = values.variant as LossBenchConfig['variant'];
   }
   if (config.batch % 2 !== 0) throw new CliError(`--batch must be even, got ${config.batch}`);
-  const progress = values.json
-    ? () => {}
-    : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
   const report = runLossBench(config, progress);
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
   return 0;
