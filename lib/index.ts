@@ -11,3 +11,4 @@ export { buildInfo, getNumThreads, releaseCachedMemory, setNumThreads } from './
 export type { BuildInfo } from './runtime.js';
 export { Model } from './model.js';
 export type { ForwardResult, GenerateOptions, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';
+export { Tokenizer } from './tokenizer.js';
