@@ -4,6 +4,7 @@
 #include "binding/errors.h"
 #include "binding/loss.h"
 #include "binding/model.h"
+#include "binding/trainer.h"
 #include "binding/runtime.h"
 #include "runtime/runtime.h"
 
@@ -21,6 +22,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("releaseCachedMemory",
               Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
   InitModel(env, exports);
+  InitTrainer(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   return exports;
 }

@@ -78,6 +78,8 @@ Napi::Object result_to_js(Napi::Env env, loss::Result& res) {
   out.Set("rejectedLogratio", typed_copy<T>(env, res.rejected_logratio));
   out.Set("chosenKl", typed_copy<T>(env, res.chosen_kl));
   out.Set("rejectedKl", typed_copy<T>(env, res.rejected_kl));
+  out.Set("chosenLogps", typed_copy<T>(env, res.chosen_logps));
+  out.Set("rejectedLogps", typed_copy<T>(env, res.rejected_logps));
   if (res.grad.defined()) out.Set("grad", tensor_to_typed_array(env, res.grad));
   return out;
 }

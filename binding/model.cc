@@ -17,12 +17,6 @@
 namespace tdpo::binding {
 namespace {
 
-struct ModelState {
-  std::mutex mu;
-  std::unique_ptr<models::CausalLM> model;
-};
-using StatePtr = std::shared_ptr<ModelState>;
-
 struct InstanceData {
   Napi::FunctionReference model_class;
 };
@@ -78,6 +72,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                              [](Napi::Env, StatePtr* p) { delete p; });
     return data->model_class.New({ext});
   }
+
+  StatePtr state() const { return state_; }
 
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
     if (info.Length() != 1 || !info[0].IsExternal()) {
@@ -361,6 +357,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+StatePtr unwrap_model(Napi::Value value, const std::string& name) {
+  auto* data = value.Env().GetInstanceData<InstanceData>();
+  if (!value.IsObject() || !value.As<Napi::Object>().InstanceOf(data->model_class.Value())) {
+    throw type_error("ERR_TDPO_TYPE", name + " must be a model");
+  }
+  StatePtr state = NativeModel::Unwrap(value.As<Napi::Object>())->state();
+  if (!state) throw Error(ErrorKind::Generic, "ERR_TDPO_DISPOSED", name + " was disposed");
+  return state;
+}
+
+Napi::Object wrap_model(Napi::Env env, StatePtr state) { return NativeModel::Wrap(env, std::move(state)); }
 
 void InitModel(Napi::Env env, Napi::Object exports) {
   auto* data = new InstanceData();

@@ -12,3 +12,7 @@ export type { BuildInfo } from './runtime.js';
 export { Model } from './model.js';
 export type { ForwardResult, GenerateOptions, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';
 export { Tokenizer } from './tokenizer.js';
+export { TrainStep } from './train/train-step.js';
+export type { MicroStats, Objective, OptimizerName, TrainBatch, TrainStepOptions } from './train/train-step.js';
+export { collatePairs, tokenizePair } from './data/tokenize.js';
+export type { TokenizedPair, TruncationOptions } from './data/tokenize.js';

@@ -45,6 +45,9 @@ export interface TdpoLossResult {
   /** Sequential KL: sum over scored tokens of KL(pi_ref(.|t) || pi(.|t)) over the vocabulary. */
   chosenKl: Float32Array;
   rejectedKl: Float32Array;
+  /** Sum over scored tokens of log pi(y_t): the policy's own sequence log-prob. */
+  chosenLogps: Float32Array;
+  rejectedLogps: Float32Array;
   /** d loss / d policyLogits, [B, T, V], when `grad: true`. */
   grad?: Float32Array;
 }

@@ -91,6 +91,12 @@ function checkpointTensors(dir: string): TensorSource[] {
   return out;
 }
 
+// The native handle behind each Model, for the trainer (module-internal, not part of the API).
+const handles = new WeakMap<Model, () => NativeModelHandle>();
+export function nativeHandleOf(model: Model): NativeModelHandle {
+  return handles.get(model)!();
+}
+
 export class Model {
   readonly config: HfConfig;
   #handle: NativeModelHandle | null;
@@ -98,6 +104,7 @@ export class Model {
   private constructor(handle: NativeModelHandle, config: HfConfig) {
     this.#handle = handle;
     this.config = config;
+    handles.set(this, () => this.#live());
   }
 
   /** Loads a Hugging Face folder: config.json and model.safetensors (or a sharded index). */

@@ -35,7 +35,39 @@ export interface NativeModelHandle {
   parameterCount(): number;
 }
 
+export interface NativeBatch {
+  inputIds: Int32Array;
+  labels: Int32Array;
+  attentionMask?: Int32Array;
+  shape: readonly [number, number];
+}
+
+export interface MicroStats {
+  loss: number;
+  /** Scored tokens (SFT). */
+  tokens: number;
+  chosenRewards: Float32Array;
+  rejectedRewards: Float32Array;
+  chosenKl: Float32Array;
+  rejectedKl: Float32Array;
+  chosenLogps: Float32Array;
+  rejectedLogps: Float32Array;
+}
+
+export interface NativeTrainerHandle {
+  accumulate(batch: NativeBatch, options: { scale: number }): Promise<MicroStats>;
+  evaluate(batch: NativeBatch): Promise<MicroStats>;
+  apply(lr: number, maxGradNorm: number): Promise<number>;
+  saveOptimizer(file: string): Promise<void>;
+  loadOptimizer(file: string): Promise<void>;
+}
+
 export interface NativeAddon {
+  createTrainer(
+    policy: NativeModelHandle,
+    reference: NativeModelHandle | null,
+    options: { loss: string; beta: number; alpha: number; optimizer: string; weightDecay: number },
+  ): Promise<NativeTrainerHandle>;
   createModel(config: NativeModelConfig, options: { seed?: number; dtype?: string }): Promise<NativeModelHandle>;
   loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype?: string }): Promise<NativeModelHandle>;
   tdpoLossSync(inputs: TdpoLossInputs, options?: TdpoLossOptions): TdpoLossResult;

@@ -76,4 +76,6 @@ export const PAIR_FIELDS = [
   'rejectedLogratio',
   'chosenKl',
   'rejectedKl',
+  'chosenLogps',
+  'rejectedLogps',
 ] as const;

@@ -249,17 +249,19 @@ Result fused(const Inputs<T>& in, const Options& opt) {
   // Pair sums and the objective, in double; then each row's gradient coefficients (c, a).
   Result res;
   for (auto* v : {&res.losses, &res.chosen_rewards, &res.rejected_rewards, &res.chosen_logratio,
-                  &res.rejected_logratio, &res.chosen_kl, &res.rejected_kl})
+                  &res.rejected_logratio, &res.chosen_kl, &res.rejected_kl, &res.chosen_logps,
+                  &res.rejected_logps})
     v->assign(P, 0.0);
   std::vector<double> coef_c(rows, 0.0), coef_a(rows, 0.0);
   double total = 0;
   for (int64_t p = 0; p < P; ++p) {
-    double m[2] = {0, 0}, k[2] = {0, 0};
+    double m[2] = {0, 0}, k[2] = {0, 0}, lp[2] = {0, 0};
     for (int side = 0; side < 2; ++side) {
       const int64_t row0 = (p + side * P) * Tn;
       for (int64_t t = 0; t < Tn; ++t) {
         if (in.labels[row0 + t] == kIgnoreIndex) continue;
         m[side] += stats[row0 + t].logp - stats[row0 + t].logq;
+        lp[side] += stats[row0 + t].logp;
         k[side] += stats[row0 + t].kl;
       }
     }
@@ -277,6 +279,8 @@ Result fused(const Inputs<T>& in, const Options& opt) {
     res.rejected_logratio[p] = m[1];
     res.chosen_kl[p] = k[0];
     res.rejected_kl[p] = k[1];
+    res.chosen_logps[p] = lp[0];
+    res.rejected_logps[p] = lp[1];
     total += o.loss;
     const double d[2][2] = {{o.d_mw, o.d_kw}, {o.d_ml, o.d_kl}};
     for (int side = 0; side < 2; ++side) {

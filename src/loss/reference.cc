@@ -55,6 +55,7 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   auto per_position_kl = torch::where(mask, kl_terms.sum(-1), zero);
 
   auto logratio = per_position_rewards.sum(-1);  // [B]
+  auto logps = torch::where(mask, pi_per_token_logps, zero).sum(-1);
   auto kl = per_position_kl.sum(-1);
   auto mw = logratio.slice(0, 0, P), ml = logratio.slice(0, P, B);
   auto kw = kl.slice(0, 0, P), kl_l = kl.slice(0, P, B);
@@ -83,6 +84,8 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   res.rejected_logratio = to_vector(ml);
   res.chosen_kl = to_vector(kw);
   res.rejected_kl = to_vector(kl_l);
+  res.chosen_logps = to_vector(logps.slice(0, 0, P));
+  res.rejected_logps = to_vector(logps.slice(0, P, B));
   if (opt.grad) {
     loss.backward();
     res.grad = policy.grad();

@@ -45,6 +45,7 @@ struct Result {
   double loss = 0;  // mean of losses
   std::vector<double> losses, chosen_rewards, rejected_rewards;
   std::vector<double> chosen_logratio, rejected_logratio, chosen_kl, rejected_kl;
+  std::vector<double> chosen_logps, rejected_logps;  // sum_t log pi(y_t): the policy's own log-probs
   at::Tensor grad;  // [B, T, V], same dtype as the inputs; undefined unless Options::grad
 };
 

@@ -37,7 +37,8 @@ def batch_stats(logits, reference_logits, labels):
     margin = per_token_logps - per_reference_token_logps
     zero = torch.zeros_like(margin)
     return (torch.where(loss_mask, margin, zero).sum(-1),
-            torch.where(loss_mask, per_position_kl, zero).sum(-1))
+            torch.where(loss_mask, per_position_kl, zero).sum(-1),
+            torch.where(loss_mask, per_token_logps, zero).sum(-1))
 
 
 def tdpo_loss(chosen_margin, rejected_margin, chosen_kl, rejected_kl, beta, alpha, variant):
@@ -71,7 +72,7 @@ def make_case(name, B, T, V, variant, beta=0.1, alpha=0.5, scale=3.0, prompt=2, 
         z[b, t, v] = -math.inf
         r[b, t, v] = -math.inf
     zd = z.double().requires_grad_(True)
-    margin, kl = batch_stats(zd, r.double(), labels.long())
+    margin, kl, logps = batch_stats(zd, r.double(), labels.long())
     P = B // 2
     losses, cr, rr = tdpo_loss(margin[:P], margin[P:], kl[:P], kl[P:], beta, alpha, variant)
     loss = losses.mean()
@@ -87,6 +88,7 @@ def make_case(name, B, T, V, variant, beta=0.1, alpha=0.5, scale=3.0, prompt=2, 
         "loss": float(loss), "losses": f64(losses), "chosenRewards": f64(cr),
         "rejectedRewards": f64(rr), "chosenLogratio": f64(margin[:P]),
         "rejectedLogratio": f64(margin[P:]), "chosenKl": f64(kl[:P]), "rejectedKl": f64(kl[P:]),
+        "chosenLogps": f64(logps[:P]), "rejectedLogps": f64(logps[P:]),
         "grad": f64(zd.grad),
     }
 

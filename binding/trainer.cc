@@ -1,0 +1,206 @@
+// NativeTrainer: the native train step (src/train) bound to a policy NativeModel. Each call runs on
+// a worker and holds the policy's mutex, so forward / generate calls on the same model interleave
+// safely with training.
+#include "binding/trainer.h"
+
+#include <torch/torch.h>
+
+#include "binding/async.h"
+#include "binding/convert.h"
+#include "binding/model.h"
+#include "models/causal_lm.h"
+#include "train/train_step.h"
+
+namespace tdpo::binding {
+namespace {
+
+struct TrainerState {
+  StatePtr policy;
+  std::unique_ptr<train::TrainStep> step;
+};
+using TrainerPtr = std::shared_ptr<TrainerState>;
+
+struct TrainerData {
+  Napi::FunctionReference cls;
+};
+TrainerData* trainer_data = nullptr;  // set once in InitTrainer (one environment per process here)
+
+Napi::Object stats_to_js(Napi::Env env, const train::MicroStats& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("loss", s.loss);
+  o.Set("tokens", double(s.tokens));
+  o.Set("chosenRewards", typed_copy<float>(env, s.chosen_rewards));
+  o.Set("rejectedRewards", typed_copy<float>(env, s.rejected_rewards));
+  o.Set("chosenKl", typed_copy<float>(env, s.chosen_kl));
+  o.Set("rejectedKl", typed_copy<float>(env, s.rejected_kl));
+  o.Set("chosenLogps", typed_copy<float>(env, s.chosen_logps));
+  o.Set("rejectedLogps", typed_copy<float>(env, s.rejected_logps));
+  return o;
+}
+
+// (batch: { inputIds, labels, attentionMask?, shape: [B, T] }) -> int64 tensors.
+train::MicroBatch parse_batch(Napi::Value v, const models::ModelConfig& cfg) {
+  Napi::Object o = object_arg(v, "batch");
+  const auto shape = shape_field(o, "shape", "batch", 2);
+  const int64_t B = shape[0], T = shape[1];
+  const std::string st = "[" + std::to_string(B) + ", " + std::to_string(T) + "]";
+  if (T > cfg.max_positions) {
+    throw range_error("ERR_TDPO_INPUT", "batch sequence length " + std::to_string(T) + " exceeds the model's " +
+                                            std::to_string(cfg.max_positions) + " positions");
+  }
+  auto ids = typed_array_field<int32_t>(o, "inputIds", "batch");
+  auto labels = typed_array_field<int32_t>(o, "labels", "batch");
+  expect_length(ids.length, B * T, "batch.inputIds", st);
+  expect_length(labels.length, B * T, "batch.labels", st);
+  for (int64_t i = 0; i < B * T; ++i) {
+    if (ids.data[i] < 0 || ids.data[i] >= cfg.vocab_size)
+      throw range_error("ERR_TDPO_INPUT", "batch.inputIds[" + std::to_string(i) + "] is outside the vocabulary");
+    if (labels.data[i] != -100 && (labels.data[i] < 0 || labels.data[i] >= cfg.vocab_size))
+      throw range_error("ERR_TDPO_LABEL", "batch.labels[" + std::to_string(i) + "] must be a token id or -100");
+  }
+  train::MicroBatch b;
+  b.ids = at::from_blob(const_cast<int32_t*>(ids.data), {B, T}, at::kInt).to(at::kLong);
+  b.labels = at::from_blob(const_cast<int32_t*>(labels.data), {B, T}, at::kInt).to(at::kLong);
+  if (!o.Get("attentionMask").IsUndefined()) {
+    auto mask = typed_array_field<int32_t>(o, "attentionMask", "batch");
+    expect_length(mask.length, B * T, "batch.attentionMask", st);
+    b.attention_mask = at::from_blob(const_cast<int32_t*>(mask.data), {B, T}, at::kInt).to(at::kLong);
+  }
+  return b;
+}
+
+class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeTrainer",
+                       {InstanceMethod<&NativeTrainer::Accumulate>("accumulate"),
+                        InstanceMethod<&NativeTrainer::Evaluate>("evaluate"),
+                        InstanceMethod<&NativeTrainer::Apply>("apply"),
+                        InstanceMethod<&NativeTrainer::SaveOptimizer>("saveOptimizer"),
+                        InstanceMethod<&NativeTrainer::LoadOptimizer>("loadOptimizer")});
+  }
+  explicit NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTrainer>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "NativeTrainer is created by createTrainer");
+    state_ = *info[0].As<Napi::External<TrainerPtr>>().Data();
+  }
+  static Napi::Object Wrap(Napi::Env env, TrainerPtr state) {
+    auto ext = Napi::External<TrainerPtr>::New(env, new TrainerPtr(std::move(state)),
+                                               [](Napi::Env, TrainerPtr* p) { delete p; });
+    return trainer_data->cls.New({ext});
+  }
+
+ private:
+  Napi::Value RunBatch(const Napi::CallbackInfo& info, bool backward) {
+    Napi::Env env = info.Env();
+    return promise_call(env, [&]() -> Napi::Value {
+      TrainerPtr t = state_;
+      train::MicroBatch batch = parse_batch(info[0], t->policy->model->config());
+      const double scale = backward ? number_option(object_arg(info[1], "options", true), "scale", 1.0, "options") : 1.0;
+      auto stats = std::make_shared<train::MicroStats>();
+      return TaskWorker::Run(
+          env, backward ? "tdpo:accumulate" : "tdpo:evaluate",
+          [t, batch, backward, scale, stats] {
+            std::lock_guard<std::mutex> lock(t->policy->mu);
+            *stats = backward ? t->step->accumulate(batch, scale) : t->step->evaluate(batch);
+          },
+          [stats](Napi::Env env) -> Napi::Value { return stats_to_js(env, *stats); });
+    });
+  }
+  Napi::Value Accumulate(const Napi::CallbackInfo& info) { return RunBatch(info, true); }
+  Napi::Value Evaluate(const Napi::CallbackInfo& info) { return RunBatch(info, false); }
+
+  // apply(lr, maxGradNorm) -> grad norm before clipping
+  Napi::Value Apply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return promise_call(env, [&]() -> Napi::Value {
+      TrainerPtr t = state_;
+      const double lr = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : NAN;
+      const double clip = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : NAN;
+      if (!(lr >= 0 && std::isfinite(lr))) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a finite number >= 0");
+      if (std::isnan(clip)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
+      auto norm = std::make_shared<double>(0);
+      return TaskWorker::Run(
+          env, "tdpo:apply",
+          [t, lr, clip, norm] {
+            std::lock_guard<std::mutex> lock(t->policy->mu);
+            *norm = t->step->apply(lr, clip);
+          },
+          [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); });
+    });
+  }
+
+  Napi::Value FileCall(const Napi::CallbackInfo& info, bool save) {
+    Napi::Env env = info.Env();
+    return promise_call(env, [&]() -> Napi::Value {
+      TrainerPtr t = state_;
+      if (!info[0].IsString()) throw type_error("ERR_TDPO_TYPE", "path must be a string");
+      const std::string path = info[0].As<Napi::String>().Utf8Value();
+      return TaskWorker::Run(
+          env, "tdpo:optimizerState",
+          [t, path, save] {
+            std::lock_guard<std::mutex> lock(t->policy->mu);
+            if (save) {
+              t->step->save_optimizer(path);
+            } else {
+              t->step->load_optimizer(path);
+            }
+          },
+          [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+  Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) { return FileCall(info, true); }
+  Napi::Value LoadOptimizer(const Napi::CallbackInfo& info) { return FileCall(info, false); }
+
+  TrainerPtr state_;
+};
+
+// createTrainer(policy, reference | null, options) -> Promise<NativeTrainer>; without a
+// reference, a preference objective gets a frozen copy of the policy as it is now.
+Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return promise_call(env, [&]() -> Napi::Value {
+    StatePtr policy = unwrap_model(info[0], "policy");
+    StatePtr reference = info[1].IsNull() || info[1].IsUndefined() ? nullptr : unwrap_model(info[1], "reference");
+    Napi::Object opt = object_arg(info[2], "options", true);
+    train::StepOptions o;
+    o.objective = train::parse_objective(string_option(opt, "loss", "tdpo2", "options"));
+    o.beta = number_option(opt, "beta", 0.1, "options");
+    o.alpha = number_option(opt, "alpha", 0.5, "options");
+    o.optimizer = string_option(opt, "optimizer", "rmsprop", "options");
+    o.weight_decay = number_option(opt, "weightDecay", 0.0, "options");
+    if (!(o.beta > 0 && std::isfinite(o.beta))) throw range_error("ERR_TDPO_OPTION", "options.beta must be a finite number > 0");
+    if (!std::isfinite(o.alpha)) throw range_error("ERR_TDPO_OPTION", "options.alpha must be finite");
+    if (reference && reference->model->config().vocab_size != policy->model->config().vocab_size)
+      throw range_error("ERR_TDPO_OPTION", "the reference model's vocabulary differs from the policy's");
+    auto out = std::make_shared<TrainerState>();
+    out->policy = policy;
+    return TaskWorker::Run(
+        env, "tdpo:createTrainer",
+        [out, policy, reference, o] {
+          std::lock_guard<std::mutex> lock(policy->mu);
+          std::shared_ptr<models::CausalLM> ref;
+          if (reference) {
+            ref = reference->model;
+          } else if (o.objective != train::Objective::Sft) {
+            // A frozen copy of the starting policy.
+            auto copy = models::make_model(policy->model->config(), policy->model->dtype());
+            at::NoGradGuard no_grad;
+            for (size_t i = 0; i < copy->params().size(); ++i) copy->params()[i].copy_(policy->model->params()[i]);
+            ref = std::move(copy);
+          }
+          out->step = std::make_unique<train::TrainStep>(policy->model, ref, o);
+        },
+        [out](Napi::Env env) -> Napi::Value { return NativeTrainer::Wrap(env, out); });
+  });
+}
+
+}  // namespace
+
+void InitTrainer(Napi::Env env, Napi::Object exports) {
+  trainer_data = new TrainerData();
+  trainer_data->cls = Napi::Persistent(NativeTrainer::Define(env));
+  exports.Set("createTrainer", Napi::Function::New(env, CreateTrainer, "createTrainer"));
+}
+
+}  // namespace tdpo::binding

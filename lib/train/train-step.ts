@@ -1,0 +1,70 @@
+// TrainStep: the native train step (src/train) for one policy model. The training loop decides
+// what runs: which micro-batches, the learning rate of each update, when to evaluate and save.
+import { type Model, nativeHandleOf } from '../model.js';
+import { native, type MicroStats, type NativeBatch, type NativeTrainerHandle } from '../native.js';
+
+export type Objective = 'tdpo2' | 'tdpo1' | 'dpo' | 'sft';
+export type OptimizerName = 'rmsprop' | 'adamw' | 'sgd';
+
+export interface TrainStepOptions {
+  /** Default 'tdpo2'. 'sft' trains on the labelled tokens with the NLL (to make a reference). */
+  loss?: Objective;
+  beta?: number;
+  alpha?: number;
+  /** Default 'rmsprop' (PyTorch defaults: alpha 0.99, eps 1e-8), as the official code. */
+  optimizer?: OptimizerName;
+  weightDecay?: number;
+  /** The frozen reference; default: a copy of the policy as it is when the step is created. */
+  reference?: Model;
+}
+
+export type { MicroStats, NativeBatch as TrainBatch };
+
+export class TrainStep {
+  readonly #native: NativeTrainerHandle;
+
+  private constructor(handle: NativeTrainerHandle) {
+    this.#native = handle;
+  }
+
+  static async create(policy: Model, options: TrainStepOptions = {}): Promise<TrainStep> {
+    const handle = await native.createTrainer(
+      nativeHandleOf(policy),
+      options.reference ? nativeHandleOf(options.reference) : null,
+      {
+        loss: options.loss ?? 'tdpo2',
+        beta: options.beta ?? 0.1,
+        alpha: options.alpha ?? 0.5,
+        optimizer: options.optimizer ?? 'rmsprop',
+        weightDecay: options.weightDecay ?? 0,
+      },
+    );
+    return new TrainStep(handle);
+  }
+
+  /**
+   * Forward and backward on one micro-batch; gradients add up until apply(). `scale` weighs this
+   * micro-batch's loss (1 / micro-batches per update, for a mean over the whole batch).
+   */
+  accumulate(batch: NativeBatch, scale = 1): Promise<MicroStats> {
+    return this.#native.accumulate(batch, { scale });
+  }
+
+  /** The same statistics, without gradients. */
+  evaluate(batch: NativeBatch): Promise<MicroStats> {
+    return this.#native.evaluate(batch);
+  }
+
+  /** Clips the gradient's global norm, updates with this learning rate; returns the norm before clipping. */
+  apply(lr: number, maxGradNorm: number): Promise<number> {
+    return this.#native.apply(lr, maxGradNorm);
+  }
+
+  saveOptimizer(file: string): Promise<void> {
+    return this.#native.saveOptimizer(file);
+  }
+
+  loadOptimizer(file: string): Promise<void> {
+    return this.#native.loadOptimizer(file);
+  }
+}

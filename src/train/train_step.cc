@@ -1,0 +1,135 @@
+#include "train/train_step.h"
+
+#include "common/error.h"
+
+namespace tdpo::train {
+
+Objective parse_objective(const std::string& name) {
+  if (name == "tdpo2") return Objective::Tdpo2;
+  if (name == "tdpo1") return Objective::Tdpo1;
+  if (name == "dpo") return Objective::Dpo;
+  if (name == "sft") return Objective::Sft;
+  throw range_error("ERR_TDPO_OPTION", "loss.name must be 'tdpo2', 'tdpo1', 'dpo' or 'sft', got '" + name + "'");
+}
+
+TrainStep::TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<models::CausalLM> reference,
+                     StepOptions options)
+    : policy_(std::move(policy)), reference_(std::move(reference)), options_(std::move(options)) {
+  if (options_.objective != Objective::Sft && !reference_) {
+    throw range_error("ERR_TDPO_OPTION", "a preference objective needs a reference model");
+  }
+  std::vector<at::Tensor> params;
+  for (auto& p : policy_->params()) {
+    p.requires_grad_(true);
+    params.push_back(p);
+  }
+  // Defaults as in PyTorch, which the official TDPO code uses (RMSprop: alpha 0.99, eps 1e-8).
+  if (options_.optimizer == "rmsprop") {
+    optimizer_ = std::make_unique<torch::optim::RMSprop>(
+        params, torch::optim::RMSpropOptions(0.0).weight_decay(options_.weight_decay));
+  } else if (options_.optimizer == "adamw") {
+    optimizer_ = std::make_unique<torch::optim::AdamW>(
+        params, torch::optim::AdamWOptions(0.0).weight_decay(options_.weight_decay));
+  } else if (options_.optimizer == "sgd") {
+    optimizer_ = std::make_unique<torch::optim::SGD>(
+        params, torch::optim::SGDOptions(0.0).weight_decay(options_.weight_decay));
+  } else {
+    throw range_error("ERR_TDPO_OPTION",
+                      "optimizer must be 'rmsprop', 'adamw' or 'sgd', got '" + options_.optimizer + "'");
+  }
+}
+
+namespace {
+// labels[b, t] -> the label the logits at t are scored against: token t + 1 (last position -100).
+at::Tensor shift_labels(const at::Tensor& labels) {
+  return at::cat({labels.slice(1, 1), at::full({labels.size(0), 1}, loss::kIgnoreIndex, labels.options())}, 1);
+}
+}  // namespace
+
+MicroStats TrainStep::run(const MicroBatch& batch, bool backward, double scale) const {
+  MicroStats out;
+  const at::Tensor target = shift_labels(batch.labels);
+  torch::AutoGradMode grad_mode(backward);
+  at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
+  if (options_.objective == Objective::Sft) {
+    at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}),
+                                             {}, at::Reduction::Mean, loss::kIgnoreIndex);
+    out.loss = loss.item<double>();
+    out.tokens = (target != loss::kIgnoreIndex).sum().item<int64_t>();
+    if (backward) (loss * scale).backward();
+    return out;
+  }
+  at::Tensor ref_logits;
+  {
+    at::NoGradGuard no_grad;
+    ref_logits = reference_->forward(batch.ids, batch.attention_mask).to(at::kFloat).contiguous();
+  }
+  const at::Tensor policy_values = logits.detach().contiguous();
+  const at::Tensor labels32 = target.to(at::kInt).contiguous();
+  loss::Inputs<float> in;
+  in.policy = policy_values.data_ptr<float>();
+  in.reference = ref_logits.data_ptr<float>();
+  in.labels = labels32.data_ptr<int32_t>();
+  in.batch = logits.size(0);
+  in.seq = logits.size(1);
+  in.vocab = logits.size(2);
+  loss::Options lo;
+  lo.variant = options_.objective == Objective::Tdpo1 ? loss::Variant::Tdpo1
+               : options_.objective == Objective::Dpo ? loss::Variant::Dpo
+                                                      : loss::Variant::Tdpo2;
+  lo.beta = options_.beta;
+  lo.alpha = options_.alpha;
+  lo.grad = backward;
+  loss::Result res = loss::fused(in, lo);
+  // The fused kernel gives d loss / d logits; autograd carries it into the parameters.
+  if (backward) logits.backward(res.grad.mul_(scale));
+  out.loss = res.loss;
+  out.chosen_rewards = std::move(res.chosen_rewards);
+  out.rejected_rewards = std::move(res.rejected_rewards);
+  out.chosen_kl = std::move(res.chosen_kl);
+  out.rejected_kl = std::move(res.rejected_kl);
+  out.chosen_logps = std::move(res.chosen_logps);
+  out.rejected_logps = std::move(res.rejected_logps);
+  return out;
+}
+
+MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) { return run(batch, true, scale); }
+
+MicroStats TrainStep::evaluate(const MicroBatch& batch) const { return run(batch, false, 1.0); }
+
+double TrainStep::apply(double lr, double max_grad_norm) {
+  std::vector<at::Tensor> params = policy_->params();
+  double norm = 0;
+  {
+    at::NoGradGuard no_grad;
+    double sq = 0;
+    for (const auto& p : params) {
+      if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
+    }
+    norm = std::sqrt(sq);
+    if (max_grad_norm > 0 && norm > max_grad_norm) {
+      const double factor = max_grad_norm / (norm + 1e-6);  // as torch.nn.utils.clip_grad_norm_
+      for (auto& p : params) {
+        if (p.grad().defined()) p.grad().mul_(factor);
+      }
+    }
+  }
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+  optimizer_->step();
+  optimizer_->zero_grad();
+  return norm;
+}
+
+void TrainStep::save_optimizer(const std::string& path) const {
+  torch::serialize::OutputArchive archive;
+  optimizer_->save(archive);
+  archive.save_to(path);
+}
+
+void TrainStep::load_optimizer(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  optimizer_->load(archive);
+}
+
+}  // namespace tdpo::train

@@ -1,0 +1,66 @@
+// The native half of a preference-optimisation step: policy forward with autograd, reference
+// forward without, the fused loss, backward (accumulated over micro-batches), global grad-norm
+// clipping and the optimizer update. TypeScript owns the loop and passes the learning rate.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loss/tdpo_loss.h"
+#include "models/causal_lm.h"
+
+namespace tdpo::train {
+
+enum class Objective { Tdpo2, Tdpo1, Dpo, Sft };
+Objective parse_objective(const std::string& name);  // throws ERR_TDPO_OPTION
+
+struct StepOptions {
+  Objective objective = Objective::Tdpo2;
+  double beta = 0.1, alpha = 0.5;
+  std::string optimizer = "rmsprop";  // rmsprop | adamw | sgd
+  double weight_decay = 0.0;
+};
+
+// One micro-batch, token ids with labels as a language model sees them: labels[b, t] is the
+// token at t (prompt and padding -100); the step shifts them so logits at t score token t + 1.
+// For the preference objectives the rows are [chosen..., rejected...] (pair i = rows i, i + B/2).
+struct MicroBatch {
+  at::Tensor ids, attention_mask, labels;  // int64 [B, T]
+};
+
+// Per-pair statistics (empty for SFT) and the micro-batch loss.
+struct MicroStats {
+  double loss = 0;
+  int64_t tokens = 0;  // scored tokens (SFT)
+  std::vector<double> chosen_rewards, rejected_rewards, chosen_kl, rejected_kl, chosen_logps, rejected_logps;
+};
+
+class TrainStep {
+ public:
+  // policy's parameters get requires_grad; reference (frozen) may be null for SFT.
+  TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<models::CausalLM> reference,
+            StepOptions options);
+
+  // Adds scale * d loss / d params to the gradients (scale = 1 / micro-batches per step).
+  MicroStats accumulate(const MicroBatch& batch, double scale);
+  // The same statistics without gradients (evaluation).
+  MicroStats evaluate(const MicroBatch& batch) const;
+  // Clips the accumulated gradient to max_grad_norm (<= 0: no clipping), applies the optimizer
+  // with this learning rate, clears the gradients; returns the norm before clipping.
+  double apply(double lr, double max_grad_norm);
+
+  void save_optimizer(const std::string& path) const;
+  void load_optimizer(const std::string& path);
+
+ private:
+  MicroStats run(const MicroBatch& batch, bool backward, double scale) const;
+
+  std::shared_ptr<models::CausalLM> policy_, reference_;
+  StepOptions options_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+};
+
+}  // namespace tdpo::train
