@@ -144,3 +144,27 @@ describe('tokenizePair / collatePairs (the official code)', () => {
     expect(Array.from(b.attentionMask!.subarray(15, 20))).toEqual([1, 1, 1, 0, 0]);
   });
 });
+
+describe('one optimizer step against an independent implementation (PyTorch float64)', () => {
+  it('tdpo2 + RMSprop: loss, gradient norm and the updated model agree', async () => {
+    const { readFileSync } = await import('node:fs');
+    const g = JSON.parse(readFileSync(new URL('./golden/train-step-golden.json', import.meta.url), 'utf8'));
+    const policy = await Model.load(path.join(__dirname, 'golden', 'models', g.checkpoint));
+    const step = await TrainStep.create(policy, { loss: 'tdpo2', beta: g.beta, alpha: g.alpha, optimizer: 'rmsprop' });
+    const batch = { inputIds: Int32Array.from(g.inputIds), labels: Int32Array.from(g.labels), attentionMask: Int32Array.from(g.attentionMask), shape: g.shape as [number, number] };
+    const stats = await step.accumulate(batch);
+    expect(stats.loss).toBeCloseTo(g.loss, 6);
+    const norm = await step.apply(g.lr, g.maxGradNorm);
+    expect(Math.abs(norm - g.gradNorm) / g.gradNorm).toBeLessThan(1e-4);
+    const { logits } = await policy.forward(batch.inputIds, batch.shape, { attentionMask: batch.attentionMask });
+    const V = 97;
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < logits.length; i++) {
+      if (batch.attentionMask[Math.floor(i / V)] === 0) continue;
+      diff = Math.max(diff, Math.abs(logits[i] - g.logitsAfter[i]));
+      scale = Math.max(scale, Math.abs(g.logitsAfter[i]));
+    }
+    expect(diff / scale).toBeLessThan(1e-4);
+  });
+});
