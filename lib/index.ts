@@ -16,3 +16,7 @@ export { TrainStep } from './train/train-step.js';
 export type { MicroStats, Objective, OptimizerName, TrainBatch, TrainStepOptions } from './train/train-step.js';
 export { collatePairs, tokenizePair } from './data/tokenize.js';
 export type { TokenizedPair, TruncationOptions } from './data/tokenize.js';
+export { train } from './train/trainer.js';
+export type { TrainOptions, TrainResult } from './train/trainer.js';
+export { defaultConfig, loadConfig, validateConfig } from './config.js';
+export type { TrainConfig } from './config.js';

@@ -7,7 +7,8 @@ import { CliError } from './errors.js';
 const help = `Usage: tdpo <command> [options]
 
 Commands:
-  bench       fused vs reference TDPO loss: time, bandwidth and peak memory
+  train       train a policy (TDPO2, TDPO1, DPO, SFT) from a config file
+  bench       fused vs reference TDPO loss: time, bandwidth and peak memory (--model: model runner)
   version     print the package, libtorch and Node versions
 
 Run 'tdpo <command> --help' for a command's options.
@@ -20,6 +21,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'bench': {
         const { benchCommand } = await import('./bench.js');
         return await benchCommand(rest);
+      }
+      case 'train': {
+        const { trainCommand } = await import('./train.js');
+        return await trainCommand(rest);
       }
       case 'version':
       case '--version': {
@@ -44,6 +49,6 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const e = err as Error & { code?: string };
     process.stderr.write(`tdpo: ${e.message}\n`);
-    return e instanceof CliError || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
+    return e instanceof CliError || e.code?.startsWith('ERR_PARSE_ARGS') || e.code === 'ERR_TDPO_CONFIG' ? 2 : 1;
   }
 }

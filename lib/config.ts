@@ -1,0 +1,209 @@
+// Training configuration: plain data with defaults from the paper and the official TDPO code,
+// read from YAML or JSON, overridden by `--set key=value`, validated against a schema whose
+// errors name the key and suggest the nearest valid one.
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { codedError } from './errors.js';
+
+export interface TrainConfig {
+  /** A Hugging Face folder, or an inline config.json object for a freshly initialised model. */
+  model: string | Record<string, unknown>;
+  /** A Hugging Face folder; null = a frozen copy of the starting policy. */
+  reference: string | null;
+  /** A tokenizer.json path, 'gpt2' (built in), or null = <model>/tokenizer.json. */
+  tokenizer: string | null;
+  data: {
+    train: string;
+    eval: string | null;
+    /** pairs: {prompt, chosen, rejected}; hh: Anthropic HH {chosen, rejected}; tokenized: {prompt_ids, chosen_ids, rejected_ids}. */
+    format: 'pairs' | 'hh' | 'tokenized';
+    /** Held out from `train` when `eval` is null: a count (>= 1) or a fraction (< 1). */
+    eval_size: number;
+    skip_invalid: boolean;
+    drop_last: boolean;
+  };
+  loss: { name: 'tdpo2' | 'tdpo1' | 'dpo' | 'sft'; alpha: number; beta: number };
+  batch_size: number;
+  gradient_accumulation_steps: number;
+  optimizer: 'rmsprop' | 'adamw' | 'sgd';
+  lr: number;
+  warmup_steps: number;
+  max_grad_norm: number;
+  max_length: number;
+  max_prompt_length: number;
+  /** null = keep_end for HH (as the official code), keep_start otherwise. */
+  truncation_mode: 'keep_start' | 'keep_end' | null;
+  n_epochs: number;
+  max_steps: number | null;
+  seed: number;
+  eval_every: number;
+  save_every: number;
+  output_dir: string;
+  threads: number | null;
+  dtype: 'float32' | 'bfloat16';
+  device: 'cpu';
+}
+
+export const defaultConfig: TrainConfig = {
+  model: '',
+  reference: null,
+  tokenizer: null,
+  data: { train: '', eval: null, format: 'pairs', eval_size: 256, skip_invalid: false, drop_last: true },
+  loss: { name: 'tdpo2', alpha: 0.5, beta: 0.1 },
+  batch_size: 64,
+  gradient_accumulation_steps: 1,
+  optimizer: 'rmsprop',
+  lr: 5e-6,
+  warmup_steps: 150,
+  max_grad_norm: 10,
+  max_length: 512,
+  max_prompt_length: 256,
+  truncation_mode: null,
+  n_epochs: 1,
+  max_steps: null,
+  seed: 0,
+  eval_every: 0,
+  save_every: 0,
+  output_dir: 'tdpo-output',
+  threads: null,
+  dtype: 'float32',
+  device: 'cpu',
+};
+
+type Check = (v: unknown) => string | null; // an error message, or null when valid
+const oneOf = (...xs: unknown[]): Check => (v) => (xs.includes(v) ? null : `must be one of ${xs.map((x) => JSON.stringify(x)).join(', ')}`);
+const int = (min: number): Check => (v) => (Number.isSafeInteger(v) && (v as number) >= min ? null : `must be an integer >= ${min}`);
+const num = (min: number, exclusive = false): Check => (v) =>
+  typeof v === 'number' && Number.isFinite(v) && (exclusive ? v > min : v >= min) ? null : `must be a number ${exclusive ? '>' : '>='} ${min}`;
+const finite: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? null : 'must be a finite number');
+const str: Check = (v) => (typeof v === 'string' && v.length > 0 ? null : 'must be a non-empty string');
+const bool: Check = (v) => (typeof v === 'boolean' ? null : 'must be true or false');
+const nullable = (c: Check): Check => (v) => (v === null ? null : c(v));
+
+const schema: Record<string, Check> = {
+  model: (v) => (typeof v === 'string' && v.length > 0) || (typeof v === 'object' && v !== null && !Array.isArray(v)) ? null : 'must be a folder path or an inline config object',
+  reference: nullable(str),
+  tokenizer: nullable(str),
+  'data.train': str,
+  'data.eval': nullable(str),
+  'data.format': oneOf('pairs', 'hh', 'tokenized'),
+  'data.eval_size': num(0),
+  'data.skip_invalid': bool,
+  'data.drop_last': bool,
+  'loss.name': oneOf('tdpo2', 'tdpo1', 'dpo', 'sft'),
+  'loss.alpha': finite,
+  'loss.beta': num(0, true),
+  batch_size: int(1),
+  gradient_accumulation_steps: int(1),
+  optimizer: oneOf('rmsprop', 'adamw', 'sgd'),
+  lr: num(0),
+  warmup_steps: int(0),
+  max_grad_norm: num(0),
+  max_length: int(2),
+  max_prompt_length: int(1),
+  truncation_mode: nullable(oneOf('keep_start', 'keep_end')),
+  n_epochs: int(1),
+  max_steps: nullable(int(1)),
+  seed: int(0),
+  eval_every: int(0),
+  save_every: int(0),
+  output_dir: str,
+  threads: nullable(int(1)),
+  dtype: oneOf('float32', 'bfloat16'),
+  device: oneOf('cpu'),
+};
+const sections = new Set(['data', 'loss']);
+
+const configError = (msg: string) => codedError('RangeError', 'ERR_TDPO_CONFIG', msg);
+
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return d[a.length][b.length];
+}
+
+function unknownKey(key: string): Error {
+  const candidates = [...Object.keys(schema), ...sections];
+  const best = candidates.reduce((a, b) => (distance(key, a) <= distance(key, b) ? a : b));
+  return configError(`unknown config key '${key}'${distance(key, best) <= Math.max(2, key.length / 3) ? ` (did you mean '${best}'?)` : ''}`);
+}
+
+/** Validates a complete config; throws ERR_TDPO_CONFIG naming the first bad key. */
+export function validateConfig(c: TrainConfig): TrainConfig {
+  // Unknown keys first (a typo is the likelier mistake), then each value.
+  const walk = (obj: Record<string, unknown>, prefix: string, checkValues: boolean) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const key = prefix + k;
+      if (sections.has(key)) {
+        if (typeof v !== 'object' || v === null || Array.isArray(v)) throw configError(`${key} must be a mapping`);
+        walk(v as Record<string, unknown>, `${key}.`, checkValues);
+        continue;
+      }
+      const check = schema[key];
+      if (!check) throw unknownKey(key);
+      const err = checkValues ? check(v) : null;
+      if (err) throw configError(`${key} ${err}, got ${JSON.stringify(v)}`);
+    }
+  };
+  walk(c as unknown as Record<string, unknown>, '', false);
+  walk(c as unknown as Record<string, unknown>, '', true);
+  if (c.batch_size % c.gradient_accumulation_steps !== 0) {
+    throw configError(`batch_size (${c.batch_size}) must be a multiple of gradient_accumulation_steps (${c.gradient_accumulation_steps})`);
+  }
+  if (c.max_prompt_length >= c.max_length) throw configError(`max_prompt_length must be < max_length`);
+  return c;
+}
+
+function merge(base: Record<string, unknown>, over: Record<string, unknown>, prefix = ''): Record<string, unknown> {
+  const out = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const key = prefix + k;
+    if (sections.has(key) && typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      out[k] = merge((base[k] ?? {}) as Record<string, unknown>, v as Record<string, unknown>, `${key}.`);
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+/** Parses `key=value` (value as a YAML scalar: numbers, booleans, null, strings) into a nested object. */
+export function parseOverride(text: string): Record<string, unknown> {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw configError(`--set expects key=value, got '${text}'`);
+  const path = text.slice(0, eq).trim().split('.');
+  let value: unknown;
+  try {
+    value = parseYaml(text.slice(eq + 1));
+  } catch {
+    value = text.slice(eq + 1);
+  }
+  if (value === undefined) value = null;
+  return path.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
+}
+
+/** Defaults, then the file (YAML or JSON), then each override in order; validated. */
+export function loadConfig(file: string | null, overrides: string[] = [], inline: Partial<TrainConfig> = {}): TrainConfig {
+  let fromFile: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw codedError('Error', 'ERR_TDPO_CONFIG', `cannot read config ${file}: ${(err as Error).message}`);
+    }
+    try {
+      fromFile = (parseYaml(text) ?? {}) as Record<string, unknown>;
+    } catch (err) {
+      throw configError(`${file} is not valid YAML/JSON: ${(err as Error).message}`);
+    }
+    if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw configError(`${file} must hold a mapping of keys`);
+  }
+  let c = merge(defaultConfig as unknown as Record<string, unknown>, inline as Record<string, unknown>);
+  c = merge(c, fromFile);
+  for (const o of overrides) c = merge(c, parseOverride(o));
+  return validateConfig(c as unknown as TrainConfig);
+}

@@ -1,0 +1,101 @@
+// Preference data sets: JSONL read as a stream (the HH training file is ~170 MB), one pair per
+// line in one of three formats, with every malformed line reported by file and line number (or
+// counted and skipped with skip_invalid). Nothing is dropped silently.
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { codedError } from '../errors.js';
+
+export type DataFormat = 'pairs' | 'hh' | 'tokenized';
+
+/** A pair as text, or as token ids for the pre-tokenised format. */
+export type RawPair =
+  | { prompt: string; chosen: string; rejected: string }
+  | { promptIds: number[]; chosenIds: number[]; rejectedIds: number[] };
+
+export interface ReadResult {
+  pairs: RawPair[];
+  /** Lines skipped as invalid (skip_invalid), with the reason of each. */
+  skipped: Array<{ line: number; reason: string }>;
+}
+
+const HH_SPLIT = '\n\nAssistant:';
+
+/** The Anthropic HH split: the prompt is everything up to and including the last "\n\nAssistant:". */
+export function splitHh(chosen: string, rejected: string): { prompt: string; chosen: string; rejected: string } {
+  const i = chosen.lastIndexOf(HH_SPLIT);
+  if (i < 0) throw new Error(`"chosen" has no "\\n\\nAssistant:" turn`);
+  const prompt = chosen.slice(0, i + HH_SPLIT.length);
+  if (!rejected.startsWith(prompt)) throw new Error(`"rejected" does not share the prompt of "chosen" (up to its last "\\n\\nAssistant:")`);
+  return { prompt, chosen: chosen.slice(prompt.length), rejected: rejected.slice(prompt.length) };
+}
+
+function parseLine(obj: unknown, format: DataFormat): RawPair {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new Error('not a JSON object');
+  const o = obj as Record<string, unknown>;
+  const text = (k: string) => {
+    if (typeof o[k] !== 'string') throw new Error(`field "${k}" is ${o[k] === undefined ? 'missing' : 'not a string'}`);
+    return o[k] as string;
+  };
+  const ids = (k: string) => {
+    const v = o[k];
+    if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) throw new Error(`field "${k}" must be an array of token ids`);
+    return v as number[];
+  };
+  let pair: RawPair;
+  if (format === 'tokenized') {
+    pair = { promptIds: ids('prompt_ids'), chosenIds: ids('chosen_ids'), rejectedIds: ids('rejected_ids') };
+    if (pair.chosenIds.length === 0 || pair.rejectedIds.length === 0) throw new Error('empty response');
+  } else {
+    pair = format === 'hh' ? splitHh(text('chosen'), text('rejected')) : { prompt: text('prompt'), chosen: text('chosen'), rejected: text('rejected') };
+    if (pair.chosen.length === 0 || pair.rejected.length === 0) throw new Error('empty response');
+  }
+  return pair;
+}
+
+export async function readPreferences(file: string, format: DataFormat, skipInvalid: boolean): Promise<ReadResult> {
+  const pairs: RawPair[] = [];
+  const skipped: ReadResult['skipped'] = [];
+  const stream = createReadStream(file, { encoding: 'utf8' });
+  const opened = new Promise<void>((resolve, reject) => {
+    stream.once('open', () => resolve());
+    stream.once('error', (err) => reject(codedError('Error', 'ERR_TDPO_DATA', `cannot read ${file}: ${err.message}`)));
+  });
+  await opened;
+  let line = 0;
+  for await (const text of createInterface({ input: stream, crlfDelay: Infinity })) {
+    line++;
+    if (text.trim() === '') continue;
+    try {
+      let obj: unknown;
+      try {
+        obj = JSON.parse(text);
+      } catch (err) {
+        throw new Error(`bad JSON (${(err as Error).message})`);
+      }
+      pairs.push(parseLine(obj, format));
+    } catch (err) {
+      const reason = (err as Error).message;
+      if (!skipInvalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${reason} (set data.skip_invalid to count and skip such lines)`);
+      skipped.push({ line, reason });
+    }
+  }
+  return { pairs, skipped };
+}
+
+/** Fisher-Yates with a seeded generator: the same seed, the same order. */
+export function shuffled<T>(items: readonly T[], seed: number): T[] {
+  let a = (seed ^ 0x9e3779b9) >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}

@@ -1,0 +1,96 @@
+// Config (defaults, file, overrides, schema errors) and preference data (formats, HH, bad lines).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { defaultConfig, loadConfig } from '../lib/index.js';
+import { readPreferences, shuffled, splitHh } from '../lib/data/preferences.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-cfg-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const file = (name: string, text: string) => {
+  const f = path.join(dir, name);
+  writeFileSync(f, text);
+  return f;
+};
+
+describe('config', () => {
+  it('has the paper defaults', () => {
+    expect(defaultConfig).toMatchObject({
+      loss: { name: 'tdpo2', alpha: 0.5, beta: 0.1 },
+      batch_size: 64, optimizer: 'rmsprop', lr: 5e-6, warmup_steps: 150, max_grad_norm: 10,
+      max_length: 512, max_prompt_length: 256, n_epochs: 1, seed: 0,
+    });
+  });
+
+  it('reads YAML, then applies --set overrides in order', () => {
+    const f = file('a.yaml', 'model: ./m\ndata:\n  train: t.jsonl\nloss:\n  name: dpo\nbatch_size: 8\n');
+    const c = loadConfig(f, ['loss.beta=0.25', 'batch_size=16', 'data.eval=e.jsonl', 'max_steps=null', 'loss.name=tdpo1']);
+    expect(c.loss).toEqual({ name: 'tdpo1', alpha: 0.5, beta: 0.25 });
+    expect(c.batch_size).toBe(16);
+    expect(c.data).toMatchObject({ train: 't.jsonl', eval: 'e.jsonl', format: 'pairs' });
+    expect(c.max_steps).toBeNull();
+  });
+
+  it('reads JSON too', () => {
+    const f = file('a.json', JSON.stringify({ model: { model_type: 'gpt2' }, data: { train: 'x' } }));
+    expect(loadConfig(f).model).toEqual({ model_type: 'gpt2' });
+  });
+
+  const bad: Array<[string, string[], string]> = [
+    ['an unknown key, with a suggestion', ['batch_sise=4'], "unknown config key 'batch_sise' (did you mean 'batch_size'?)"],
+    ['an unknown nested key', ['loss.bta=1'], "unknown config key 'loss.bta' (did you mean 'loss.beta'?)"],
+    ['a wrong type', ['lr=fast'], 'lr must be a number >= 0, got "fast"'],
+    ['a bad choice', ['loss.name=ppo'], 'loss.name must be one of "tdpo2", "tdpo1", "dpo", "sft"'],
+    ['beta <= 0', ['loss.beta=0'], 'loss.beta must be a number > 0'],
+    ['an accumulation that does not divide the batch', ['gradient_accumulation_steps=3'], 'multiple of gradient_accumulation_steps'],
+  ];
+  for (const [name, sets, message] of bad) {
+    it(`rejects ${name}`, () => {
+      const f = file('ok.yaml', 'model: ./m\ndata:\n  train: t.jsonl\n');
+      expect(() => loadConfig(f, sets)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining(message) }));
+    });
+  }
+});
+
+describe('preference data', () => {
+  it('reads the three formats', async () => {
+    const pairs = file('p.jsonl', '{"prompt":"Q: hi","chosen":" yes","rejected":" no"}\n\n{"prompt":"","chosen":"a","rejected":"b"}\n');
+    expect((await readPreferences(pairs, 'pairs', false)).pairs).toEqual([
+      { prompt: 'Q: hi', chosen: ' yes', rejected: ' no' },
+      { prompt: '', chosen: 'a', rejected: 'b' },
+    ]);
+    const tok = file('t.jsonl', '{"prompt_ids":[1,2],"chosen_ids":[3],"rejected_ids":[4,5]}\n');
+    expect((await readPreferences(tok, 'tokenized', false)).pairs).toEqual([{ promptIds: [1, 2], chosenIds: [3], rejectedIds: [4, 5] }]);
+    const hh = file('h.jsonl', JSON.stringify({ chosen: '\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: fine', rejected: '\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: bad' }) + '\n');
+    expect((await readPreferences(hh, 'hh', false)).pairs).toEqual([
+      { prompt: '\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant:', chosen: ' fine', rejected: ' bad' },
+    ]);
+  });
+
+  it('HH: a rejected text that does not share the prompt is an error, not a slice', () => {
+    expect(() => splitHh('\n\nHuman: a\n\nAssistant: x', '\n\nHuman: b\n\nAssistant: y')).toThrow('does not share the prompt');
+  });
+
+  it('reports a malformed line with file and line number, or counts it with skip_invalid', async () => {
+    const f = file('bad.jsonl', '{"prompt":"a","chosen":"b","rejected":"c"}\n{"prompt":"a","chosen":"b"}\nnot json\n{"prompt":"a","chosen":"","rejected":"c"}\n{"prompt":1,"chosen":"b","rejected":"c"}\n');
+    await expect(readPreferences(f, 'pairs', false)).rejects.toMatchObject({ code: 'ERR_TDPO_DATA', message: expect.stringContaining(`${f}:2: field "rejected" is missing`) });
+    const r = await readPreferences(f, 'pairs', true);
+    expect(r.pairs).toHaveLength(1);
+    expect(r.skipped.map((s) => s.line)).toEqual([2, 3, 4, 5]);
+    expect(r.skipped[1].reason).toContain('bad JSON');
+    expect(r.skipped[2].reason).toBe('empty response');
+    expect(r.skipped[3].reason).toContain('"prompt" is not a string');
+  });
+
+  it('reports a missing file', async () => {
+    await expect(readPreferences(path.join(dir, 'nope.jsonl'), 'pairs', false)).rejects.toMatchObject({ code: 'ERR_TDPO_DATA' });
+  });
+
+  it('shuffles reproducibly', () => {
+    const xs = Array.from({ length: 50 }, (_, i) => i);
+    expect(shuffled(xs, 3)).toEqual(shuffled(xs, 3));
+    expect(shuffled(xs, 3)).not.toEqual(shuffled(xs, 4));
+    expect([...shuffled(xs, 3)].sort((a, b) => a - b)).toEqual(xs);
+  });
+});

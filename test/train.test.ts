@@ -1,0 +1,131 @@
+// The training loop end to end on a tiny random model and a synthetic preference set with a
+// learnable rule: official metrics, learning for each objective, checkpoints, exact resume, and
+// SIGINT from the CLI.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig, train, type TrainConfig } from '../lib/index.js';
+import { rng } from './helpers.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-train-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const V = 32;
+
+// Chosen responses use even token ids, rejected ones odd ids; pre-tokenised JSONL.
+function writeData(name: string, n: number, seed: number): string {
+  const r = rng(seed);
+  const tok = (parity: number) => 2 + 2 * Math.floor(r() * 15) + parity;
+  const lines = Array.from({ length: n }, () =>
+    JSON.stringify({
+      prompt_ids: Array.from({ length: 3 }, () => 2 + Math.floor(r() * 30)),
+      chosen_ids: Array.from({ length: 4 }, () => tok(0)),
+      rejected_ids: Array.from({ length: 4 }, () => tok(1)),
+    }),
+  );
+  const f = path.join(dir, name);
+  writeFileSync(f, `${lines.join('\n')}\n`);
+  return f;
+}
+const trainFile = writeData('train.jsonl', 160, 1);
+const evalFile = writeData('eval.jsonl', 32, 2);
+
+function config(out: string, sets: string[] = []): TrainConfig {
+  return loadConfig(null, sets, {
+    model: { model_type: 'gpt2', vocab_size: V, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, eos_token_id: 1 },
+    data: { train: trainFile, eval: evalFile, format: 'tokenized', eval_size: 0, skip_invalid: false, drop_last: true },
+    batch_size: 8,
+    gradient_accumulation_steps: 2,
+    optimizer: 'adamw',
+    lr: 3e-3,
+    warmup_steps: 2,
+    max_length: 16,
+    max_prompt_length: 8,
+    eval_every: 10,
+    output_dir: out,
+  });
+}
+const readMetrics = (out: string) => readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+
+describe('train', () => {
+  for (const name of ['dpo', 'tdpo1', 'tdpo2']) {
+    it(`${name}: official metrics every step; the loss falls and eval reward accuracy rises`, async () => {
+      const out = path.join(dir, name);
+      const result = await train(config(out, [`loss.name=${name}`]));
+      expect(result.steps).toBe(20); // 160 pairs / batch 8, one epoch
+      const lines = readMetrics(out);
+      const steps = lines.filter((m) => !('eval/loss' in m));
+      const evals = lines.filter((m) => 'eval/loss' in m);
+      expect(steps).toHaveLength(20);
+      expect(Object.keys(steps[0]).sort()).toEqual(
+        ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'kl/chosen', 'kl/rejected', 'kl/margin', 'logps/chosen', 'logps/rejected', 'grad_norm', 'lr', 'examples_per_second', 'step', 'examples'].sort(),
+      );
+      expect(steps[0].lr).toBeCloseTo(3e-3 / 3, 10); // warm-up: (step + 1) / (warmup + 1)
+      expect(steps[5].lr).toBeCloseTo(3e-3, 10);
+      expect(steps[19].examples).toBe(160);
+      expect(steps[0].loss).toBeCloseTo(Math.log(2), 5);
+      expect(steps[19].loss).toBeLessThan(0.6 * steps[0].loss);
+      expect(evals).toHaveLength(2);
+      expect(evals[1]['eval/rewards/accuracies']).toBeGreaterThanOrEqual(0.9);
+      expect(existsSync(path.join(out, 'final', 'model.safetensors'))).toBe(true);
+      expect(existsSync(path.join(out, 'final', 'optimizer.pt'))).toBe(true);
+    });
+  }
+
+  it('sft lowers the NLL', async () => {
+    const out = path.join(dir, 'sft');
+    await train(config(out, ['loss.name=sft']));
+    const steps = readMetrics(out).filter((m) => !('eval/loss' in m));
+    expect(steps[19].loss).toBeLessThan(0.8 * steps[0].loss);
+  });
+
+  it('resume after a stop gives the metrics of an uninterrupted run', async () => {
+    const whole = path.join(dir, 'whole');
+    await train(config(whole, ['max_steps=8', 'save_every=4', 'eval_every=0']));
+    const cut = path.join(dir, 'cut');
+    const abort = new AbortController();
+    const stopped = await train(config(cut, ['max_steps=8', 'save_every=4', 'eval_every=0']), {
+      signal: abort.signal,
+      onStep: (m) => m.step === 5 && abort.abort(),
+    });
+    expect(stopped).toMatchObject({ stopped: true, steps: 5 });
+    expect(existsSync(path.join(cut, 'step-4'))).toBe(true);
+    expect(existsSync(path.join(cut, 'step-5'))).toBe(true);
+    await train(config(cut, ['max_steps=8', 'save_every=4', 'eval_every=0']), { resume: true });
+    const strip = (ms: Array<Record<string, number>>) => ms.map(({ examples_per_second: _, ...m }) => m);
+    expect(strip(readMetrics(cut))).toEqual(strip(readMetrics(whole)));
+  });
+
+  it('SIGINT from the CLI writes a checkpoint and exits 0', async () => {
+    const out = path.join(dir, 'sigint');
+    const cfg = path.join(dir, 'sigint.json');
+    writeFileSync(cfg, JSON.stringify({ ...config(out, ['n_epochs=50', 'eval_every=0']) }));
+    const child = spawn(process.execPath, [path.resolve(__dirname, '..', 'bin', 'tdpo.js'), 'train', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    await new Promise<void>((resolve) => {
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (/step 3\//.test(stderr)) resolve();
+      });
+    });
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code, stderr).toBe(0);
+    const summary = JSON.parse(stdout.trim());
+    expect(summary.stopped).toBe(true);
+    expect(existsSync(path.join(out, `step-${summary.steps}`, 'trainer.json'))).toBe(true);
+  });
+
+  it('a bad config is one line and exit code 2', async () => {
+    const child = spawn(process.execPath, [path.resolve(__dirname, '..', 'bin', 'tdpo.js'), 'train', '--set', 'batch_sise=4'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(2);
+    expect(stderr.trim().split('\n')).toHaveLength(1);
+    expect(stderr).toContain("did you mean 'batch_size'");
+  });
+});
