@@ -37,6 +37,10 @@ export interface TrainConfig {
   max_steps: number | null;
   seed: number;
   eval_every: number;
+  /** At each evaluation, sample continuations of this many eval prompts from policy and reference into samples.jsonl. */
+  samples: number;
+  /** Tokens per sample. */
+  sample_max_new_tokens: number;
   save_every: number;
   output_dir: string;
   threads: number | null;
@@ -63,6 +67,8 @@ export const defaultConfig: TrainConfig = {
   max_steps: null,
   seed: 0,
   eval_every: 0,
+  samples: 0,
+  sample_max_new_tokens: 32,
   save_every: 0,
   output_dir: 'tdpo-output',
   threads: null,
@@ -106,6 +112,8 @@ const schema: Record<string, Check> = {
   max_steps: nullable(int(1)),
   seed: int(0),
   eval_every: int(0),
+  samples: int(0),
+  sample_max_new_tokens: int(1),
   save_every: int(0),
   output_dir: str,
   threads: nullable(int(1)),

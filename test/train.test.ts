@@ -129,3 +129,64 @@ describe('train', () => {
     expect(stderr).toContain("did you mean 'batch_size'");
   });
 });
+
+describe('train: samples, eval, generate, kill -9, last batch', () => {
+  const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
+  const runCli = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  it('writes samples from policy and reference at each evaluation, and tdpo eval / generate work on the result', async () => {
+    const out = path.join(dir, 'samples');
+    const cfgFile = path.join(dir, 'samples.json');
+    writeFileSync(cfgFile, JSON.stringify(config(out, ['samples=3', 'sample_max_new_tokens=5', 'max_steps=10'])));
+    const r = await runCli(['train', '--config', cfgFile]);
+    expect(r.code, r.stderr).toBe(0);
+    const samples = readFileSync(path.join(out, 'samples.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(samples).toHaveLength(3);
+    expect(samples[0]).toMatchObject({ step: 10 });
+    expect(samples[0].policy.length).toBeGreaterThan(0);
+    expect(samples[0].reference.length).toBeGreaterThan(0);
+    const ev = await runCli(['eval', '--config', cfgFile]);
+    expect(ev.code, ev.stderr).toBe(0);
+    const m = JSON.parse(ev.stdout);
+    expect(m.pairs).toBe(32);
+    expect(m['eval/rewards/accuracies']).toBeGreaterThan(0.5);
+    const gen = await runCli(['generate', '--model', path.join(out, 'final'), '--prompt', 'Hi', '--max-new-tokens', '3', '--temperature', '0']);
+    // The tiny model's vocabulary is 32 ids, so GPT-2 text prompts fall outside it: a clear error.
+    expect(gen.code).toBe(1);
+    expect(gen.stderr).toMatch(/^tdpo: prompts\[0\]\[0\] = \d+ is outside the vocabulary/);
+  });
+
+  it('kill -9 loses at most the steps since the last checkpoint, and resume continues', async () => {
+    const out = path.join(dir, 'kill9');
+    const cfgFile = path.join(dir, 'kill9.json');
+    writeFileSync(cfgFile, JSON.stringify(config(out, ['n_epochs=50', 'save_every=2', 'eval_every=0'])));
+    const child = spawn(process.execPath, [cli, 'train', '--config', cfgFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    await new Promise<void>((resolve) => child.stderr.on('data', (d) => ((stderr += d), /step 7\//.test(stderr) && resolve())));
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('exit', resolve));
+    const { latestCheckpoint } = await import('../lib/train/checkpoint.js');
+    const latest = latestCheckpoint(out)!;
+    expect(latest.state.step).toBeGreaterThanOrEqual(6);
+    const r = await runCli(['train', '--config', cfgFile, '--resume', '--set', `max_steps=${latest.state.step + 2}`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`resuming from ${latest.dir}`);
+    const steps = readMetrics(out).map((m) => m.step);
+    expect(steps).toEqual(Array.from({ length: latest.state.step + 2 }, (_, i) => i + 1));
+  });
+
+  it('drop_last = false trains on the smaller last batch too', async () => {
+    const out = path.join(dir, 'keeplast');
+    const r = await train(config(out, ['batch_size=12', 'gradient_accumulation_steps=1', 'data.drop_last=false', 'eval_every=0']));
+    expect(r.steps).toBe(14); // 160 = 13 x 12 + 4
+    expect(r.examples).toBe(160);
+  });
+});

@@ -8,6 +8,8 @@ const help = `Usage: tdpo <command> [options]
 
 Commands:
   train       train a policy (TDPO2, TDPO1, DPO, SFT) from a config file
+  eval        eval metrics of a trained policy against its reference
+  generate    sample continuations from a model folder
   bench       fused vs reference TDPO loss: time, bandwidth and peak memory (--model: model runner)
   version     print the package, libtorch and Node versions
 
@@ -25,6 +27,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'train': {
         const { trainCommand } = await import('./train.js');
         return await trainCommand(rest);
+      }
+      case 'eval': {
+        const { evalCommand } = await import('./eval.js');
+        return await evalCommand(rest);
+      }
+      case 'generate': {
+        const { generateCommand } = await import('./generate.js');
+        return await generateCommand(rest);
       }
       case 'version':
       case '--version': {

@@ -4,7 +4,7 @@ import { loadConfig } from '../config.js';
 import { train } from '../train/trainer.js';
 import { CliError } from './errors.js';
 
-export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume]
+export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume] [--skip-invalid]
 
 Trains a policy with TDPO2 (default), TDPO1, DPO or SFT on a preference data set. The config is
 YAML or JSON; --set overrides any key (dotted for sections: --set loss.name=dpo). Defaults are the
@@ -19,6 +19,7 @@ Options:
   -c, --config FILE     the config file
   -s, --set KEY=VALUE   override a key (repeatable)
       --resume          continue from the newest checkpoint in output_dir
+      --skip-invalid    count and skip malformed data lines instead of stopping
   -h, --help            this text
 `;
 
@@ -29,6 +30,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       set: { type: 'string', short: 's', multiple: true },
       resume: { type: 'boolean', default: false },
+      'skip-invalid': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -38,7 +40,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.config && !(values.set ?? []).length) throw new CliError('train needs --config FILE (see tdpo train --help)');
-  const config = loadConfig(values.config ?? null, values.set ?? []);
+  const config = loadConfig(values.config ?? null, [...(values.set ?? []), ...(values['skip-invalid'] ? ['data.skip_invalid=true'] : [])]);
   const abort = new AbortController();
   const stop = (sig: string) => {
     if (abort.signal.aborted) return;

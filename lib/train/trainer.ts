@@ -79,15 +79,8 @@ function sftBatch(pairs: TokenizedPair[]) {
   };
 }
 
-export async function train(c: TrainConfig, options: TrainOptions = {}): Promise<TrainResult> {
-  const log = options.log ?? (() => {});
-  if (c.threads) setNumThreads(c.threads);
-  const out = c.output_dir;
-  mkdirSync(out, { recursive: true });
-  writeFileSync(path.join(out, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
-  const sft = c.loss.name === 'sft';
-
-  // Data: read, split, tokenise.
+/** Reads the data and holds out the eval split (data.eval, or eval_size pairs of data.train). */
+async function loadData(c: TrainConfig, forEval = false) {
   const train = await readPreferences(c.data.train, c.data.format, c.data.skip_invalid);
   let trainRaw = shuffled(train.pairs, c.seed);
   let evalRaw: RawPair[] = [];
@@ -96,11 +89,53 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     const ev = await readPreferences(c.data.eval, c.data.format, c.data.skip_invalid);
     evalRaw = ev.pairs;
     skippedLines += ev.skipped.length;
-  } else if (c.data.eval_size > 0 && c.eval_every > 0) {
+  } else if (c.data.eval_size > 0 && (c.eval_every > 0 || forEval)) {
     const n = c.data.eval_size < 1 ? Math.floor(trainRaw.length * c.data.eval_size) : Math.min(c.data.eval_size, trainRaw.length - 1);
     evalRaw = trainRaw.slice(0, n);
     trainRaw = trainRaw.slice(n);
   }
+  return { trainRaw, evalRaw, skippedLines };
+}
+
+async function evalStats(step: TrainStep, pairs: TokenizedPair[], micro: number, sft: boolean): Promise<Metrics> {
+  const stats: MicroStats[] = [];
+  for (let i = 0; i < pairs.length; i += micro) {
+    const part = pairs.slice(i, i + micro);
+    stats.push(await step.evaluate(sft ? sftBatch(part) : collatePairs(part)));
+  }
+  return stepMetrics(stats, sft);
+}
+
+/** Eval metrics of the policy in `modelDir` against the config's reference, without training. */
+export async function evaluateOnly(c: TrainConfig, modelDir: string): Promise<Metrics> {
+  if (c.threads) setNumThreads(c.threads);
+  const sft = c.loss.name === 'sft';
+  const { evalRaw } = await loadData(c, true);
+  if (evalRaw.length === 0) throw codedError('RangeError', 'ERR_TDPO_DATA', 'no eval pairs: set data.eval or data.eval_size');
+  const policy = await Model.load(modelDir, { dtype: c.dtype });
+  const reference = sft ? null : c.reference ? await Model.load(c.reference, { dtype: c.dtype }) : await loadModel(c.model, c);
+  try {
+    const tokenizer = c.data.format !== 'tokenized' ? loadTokenizer(c) : null;
+    const pairs = tokenizeAll(evalRaw, c, tokenizer, eosOf(c, policy, tokenizer));
+    const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, reference: reference ?? undefined });
+    const m = await evalStats(step, pairs, c.batch_size / c.gradient_accumulation_steps, sft);
+    const out: Metrics = { pairs: pairs.length };
+    for (const [k, v] of Object.entries(m)) out[`eval/${k}`] = v;
+    return out;
+  } finally {
+    policy.dispose();
+    reference?.dispose();
+  }
+}
+
+export async function train(c: TrainConfig, options: TrainOptions = {}): Promise<TrainResult> {
+  const log = options.log ?? (() => {});
+  if (c.threads) setNumThreads(c.threads);
+  const out = c.output_dir;
+  mkdirSync(out, { recursive: true });
+  writeFileSync(path.join(out, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
+  const sft = c.loss.name === 'sft';
+  const { trainRaw, evalRaw, skippedLines } = await loadData(c);
   if (skippedLines) log(`skipped ${skippedLines} invalid lines (data.skip_invalid)`);
 
   // Models: the starting policy (or the checkpoint's), and the reference.
@@ -116,8 +151,9 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     throw codedError('RangeError', 'ERR_TDPO_DATA', `${trainPairs.length} training pairs make no batch of batch_size ${c.batch_size}`);
   }
   const totalSteps = c.max_steps ?? c.n_epochs * batchesPerEpoch;
-  // A reference given by path, or a frozen copy of the *starting* policy (reloaded on resume).
-  const reference = sft ? null : c.reference ? await Model.load(c.reference, { dtype: c.dtype }) : resumeFrom ? await loadModel(c.model, c) : null;
+  // A reference given by path, or the *starting* policy loaded again (also on resume, when the
+  // policy comes from a checkpoint); kept as a Model so that samples can come from it too.
+  const reference = sft ? null : c.reference ? await Model.load(c.reference, { dtype: c.dtype }) : await loadModel(c.model, c);
   const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, optimizer: c.optimizer, reference: reference ?? undefined });
   let state: TrainerState = { step: 0, examples: 0, seed: c.seed, version: 1 };
   const metricsFile = path.join(out, 'metrics.jsonl');
@@ -139,17 +175,33 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     options.onStep?.(m);
   };
   const micro = c.batch_size / c.gradient_accumulation_steps;
-  const runMicro = (pairs: TokenizedPair[], scale: number, backward: boolean): Promise<MicroStats> => {
-    const batch = sft ? sftBatch(pairs) : collatePairs(pairs);
-    return backward ? step.accumulate(batch, scale) : step.evaluate(batch);
+  const runMicro = (pairs: TokenizedPair[], scale: number): Promise<MicroStats> =>
+    step.accumulate(sft ? sftBatch(pairs) : collatePairs(pairs), scale);
+  const sampleRng = { seed: c.seed };
+  const writeSamples = async () => {
+    const prompts = evalPairs.slice(0, c.samples).map((p) => {
+      const n = p.chosen.labels.findIndex((l) => l !== -100);
+      return Int32Array.from(p.chosen.inputIds.slice(0, n < 0 ? p.chosen.inputIds.length : n));
+    });
+    if (prompts.length === 0) return;
+    const maxPositions = Number(policy.config.n_positions ?? policy.config.max_position_embeddings);
+    const room = Math.min(c.sample_max_new_tokens, maxPositions - Math.max(...prompts.map((p) => p.length)));
+    if (room < 1) return;
+    const opts = { maxNewTokens: room, temperature: 1, seed: sampleRng.seed++, eosTokenId: eos };
+    const fromPolicy = await policy.generate(prompts, opts);
+    const fromReference = reference ? await reference.generate(prompts, opts) : null;
+    const text = (ids: ArrayLike<number>) => (tokenizer ? tokenizer.decode(ids) : Array.from(ids));
+    const lines = prompts.map((p, i) =>
+      JSON.stringify({ step: state.step, prompt: text(p), policy: text(fromPolicy[i]), ...(fromReference ? { reference: text(fromReference[i]) } : {}) }),
+    );
+    appendFileSync(path.join(out, 'samples.jsonl'), `${lines.join('\n')}\n`);
   };
   const evaluate = async () => {
-    const stats: MicroStats[] = [];
-    for (let i = 0; i < evalPairs.length; i += micro) stats.push(await runMicro(evalPairs.slice(i, i + micro), 1, false));
-    const m = stepMetrics(stats, sft);
+    const m = await evalStats(step, evalPairs, micro, sft);
     const e: Metrics = { step: state.step };
     for (const [k, v] of Object.entries(m)) e[`eval/${k}`] = v;
     write(e);
+    if (c.samples > 0) await writeSamples();
     log(`eval step ${state.step}: loss ${m.loss.toFixed(4)}${sft ? '' : `, reward accuracy ${m['rewards/accuracies'].toFixed(3)}, kl margin ${m['kl/margin'].toFixed(3)}`}`);
   };
 
@@ -175,7 +227,7 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     const stats: MicroStats[] = [];
     for (let i = 0; i < pairs.length; i += micro) {
       const part = pairs.slice(i, i + micro);
-      stats.push(await runMicro(part, part.length / pairs.length, true));
+      stats.push(await runMicro(part, part.length / pairs.length));
     }
     // Linear warm-up from 0, as the official code's LambdaLR: min(1, (step + 1) / (warmup + 1)).
     const lr = c.lr * Math.min(1, (state.step + 1) / (c.warmup_steps + 1));
