@@ -57,3 +57,13 @@ describe('tdpo bench --model', () => {
     expect(report.generate.uncachedTokensPerSecond).toBeGreaterThan(0);
   });
 });
+
+describe('tdpo bench --train', () => {
+  it('reports train-step throughput (tiny settings)', () => {
+    const r = run(['bench', '--train', '--json', '--pairs', '1', '-T', '8', '--runs', '1']);
+    expect(r.status, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.config).toMatchObject({ pairs: 1, seq: 8, runs: 1, loss: 'tdpo2' });
+    expect(report.pairsPerSecond).toBeGreaterThan(0);
+  });
+});

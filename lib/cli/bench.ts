@@ -7,7 +7,7 @@ import {
   type LossBenchConfig,
   type LossBenchReport,
 } from '../bench/loss-bench.js';
-import { defaultModelBenchConfig, formatModelReport, runModelBench } from '../bench/model-bench.js';
+import { defaultModelBenchConfig, formatModelReport, formatTrainReport, runModelBench, runTrainBench } from '../bench/model-bench.js';
 import { CliError, positiveInt } from './errors.js';
 
 export const benchHelp = `Usage: tdpo bench [options]
@@ -19,9 +19,13 @@ machine's memory-copy bandwidth, and peak RSS.
 
 With --model: a GPT-2-small-shaped model (random weights) instead: forward tokens/s at B=8,
 T=128, and generation tokens/s with the key/value cache against re-running the whole sequence.
+With --train: one TDPO2 + RMSprop train step on that shape (--pairs, default 2; -T, default 128):
+pairs/s.
 
 Options:
       --model           benchmark the model runner instead of the loss
+      --train           benchmark the train step instead of the loss
+      --pairs N         with --train: preference pairs per step      default 2
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
   -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}
@@ -107,6 +111,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
       threads: { type: 'string' },
       json: { type: 'boolean', default: false },
       model: { type: 'boolean', default: false },
+      train: { type: 'boolean', default: false },
+      pairs: { type: 'string' },
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
       child: { type: 'string' },
@@ -131,6 +137,16 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const progress = values.json
     ? () => {}
     : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
+  if (values.train) {
+    const tc = { pairs: 2, seq: 128, runs: 3, seed: 0 };
+    if (values.pairs !== undefined) tc.pairs = positiveInt(values.pairs, '--pairs');
+    if (values.seq !== undefined) tc.seq = positiveInt(values.seq, '--seq');
+    if (values.runs !== undefined) tc.runs = positiveInt(values.runs, '--runs');
+    if (values.threads !== undefined) (await import('../runtime.js')).setNumThreads(positiveInt(values.threads, '--threads'));
+    const report = await runTrainBench(tc, progress);
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatTrainReport(report)}\n`);
+    return 0;
+  }
   if (values.model) {
     const mc = { ...defaultModelBenchConfig };
     if (values.batch !== undefined) mc.batch = positiveInt(values.batch, '--batch');
