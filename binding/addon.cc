@@ -1,11 +1,14 @@
 // Registration of every export; nothing else lives here.
 #include <napi.h>
 
+#include <cstdlib>
+
 #include "binding/errors.h"
 #include "binding/loss.h"
 #include "binding/model.h"
 #include "binding/trainer.h"
 #include "binding/runtime.h"
+#include "common/alloc.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -13,6 +16,10 @@ namespace tdpo::binding {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // libtorch may start with a single intra-op thread; default to every core this process may use.
   guarded(env, [] { runtime::set_num_threads(runtime::default_num_threads()); });
+  // Large buffers are recycled instead of faulted in afresh on every call (src/common/alloc.h).
+  // TDPO_CPU_CACHE_MB sets the cap (0 disables); default 2 GiB.
+  const char* cap_mb = std::getenv("TDPO_CPU_CACHE_MB");
+  install_caching_allocator((cap_mb ? std::strtoull(cap_mb, nullptr, 10) : 2048ull) << 20);
 
   exports.Set("tdpoLossSync", Napi::Function::New(env, LossSync, "tdpoLossSync"));
   exports.Set("tdpoLoss", Napi::Function::New(env, LossAsync, "tdpoLoss"));

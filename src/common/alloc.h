@@ -1,20 +1,33 @@
-// Large output buffers (the [B, T, V] gradient).
+// A caching CPU allocator for libtorch's large buffers.
 //
-// Why not at::empty: on the virtual machines we measured, first-touch page faults cost ~2.7 us per
-// 4 KiB page (1.1 s to fault in 400 MB), which was most of the fused backward pass. So large
-// buffers are (1) 2 MiB aligned and madvise(MADV_HUGEPAGE)d, which cuts faults 512-fold where THP
-// runs in "madvise" mode, and (2) recycled: the most recently freed block is kept and handed to the
-// next request of the same size, so steady-state calls (a training loop, a benchmark) fault nothing.
+// Why: on the virtual machines we measured, a first touch of fresh memory costs ~2.7 us per 4 KiB
+// page (1.1 s to fault in 400 MiB). libtorch's default CPU allocator hands every large tensor
+// fresh pages from the kernel and returns them on free, so the fused loss's gradient, a model's
+// logits and activations, and every temporary of a train step paid that again on every call:
+// about half of the fused backward pass, a quarter of a GPT-2 forward, most of a train step.
+// This allocator keeps freed blocks of 1 MiB and up (by exact rounded size, up to a byte cap)
+// and hands them to the next request of that size; new blocks are 2 MiB aligned and advised as
+// transparent huge pages. Smaller requests go to libtorch's own allocator unchanged.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <cstddef>
+
 namespace tdpo {
 
-// An uninitialised tensor; small ones come from at::empty.
-at::Tensor empty_large(at::IntArrayRef shape, at::ScalarType dtype);
+// Installs the allocator as libtorch's CPU allocator (once); cap_bytes = 0 disables caching.
+void install_caching_allocator(size_t cap_bytes);
 
-// Frees the cached block (if any); returns the bytes released.
+// Frees every cached block; returns the bytes released.
 size_t release_cached_memory();
+
+// Bytes held in the cache now.
+size_t cached_bytes();
+
+// An uninitialised tensor (at::empty: large ones come from the caching allocator once installed).
+inline at::Tensor empty_large(at::IntArrayRef shape, at::ScalarType dtype) {
+  return at::empty(shape, at::TensorOptions().dtype(dtype));
+}
 
 }  // namespace tdpo
