@@ -5,6 +5,7 @@
 
 #include <sstream>
 
+#include "binding/async.h"
 #include "binding/convert.h"
 #include "binding/errors.h"
 #include "loss/tdpo_loss.h"
@@ -84,40 +85,6 @@ Napi::Object result_to_js(Napi::Env env, loss::Result& res) {
   return out;
 }
 
-class LossWorker : public Napi::AsyncWorker {
- public:
-  LossWorker(Napi::Env env, LossCall<float> call)
-      : Napi::AsyncWorker(env, "tdpo:loss"), deferred_(env), call_(std::move(call)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      result_ = run(call_);
-    } catch (...) {
-      error_ = capture(std::current_exception());
-      SetError(error_.message);
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(result_to_js<float>(env, result_));
-    } catch (...) {
-      deferred_.Reject(binding::to_js(env, capture(std::current_exception())).Value());
-    }
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(binding::to_js(Env(), error_).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  LossCall<float> call_;
-  loss::Result result_;
-  ErrorInfo error_;
-};
-
 }  // namespace
 
 Napi::Value LossSync(const Napi::CallbackInfo& info) {
@@ -130,18 +97,14 @@ Napi::Value LossSync(const Napi::CallbackInfo& info) {
 
 Napi::Value LossAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto rejected = Napi::Promise::Deferred::New(env);
-  try {
-    auto* worker = new LossWorker(env, parse<float>(info));
-    Napi::Promise promise = worker->promise();
-    worker->Queue();
-    return promise;
-  } catch (const Napi::Error& e) {
-    rejected.Reject(e.Value());
-  } catch (...) {
-    rejected.Reject(to_js(env, capture(std::current_exception())).Value());
-  }
-  return rejected.Promise();
+  return promise_call(env, [&]() -> Napi::Value {
+    // The call holds the pins on the input arrays until the promise settles.
+    auto call = std::make_shared<LossCall<float>>(parse<float>(info));
+    auto result = std::make_shared<loss::Result>();
+    return TaskWorker::Run(
+        env, "tdpo:loss", [call, result] { *result = run(*call); },
+        [call, result](Napi::Env env) -> Napi::Value { return result_to_js<float>(env, *result); });
+  });
 }
 
 Napi::Value LossFloat64ForTest(const Napi::CallbackInfo& info) {

@@ -177,7 +177,6 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
   const micro = c.batch_size / c.gradient_accumulation_steps;
   const runMicro = (pairs: TokenizedPair[], scale: number): Promise<MicroStats> =>
     step.accumulate(sft ? sftBatch(pairs) : collatePairs(pairs), scale);
-  const sampleRng = { seed: c.seed };
   const writeSamples = async () => {
     const prompts = evalPairs.slice(0, c.samples).map((p) => {
       const n = p.chosen.labels.findIndex((l) => l !== -100);
@@ -187,7 +186,8 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     const maxPositions = Number(policy.config.n_positions ?? policy.config.max_position_embeddings);
     const room = Math.min(c.sample_max_new_tokens, maxPositions - Math.max(...prompts.map((p) => p.length)));
     if (room < 1) return;
-    const opts = { maxNewTokens: room, temperature: 1, seed: sampleRng.seed++, eosTokenId: eos };
+    // Seeded by the step, so a resumed run samples what an uninterrupted one would.
+    const opts = { maxNewTokens: room, temperature: 1, seed: c.seed + state.step, eosTokenId: eos };
     const fromPolicy = await policy.generate(prompts, opts);
     const fromReference = reference ? await reference.generate(prompts, opts) : null;
     const text = (ids: ArrayLike<number>) => (tokenizer ? tokenizer.decode(ids) : Array.from(ids));
