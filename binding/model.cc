@@ -17,10 +17,6 @@
 namespace tdpo::binding {
 namespace {
 
-struct InstanceData {
-  Napi::FunctionReference model_class;
-};
-
 int64_t int_field(Napi::Object o, const char* key, const std::string& path) {
   Napi::Value v = o.Get(key);
   const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;

@@ -17,6 +17,13 @@ struct ModelState {
 };
 using StatePtr = std::shared_ptr<ModelState>;
 
+// Per-environment data (one per Node.js main thread or worker thread that loads the addon): the
+// constructors of the native classes.
+struct InstanceData {
+  Napi::FunctionReference model_class;
+  Napi::FunctionReference trainer_class;
+};
+
 // The state behind a NativeModel passed from JS (throws ERR_TDPO_TYPE / ERR_TDPO_DISPOSED).
 StatePtr unwrap_model(Napi::Value value, const std::string& name);
 // A new NativeModel object around `state`.

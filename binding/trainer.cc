@@ -20,10 +20,6 @@ struct TrainerState {
 };
 using TrainerPtr = std::shared_ptr<TrainerState>;
 
-struct TrainerData {
-  Napi::FunctionReference cls;
-};
-TrainerData* trainer_data = nullptr;  // set once in InitTrainer (one environment per process here)
 
 Napi::Object stats_to_js(Napi::Env env, const train::MicroStats& s) {
   Napi::Object o = Napi::Object::New(env);
@@ -87,7 +83,7 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
   static Napi::Object Wrap(Napi::Env env, TrainerPtr state) {
     auto ext = Napi::External<TrainerPtr>::New(env, new TrainerPtr(std::move(state)),
                                                [](Napi::Env, TrainerPtr* p) { delete p; });
-    return trainer_data->cls.New({ext});
+    return env.GetInstanceData<InstanceData>()->trainer_class.New({ext});
   }
 
  private:
@@ -198,8 +194,8 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitTrainer(Napi::Env env, Napi::Object exports) {
-  trainer_data = new TrainerData();
-  trainer_data->cls = Napi::Persistent(NativeTrainer::Define(env));
+  // InitModel created the instance data.
+  env.GetInstanceData<InstanceData>()->trainer_class = Napi::Persistent(NativeTrainer::Define(env));
   exports.Set("createTrainer", Napi::Function::New(env, CreateTrainer, "createTrainer"));
 }
 

@@ -148,3 +148,25 @@ describe('gradient buffer cache', () => {
     expect(JSON.parse(r.stdout)).toEqual([0, true, 0, 4 << 20, 0]);
   });
 });
+
+describe('worker threads', () => {
+  it('the addon loads and trains in several worker threads and the main thread', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const code = `
+      const { Model, TrainStep } = require(${JSON.stringify(path.join(root, 'dist', 'cjs', 'index.js'))});
+      (async () => {
+        const m = await Model.create({ model_type: 'gpt2', vocab_size: 16, n_positions: 8, n_embd: 8, n_layer: 1, n_head: 2 }, { seed: 1 });
+        const s = await TrainStep.create(m, { loss: 'sft' });
+        const r = await s.accumulate({ inputIds: new Int32Array(8).fill(2), labels: new Int32Array(8).fill(3), shape: [1, 8] });
+        require('node:worker_threads').parentPort.postMessage(r.loss);
+      })();`;
+    const run = () => new Promise<number>((resolve, reject) => {
+      const w = new Worker(code, { eval: true });
+      w.on('message', resolve);
+      w.on('error', reject);
+    });
+    const [a, b] = await Promise.all([run(), run()]);
+    expect(a).toBe(b);
+    expect(Number.isFinite(a)).toBe(true);
+  });
+});
