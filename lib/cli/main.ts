@@ -7,6 +7,7 @@ import { CliError } from './errors.js';
 const help = `Usage: tdpo <command> [options]
 
 Commands:
+  demo        the end-to-end TDPO vs DPO experiment (what npm start runs)
   train       train a policy (TDPO2, TDPO1, DPO, SFT) from a config file
   eval        eval metrics of a trained policy against its reference
   generate    sample continuations from a model folder
@@ -27,6 +28,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'train': {
         const { trainCommand } = await import('./train.js');
         return await trainCommand(rest);
+      }
+      case 'demo': {
+        const { demoCommand } = await import('./demo.js');
+        return await demoCommand(rest);
       }
       case 'eval': {
         const { evalCommand } = await import('./eval.js');
