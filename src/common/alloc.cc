@@ -1,5 +1,6 @@
 #include "common/alloc.h"
 
+#include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
 #include <cstdlib>
@@ -50,10 +51,6 @@ class CachingCpuAllocator final : public at::Allocator {
       bytes += size;
     }
     return bytes;
-  }
-  size_t held() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return held_;
   }
 
  private:
@@ -132,7 +129,5 @@ void install_caching_allocator(size_t cap_bytes) {
 }
 
 size_t release_cached_memory() { return instance ? instance->release() : 0; }
-
-size_t cached_bytes() { return instance ? instance->held() : 0; }
 
 }  // namespace tdpo

@@ -10,8 +10,6 @@
 // transparent huge pages. Smaller requests go to libtorch's own allocator unchanged.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <cstddef>
 
 namespace tdpo {
@@ -21,13 +19,5 @@ void install_caching_allocator(size_t cap_bytes);
 
 // Frees every cached block; returns the bytes released.
 size_t release_cached_memory();
-
-// Bytes held in the cache now.
-size_t cached_bytes();
-
-// An uninitialised tensor (at::empty: large ones come from the caching allocator once installed).
-inline at::Tensor empty_large(at::IntArrayRef shape, at::ScalarType dtype) {
-  return at::empty(shape, at::TensorOptions().dtype(dtype));
-}
 
 }  // namespace tdpo

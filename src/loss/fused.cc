@@ -18,7 +18,6 @@
 #include <cmath>
 #include <limits>
 
-#include "common/alloc.h"
 #include "common/error.h"
 #include "loss/simd.h"
 #include "loss/tdpo_loss.h"
@@ -295,7 +294,8 @@ Result fused(const Inputs<T>& in, const Options& opt) {
   if (!opt.grad) return res;
 
   const auto dtype = std::is_same_v<T, float> ? at::kFloat : at::kDouble;
-  res.grad = empty_large({in.batch, in.seq, V}, dtype);
+  // The only [B, T, V] allocation; the caching allocator (common/alloc.h) recycles it across calls.
+  res.grad = at::empty({in.batch, in.seq, V}, at::TensorOptions().dtype(dtype));
   T* g = res.grad.template data_ptr<T>();
   // Chosen and rejected rows interleaved: parallel_for hands each thread a contiguous range, and
   // under TDPO2 / DPO chosen rows skip reading r, so plain order would leave one thread idle.
