@@ -13,6 +13,7 @@
 #include "binding/errors.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
+#include "runtime/runtime.h"
 
 namespace tdpo::binding {
 namespace {
@@ -41,6 +42,19 @@ models::ModelConfig parse_config(Napi::Value v) {
   c.parallel_residual = bool_option(o, "parallelResidual", true, "config");
   models::validate_config(c);
   return c;
+}
+
+// 'cpu', or 'cuda' when this libtorch was built with CUDA and sees a GPU.
+at::Device parse_model_device(Napi::Object options) {
+  const std::string d = string_option(options, "device", "cpu", "options");
+  if (d == "cpu") return at::kCPU;
+  if (d != "cuda") throw range_error("ERR_TDPO_OPTION", "options.device must be 'cpu' or 'cuda', got '" + d + "'");
+  if (!runtime::cuda_available()) {
+    throw range_error("ERR_TDPO_OPTION", "options.device 'cuda': this libtorch (" + runtime::torch_version() +
+                                             ") has no CUDA device; rebuild against a CUDA libtorch (TDPO_TORCH_DIR) on a "
+                                             "machine with a GPU, or use 'cpu'");
+  }
+  return at::kCUDA;
 }
 
 at::ScalarType parse_model_dtype(Napi::Object options) {
@@ -143,7 +157,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           [state, batch, logits] {
             std::lock_guard<std::mutex> lock(state->mu);
             at::NoGradGuard no_grad;
-            *logits = state->model->forward(batch.ids, batch.mask).to(at::kFloat).contiguous();
+            const at::Device dev = state->model->device();
+            *logits = state->model->forward(batch.ids.to(dev), batch.mask.defined() ? batch.mask.to(dev) : batch.mask)
+                          .to(at::kFloat)
+                          .contiguous();
           },
           [logits](Napi::Env env) -> Napi::Value {
             Napi::Object out = Napi::Object::New(env);
@@ -181,7 +198,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
           env, "tdpo:sequenceLogprobs",
           [state, batch, labels_t, result] {
             std::lock_guard<std::mutex> lock(state->mu);
-            *result = models::sequence_logprobs(*state->model, batch.ids, labels_t, batch.mask);
+            const at::Device dev = state->model->device();
+            *result = models::sequence_logprobs(*state->model, batch.ids.to(dev), labels_t.to(dev),
+                                                batch.mask.defined() ? batch.mask.to(dev) : batch.mask);
           },
           [result](Napi::Env env) -> Napi::Value {
             Napi::Object out = Napi::Object::New(env);
@@ -323,14 +342,15 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     auto config = parse_config(info[0]);
     Napi::Object opt = object_arg(info[1], "options", true);
     const at::ScalarType dtype = parse_model_dtype(opt);
+    const at::Device device = parse_model_device(opt);
     const double seed = number_option(opt, "seed", 0, "options");
     if (!(seed >= 0 && std::floor(seed) == seed))
       throw range_error("ERR_TDPO_OPTION", "options.seed must be a non-negative integer");
     auto state = std::make_shared<ModelState>();
     return TaskWorker::Run(
         env, "tdpo:createModel",
-        [state, config, dtype, seed] {
-          state->model = models::make_model(config, dtype);
+        [state, config, dtype, device, seed] {
+          state->model = models::make_model(config, dtype, device);
           models::init_weights(*state->model, static_cast<uint64_t>(seed));
         },
         [state](Napi::Env env) -> Napi::Value { return NativeModel::Wrap(env, state); });
@@ -344,10 +364,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     auto sources = parse_sources(info[1]);
     Napi::Object opt = object_arg(info[2], "options", true);
     const at::ScalarType dtype = parse_model_dtype(opt);
+    const at::Device device = parse_model_device(opt);
     auto state = std::make_shared<ModelState>();
     return TaskWorker::Run(
         env, "tdpo:loadModel",
-        [state, config, sources, dtype] { state->model = models::load_model(config, sources, dtype); },
+        [state, config, sources, dtype, device] { state->model = models::load_model(config, sources, dtype, device); },
         [state](Napi::Env env) -> Napi::Value { return NativeModel::Wrap(env, state); });
   });
 }

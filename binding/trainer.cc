@@ -167,6 +167,11 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
     o.weight_decay = number_option(opt, "weightDecay", 0.0, "options");
     if (!(o.beta > 0 && std::isfinite(o.beta))) throw range_error("ERR_TDPO_OPTION", "options.beta must be a finite number > 0");
     if (!std::isfinite(o.alpha)) throw range_error("ERR_TDPO_OPTION", "options.alpha must be finite");
+    // The fused loss kernel reads CPU memory; training on a GPU needs a GPU loss first.
+    for (const StatePtr& m : {policy, reference}) {
+      if (m && m->model->device().type() != at::kCPU)
+        throw range_error("ERR_TDPO_OPTION", "training runs on the CPU: load the policy and reference with device 'cpu'");
+    }
     if (reference && reference->model->config().vocab_size != policy->model->config().vocab_size)
       throw range_error("ERR_TDPO_OPTION", "the reference model's vocabulary differs from the policy's");
     auto out = std::make_shared<TrainerState>();

@@ -11,7 +11,7 @@ export type ModelDtype = 'float32' | 'bfloat16';
 export interface ModelOptions {
   /** Parameter and compute precision; logits are returned as float32 either way. */
   dtype?: ModelDtype;
-  /** Only 'cpu' for now. */
+  /** 'cpu' (default), or 'cuda' with a CUDA build of libtorch and a GPU (ERR_TDPO_OPTION otherwise). */
   device?: 'cpu' | 'cuda';
 }
 export interface ForwardResult {
@@ -42,12 +42,6 @@ export interface SequenceLogprobs {
   tokenLogprobs: Float32Array;
   /** [B]: the sum of each row's token log-probs. */
   sums: Float32Array;
-}
-
-function checkDevice(options: ModelOptions): void {
-  if (options.device !== undefined && options.device !== 'cpu') {
-    throw codedError('RangeError', 'ERR_TDPO_OPTION', `options.device '${options.device}' is not supported yet: models run on 'cpu'`);
-  }
 }
 
 function readJson(file: string, what: string): unknown {
@@ -109,16 +103,14 @@ export class Model {
 
   /** Loads a Hugging Face folder: config.json and model.safetensors (or a sharded index). */
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
-    checkDevice(options);
     const config = readJson(path.join(dir, 'config.json'), 'the model config') as HfConfig;
-    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype: options.dtype });
+    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype: options.dtype, device: options.device });
     return new Model(handle, config);
   }
 
   /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
   static async create(config: HfConfig, options: ModelOptions & { seed?: number } = {}): Promise<Model> {
-    checkDevice(options);
-    const handle = await native.createModel(toNativeConfig(config), { seed: options.seed, dtype: options.dtype });
+    const handle = await native.createModel(toNativeConfig(config), { seed: options.seed, dtype: options.dtype, device: options.device });
     return new Model(handle, { ...config });
   }
 

@@ -68,8 +68,8 @@ export interface NativeAddon {
     reference: NativeModelHandle | null,
     options: { loss: string; beta: number; alpha: number; optimizer: string; weightDecay: number },
   ): Promise<NativeTrainerHandle>;
-  createModel(config: NativeModelConfig, options: { seed?: number; dtype?: string }): Promise<NativeModelHandle>;
-  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype?: string }): Promise<NativeModelHandle>;
+  createModel(config: NativeModelConfig, options: { seed?: number; dtype?: string; device?: string }): Promise<NativeModelHandle>;
+  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype?: string; device?: string }): Promise<NativeModelHandle>;
   tdpoLossSync(inputs: TdpoLossInputs, options?: TdpoLossOptions): TdpoLossResult;
   tdpoLoss(inputs: TdpoLossInputs, options?: TdpoLossOptions): Promise<TdpoLossResult>;
   lossFloat64ForTest(inputs: unknown, options?: TdpoLossOptions): TdpoLossResult;

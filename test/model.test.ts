@@ -4,7 +4,7 @@ import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, 
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Model } from '../lib/index.js';
+import { buildInfo, Model } from '../lib/index.js';
 import { readSafetensorsHeader } from '../lib/io/safetensors.js';
 
 interface ModelCase {
@@ -188,5 +188,28 @@ describe('bad checkpoints and inputs', () => {
     await rejects(model.forward(new Int32Array(2), [1, 2], { attentionMask: Int32Array.from([1, 2]) }), 'ERR_TDPO_INPUT', 'attentionMask[1]');
     model.dispose();
     await expect(model.forward(new Int32Array(2), [1, 2])).rejects.toMatchObject({ code: 'ERR_TDPO_DISPOSED' });
+  });
+});
+
+describe('device', () => {
+  const cuda = buildInfo().cuda;
+  it.skipIf(cuda)("'cuda' without a CUDA libtorch and GPU is a clear error", async () => {
+    await expect(Model.load(dirOf('gpt2-tiny'), { device: 'cuda' })).rejects.toMatchObject({
+      code: 'ERR_TDPO_OPTION',
+      message: expect.stringContaining("has no CUDA device"),
+    });
+    await expect(Model.load(dirOf('gpt2-tiny'), { device: 'tpu' as 'cpu' })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION' });
+  });
+
+  it.skipIf(!cuda)('on CUDA: logits and greedy generation match the CPU', async () => {
+    const c = golden.cases[1];
+    const cpu = await Model.load(dirOf(c.name));
+    const gpu = await Model.load(dirOf(c.name), { device: 'cuda' });
+    const ids = Int32Array.from(c.inputIds);
+    const a = await cpu.forward(ids, c.shape);
+    const b = await gpu.forward(ids, c.shape);
+    expect(logitError(b.logits, Array.from(a.logits), c.shape[1], a.shape[2], () => true)).toBeLessThan(1e-4);
+    const prompts = [Int32Array.from([1, 2, 3]), Int32Array.from([4])];
+    expect(await gpu.generate(prompts, { temperature: 0, maxNewTokens: 4 })).toEqual(await cpu.generate(prompts, { temperature: 0, maxNewTokens: 4 }));
   });
 });

@@ -40,15 +40,17 @@ class CausalLM {
   virtual ~CausalLM() = default;
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
+  at::Device device() const { return device_; }
 
   // [B, T] int64 ids, optional [B, T] attention mask (1 = real token, 0 = padding; keys only,
   // positions are 0..T-1 as in the Hugging Face forward) -> [B, T, V] logits in the model's dtype.
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask) const {
     const int64_t T = ids.size(1);
-    return forward(ids, attention_mask, at::arange(T, at::kLong).expand({ids.size(0), T}), nullptr);
+    return forward(ids, attention_mask, at::arange(T, ids.options()).expand({ids.size(0), T}), nullptr);
   }
   // The general form: `positions` [B, T] (position ids of the new tokens), `attention_mask`
   // [B, past + T] over every key, and a cache that holds `past` positions and receives these.
+  // Inputs live on the model's device.
   virtual at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask,
                              const at::Tensor& positions, KVCache* cache) const = 0;
 
@@ -58,23 +60,25 @@ class CausalLM {
   std::vector<at::Tensor>& params() { return params_; }
 
  protected:
-  CausalLM(ModelConfig config, std::vector<ParamSpec> specs, at::ScalarType dtype)
-      : config_(std::move(config)), specs_(std::move(specs)), dtype_(dtype) {}
+  CausalLM(ModelConfig config, std::vector<ParamSpec> specs, at::ScalarType dtype, at::Device device)
+      : config_(std::move(config)), specs_(std::move(specs)), dtype_(dtype), device_(device) {}
   const at::Tensor& p(size_t i) const { return params_[i]; }
 
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
   std::vector<at::Tensor> params_;
   at::ScalarType dtype_;
+  at::Device device_;
 };
 
 // Throws ERR_TDPO_CONFIG for an unknown model_type or inconsistent sizes.
 void validate_config(const ModelConfig& config);
 std::vector<ParamSpec> param_specs(const ModelConfig& config);
 
-// A model with uninitialised parameters of the right shapes; fill them with init_weights() or by
-// loading a checkpoint.
-std::unique_ptr<CausalLM> make_model(const ModelConfig& config, at::ScalarType dtype);
+// A model with uninitialised parameters of the right shapes on `device`; fill them with
+// init_weights() or by loading a checkpoint.
+std::unique_ptr<CausalLM> make_model(const ModelConfig& config, at::ScalarType dtype,
+                                     at::Device device = at::kCPU);
 // The Hugging Face initialisation: N(0, 0.02) weights (GPT-2's residual projections scaled by
 // 1/sqrt(2 n_layer)), zero biases, unit layer-norm weights; deterministic in seed.
 void init_weights(CausalLM& model, uint64_t seed);

@@ -19,8 +19,8 @@ std::string shape_text(const std::vector<int64_t>& s) {
 
 std::unique_ptr<CausalLM> load_model(const ModelConfig& config,
                                      const std::vector<io::TensorSource>& sources,
-                                     at::ScalarType dtype) {
-  auto model = make_model(config, dtype);
+                                     at::ScalarType dtype, at::Device device) {
+  auto model = make_model(config, dtype, device);
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < model->specs().size(); ++i) index[model->specs()[i].name] = i;
   std::vector<const io::TensorSource*> chosen(model->specs().size(), nullptr);

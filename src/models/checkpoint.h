@@ -13,7 +13,7 @@ namespace tdpo::models {
 // unexpected, duplicated or wrongly shaped one.
 std::unique_ptr<CausalLM> load_model(const ModelConfig& config,
                                      const std::vector<io::TensorSource>& sources,
-                                     at::ScalarType dtype);
+                                     at::ScalarType dtype, at::Device device = at::kCPU);
 
 // model.safetensors with the canonical (Hugging Face) names.
 void save_model(const CausalLM& model, const std::string& path);

@@ -40,6 +40,9 @@ std::vector<std::vector<int32_t>> generate(const CausalLM& model,
     for (int64_t t = 0; t < n; ++t) ids[b][pad + t] = prompts[b][t];
     mask[b].slice(0, pad).fill_(1);
   }
+  const at::Device device = model.device();
+  ids = ids.to(device);
+  mask = mask.to(device);
   at::Tensor positions = (mask.cumsum(1) - 1).clamp_min(0);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
 
@@ -50,17 +53,19 @@ std::vector<std::vector<int32_t>> generate(const CausalLM& model,
   std::vector<bool> done(B, false);
   at::Tensor last_pos = positions.select(1, L - 1);
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
-    at::Tensor next = sample_next(logits.select(1, logits.size(1) - 1), o, gen);
+    // Sampling runs on the CPU (one [B, V] row per step), where the seeded generator lives.
+    at::Tensor next = sample_next(logits.select(1, logits.size(1) - 1).to(at::kCPU), o, gen);
     bool all_done = true;
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
-      const int32_t tok = static_cast<int32_t>(next[b].item<int64_t>());
+      const int32_t tok = static_cast<int32_t>(next[b].item<int64_t>());  // next is on the CPU here
       out[b].push_back(tok);
       if (tok == o.eos_token_id) done[b] = true;
       all_done = all_done && done[b];
     }
     if (all_done || step + 1 == o.max_new_tokens) break;
-    mask = at::cat({mask, at::ones({B, 1}, at::kLong)}, 1);
+    next = next.to(device);
+    mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
     last_pos = last_pos + 1;
     if (o.use_cache) {
       logits = model.forward(next.unsqueeze(1), mask, last_pos.unsqueeze(1), &cache);

@@ -37,7 +37,7 @@ at::Tensor Gpt2::forward(const at::Tensor& ids, const at::Tensor& attention_mask
   const double eps = config_.layer_norm_eps;
   const at::Tensor& wte = p(0);
   at::Tensor x = at::embedding(wte, ids) + at::embedding(p(1), positions);
-  const at::Tensor allowed = allowed_mask(T, past, attention_mask);
+  const at::Tensor allowed = allowed_mask(T, past, attention_mask, ids.device());
   // Conv1D: y = x W + b with W stored [in, out].
   auto conv1d = [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
     return at::addmm(b, in.reshape({-1, in.size(-1)}), w).view({in.size(0), in.size(1), w.size(1)});

@@ -10,7 +10,8 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& c);
 
 class Gpt2 : public CausalLM {
  public:
-  Gpt2(const ModelConfig& c, at::ScalarType dtype) : CausalLM(c, gpt2_param_specs(c), dtype) {}
+  Gpt2(const ModelConfig& c, at::ScalarType dtype, at::Device device)
+      : CausalLM(c, gpt2_param_specs(c), dtype, device) {}
   using CausalLM::forward;
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
                      KVCache* cache) const override;

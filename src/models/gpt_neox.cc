@@ -45,11 +45,12 @@ at::Tensor GptNeoX::forward(const at::Tensor& ids, const at::Tensor& attention_m
   const int64_t rot = static_cast<int64_t>(D * config_.rotary_pct);
   const double eps = config_.layer_norm_eps;
   at::Tensor x = at::embedding(p(0), ids);
-  const at::Tensor allowed = allowed_mask(T, past, attention_mask);
+  const at::Tensor allowed = allowed_mask(T, past, attention_mask, ids.device());
 
   // Rotary tables in float32, as Hugging Face computes them, then cast to the model's dtype.
   at::Tensor inv_freq =
-      1.0 / at::pow(config_.rotary_base, at::arange(0, rot, 2, at::kLong).to(at::kFloat) / double(rot));
+      1.0 / at::pow(config_.rotary_base,
+                    at::arange(0, rot, 2, ids.options()).to(at::kFloat) / double(rot));
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, rot / 2]
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);              // [B, 1, T, rot]
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);

@@ -11,7 +11,8 @@ std::vector<ParamSpec> gpt_neox_param_specs(const ModelConfig& c);
 
 class GptNeoX : public CausalLM {
  public:
-  GptNeoX(const ModelConfig& c, at::ScalarType dtype) : CausalLM(c, gpt_neox_param_specs(c), dtype) {}
+  GptNeoX(const ModelConfig& c, at::ScalarType dtype, at::Device device)
+      : CausalLM(c, gpt_neox_param_specs(c), dtype, device) {}
   using CausalLM::forward;
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
                      KVCache* cache) const override;

@@ -13,8 +13,8 @@ namespace tdpo::models {
 
 // [B or 1, 1, T, past + T] allowed-attention mask: query i (absolute position past + i) sees keys
 // j <= past + i, and, with a [B, past + T] key mask (1 = token), only real tokens.
-inline at::Tensor allowed_mask(int64_t T, int64_t past, const at::Tensor& attention_mask) {
-  at::Tensor causal = at::ones({T, past + T}, at::kBool).tril(past);
+inline at::Tensor allowed_mask(int64_t T, int64_t past, const at::Tensor& attention_mask, at::Device device) {
+  at::Tensor causal = at::ones({T, past + T}, at::TensorOptions().dtype(at::kBool).device(device)).tril(past);
   if (!attention_mask.defined()) return causal.view({1, 1, T, past + T});
   return causal.view({1, 1, T, past + T}) & attention_mask.to(at::kBool).view({-1, 1, 1, past + T});
 }

@@ -44,15 +44,16 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c) {
   return c.model_type == "gpt2" ? gpt2_param_specs(c) : gpt_neox_param_specs(c);
 }
 
-std::unique_ptr<CausalLM> make_model(const ModelConfig& c, at::ScalarType dtype) {
+std::unique_ptr<CausalLM> make_model(const ModelConfig& c, at::ScalarType dtype, at::Device device) {
   validate_config(c);
   std::unique_ptr<CausalLM> m;
   if (c.model_type == "gpt2") {
-    m = std::make_unique<Gpt2>(c, dtype);
+    m = std::make_unique<Gpt2>(c, dtype, device);
   } else {
-    m = std::make_unique<GptNeoX>(c, dtype);
+    m = std::make_unique<GptNeoX>(c, dtype, device);
   }
-  for (const auto& s : m->specs()) m->params().push_back(at::empty(s.shape, at::TensorOptions().dtype(dtype)));
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
+  for (const auto& s : m->specs()) m->params().push_back(at::empty(s.shape, options));
   return m;
 }
 
