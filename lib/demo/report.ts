@@ -7,17 +7,10 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import type { EvalPoint, Experiment } from './experiment.js';
 import { modelShape, type DemoSettings, type PairStats } from './stages.js';
 
-export interface MethodSummary {
-  method: string;
-  /** Means over seeds at the last evaluation. */
-  reward: number;
-  sampleKl: number;
-  entropy: number;
-  accuracy: number;
-  klChosen: number;
-  klRejected: number;
-  klMargin: number;
-}
+const METRICS = ['reward', 'sampleKl', 'entropy', 'accuracy', 'klChosen', 'klRejected', 'klMargin'] as const;
+
+/** A method's metrics at the last evaluation, averaged over seeds. */
+export type MethodSummary = { method: string } & Pick<EvalPoint, (typeof METRICS)[number]>;
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
@@ -28,25 +21,15 @@ export function averaged(points: EvalPoint[]): EvalPoint[] {
     const k = `${p.method}\u0000${p.step}`;
     groups.set(k, [...(groups.get(k) ?? []), p]);
   }
-  return [...groups.values()].map((g) => ({
-    ...g[0],
-    seed: -1,
-    reward: mean(g.map((p) => p.reward)),
-    sampleKl: mean(g.map((p) => p.sampleKl)),
-    entropy: mean(g.map((p) => p.entropy)),
-    accuracy: mean(g.map((p) => p.accuracy)),
-    klChosen: mean(g.map((p) => p.klChosen)),
-    klRejected: mean(g.map((p) => p.klRejected)),
-    klMargin: mean(g.map((p) => p.klMargin)),
-  }));
+  return [...groups.values()].map((g) => ({ ...g[0], seed: -1, ...Object.fromEntries(METRICS.map((k) => [k, mean(g.map((p) => p[k]))])) }));
 }
 
 export function summarise(points: EvalPoint[]): MethodSummary[] {
   const avg = averaged(points);
   const last = Math.max(...avg.map((p) => p.step));
-  return avg.filter((p) => p.step === last).map(({ method, reward, sampleKl, entropy, accuracy, klChosen, klRejected, klMargin }) => ({
-    method, reward, sampleKl, entropy, accuracy, klChosen, klRejected, klMargin,
-  }));
+  return avg
+    .filter((p) => p.step === last)
+    .map((p) => ({ method: p.method, ...Object.fromEntries(METRICS.map((k) => [k, p[k]])) }) as MethodSummary);
 }
 
 /**
@@ -122,7 +105,7 @@ export async function writeCharts(dir: string, points: EvalPoint[]): Promise<str
 
 export function table(rows: MethodSummary[]): string {
   const head = ['method', 'reward', 'sample KL', 'entropy', 'pair acc.', 'KL chosen', 'KL rejected', 'KL margin'];
-  const body = rows.map((r) => [r.method, ...[r.reward, r.sampleKl, r.entropy, r.accuracy, r.klChosen, r.klRejected, r.klMargin].map((x) => x.toFixed(3))]);
+  const body = rows.map((r) => [r.method, ...METRICS.map((k) => r[k].toFixed(3))]);
   return [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
