@@ -11,36 +11,29 @@ Commands:
   train       train a policy (TDPO2, TDPO1, DPO, SFT) from a config file
   eval        eval metrics of a trained policy against its reference
   generate    sample continuations from a model folder
-  bench       fused vs reference TDPO loss: time, bandwidth and peak memory (--model: model runner)
+  bench       fused vs reference TDPO loss: time, bandwidth and peak memory
+              (--model: the model runner, --train: the train step)
   version     print the package, libtorch and Node versions
 
 Run 'tdpo <command> --help' for a command's options.
 `;
 
+// Each command's module loads on demand, so `tdpo --help` does not pull in libtorch.
+type Command = (argv: string[]) => Promise<number>;
+const commands: Record<string, () => Promise<Command>> = {
+  demo: async () => (await import('./demo.js')).demoCommand,
+  train: async () => (await import('./train.js')).trainCommand,
+  eval: async () => (await import('./eval.js')).evalCommand,
+  generate: async () => (await import('./generate.js')).generateCommand,
+  bench: async () => (await import('./bench.js')).benchCommand,
+};
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    const load = command !== undefined && Object.hasOwn(commands, command) ? commands[command] : undefined;
+    if (load) return await (await load())(rest);
     switch (command) {
-      case 'bench': {
-        const { benchCommand } = await import('./bench.js');
-        return await benchCommand(rest);
-      }
-      case 'train': {
-        const { trainCommand } = await import('./train.js');
-        return await trainCommand(rest);
-      }
-      case 'demo': {
-        const { demoCommand } = await import('./demo.js');
-        return await demoCommand(rest);
-      }
-      case 'eval': {
-        const { evalCommand } = await import('./eval.js');
-        return await evalCommand(rest);
-      }
-      case 'generate': {
-        const { generateCommand } = await import('./generate.js');
-        return await generateCommand(rest);
-      }
       case 'version':
       case '--version': {
         const require = createRequire(path.join(packageRoot, 'package.json'));
