@@ -64,6 +64,65 @@ describe('logits match the Hugging Face definitions', () => {
   });
 });
 
+describe('config.json as each transformers version writes it', () => {
+  const neox = golden.cases.find((x) => x.name === 'neox-sequential-sharded')!; // rotary_pct 0.5, base 500
+  const pythia = golden.cases.find((x) => x.name === 'pythia-tiny-bf16')!; // rotary_pct 0.25, base 10000
+  const withConfig = (name: string, edit: (cfg: Record<string, unknown>) => void) => {
+    const d = mkdtempSync(path.join(tmp, 'cfg-'));
+    cpSync(dirOf(name), d, { recursive: true });
+    const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
+    edit(cfg);
+    writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
+    return d;
+  };
+  const logitsOf = async (dir: string, c: ModelCase) => {
+    const m = await Model.load(dir);
+    const out = await m.forward(Int32Array.from(c.inputIds), c.shape);
+    m.dispose();
+    return out;
+  };
+  const matches = async (dir: string, c: ModelCase) => {
+    const { logits, shape } = await logitsOf(dir, c);
+    return logitError(logits, c.logits, c.shape[1], shape[2], () => true);
+  };
+  const dropRotary = (cfg: Record<string, unknown>) => {
+    delete cfg.rotary_pct;
+    delete cfg.rotary_emb_base;
+  };
+
+  it('v5: rope_parameters { rope_theta, partial_rotary_factor }', async () => {
+    const d = withConfig(neox.name, (cfg) => {
+      dropRotary(cfg);
+      cfg.rope_parameters = { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.5 };
+    });
+    expect(await matches(d, neox)).toBeLessThan(1e-4);
+  });
+  it('v4.45+: top-level partial_rotary_factor and rope_theta', async () => {
+    const d = withConfig(neox.name, (cfg) => {
+      dropRotary(cfg);
+      Object.assign(cfg, { partial_rotary_factor: 0.5, rope_theta: 500, rope_scaling: null });
+    });
+    expect(await matches(d, neox)).toBeLessThan(1e-4);
+  });
+  it("absent rotary fields take transformers' defaults (0.25, 10000)", async () => {
+    expect(await matches(withConfig(pythia.name, dropRotary), pythia)).toBeLessThan(1e-4);
+    // ...and they matter: the same weights with rotary_pct 0.5 give other logits.
+    expect(await matches(withConfig(pythia.name, (cfg) => (cfg.rotary_pct = 0.5)), pythia)).toBeGreaterThan(1e-3);
+  });
+  it('rope scaling we do not implement is refused, naming the field', async () => {
+    const scaled = withConfig(neox.name, (cfg) => (cfg.rope_scaling = { type: 'linear', factor: 2 }));
+    await expect(Model.load(scaled)).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('config.rope_scaling.rope_type = "linear"') });
+    const v5 = withConfig(neox.name, (cfg) => (cfg.rope_parameters = { rope_type: 'yarn', factor: 4 }));
+    await expect(Model.load(v5)).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('config.rope_parameters.rope_type = "yarn"') });
+    const bad = withConfig(neox.name, (cfg) => (cfg.rope_parameters = { rope_theta: 'big' }));
+    await expect(Model.load(bad)).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('config.rope_parameters.rope_theta') });
+  });
+  it('GPT-2 with an untied lm_head is refused (its lm_head.weight would be ignored)', async () => {
+    const d = withConfig('gpt2-tiny', (cfg) => (cfg.tie_word_embeddings = false));
+    await expect(Model.load(d)).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('config.tie_word_embeddings') });
+  });
+});
+
 describe('save and load', () => {
   for (const name of ['gpt2-tiny', 'pythia-tiny-bf16', 'neox-sequential-sharded']) {
     it(`${name}: load -> save -> load is exact, with standard tensor names`, async () => {

@@ -40,6 +40,39 @@ function expect(c: HfConfig, key: string, allowed: unknown[], fallback: unknown)
   }
 }
 
+/**
+ * GPT-NeoX's rotary settings under every name transformers has written: `rotary_pct` and
+ * `rotary_emb_base` (v4), also `partial_rotary_factor` and `rope_theta` (v4.45+), and a
+ * `rope_parameters` object (v5, which also reads a `rope_scaling` object there). Absent ones take
+ * transformers' defaults, 0.25 and 10000, so that a config means the same model to both of us.
+ */
+function neoxRotary(c: HfConfig): { pct: number; base: number } {
+  const key = c.rope_parameters != null ? 'rope_parameters' : 'rope_scaling';
+  const params = c[key] ?? {};
+  if (typeof params !== 'object' || Array.isArray(params)) {
+    throw configError(`config.${key} must be an object, got ${JSON.stringify(params)}`);
+  }
+  const p = params as HfConfig;
+  const ropeType = p.rope_type ?? p.type ?? 'default';
+  if (ropeType !== 'default') {
+    throw configError(`config.${key}.rope_type = ${JSON.stringify(ropeType)} is not supported (supported: "default")`);
+  }
+  const first = (names: [HfConfig, string][], fallback: number): number => {
+    for (const [obj, name] of names) {
+      if (obj[name] == null) continue;
+      const where = obj === p ? `${key}.${name}` : name;
+      const v = obj[name];
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${where} must be a number, got ${JSON.stringify(v)}`);
+      return v;
+    }
+    return fallback;
+  };
+  const pct = first([[p, 'partial_rotary_factor'], [c, 'rotary_pct'], [c, 'partial_rotary_factor']], 0.25);
+  const base = first([[p, 'rope_theta'], [c, 'rotary_emb_base'], [c, 'rope_theta']], 10000);
+  if (!(base > 0)) throw configError(`the rotary base (config.rotary_emb_base or rope_theta) must be > 0, got ${base}`);
+  return { pct, base };
+}
+
 export function toNativeConfig(c: HfConfig): NativeModelConfig {
   const type = c.model_type;
   if (type === 'gpt2') {
@@ -48,6 +81,7 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
     expect(c, 'scale_attn_by_inverse_layer_idx', [false], false);
     expect(c, 'reorder_and_upcast_attn', [false], false);
     expect(c, 'add_cross_attention', [false], false);
+    expect(c, 'tie_word_embeddings', [true], true); // lm_head is wte: an untied lm_head.weight would be ignored
     const hidden = int(c, 'n_embd');
     return {
       modelType: 'gpt2',
@@ -64,6 +98,7 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
     expect(c, 'hidden_act', ['gelu'], 'gelu');
     expect(c, 'tie_word_embeddings', [false], false);
     expect(c, 'attention_bias', [true], true);
+    const rope = neoxRotary(c);
     return {
       modelType: 'gpt_neox',
       vocabSize: int(c, 'vocab_size'),
@@ -73,8 +108,8 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
       heads: int(c, 'num_attention_heads'),
       intermediate: int(c, 'intermediate_size'),
       layerNormEps: num(c, 'layer_norm_eps', 1e-5),
-      rotaryPct: num(c, 'rotary_pct', 1),
-      rotaryBase: num(c, 'rotary_emb_base', num(c, 'rope_theta', 10000)),
+      rotaryPct: rope.pct,
+      rotaryBase: rope.base,
       parallelResidual: c.use_parallel_residual === undefined ? true : Boolean(c.use_parallel_residual),
     };
   }
