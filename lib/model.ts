@@ -8,11 +8,12 @@ import { toNativeConfig, type HfConfig } from './models/config.js';
 import { native, type NativeModelHandle } from './native.js';
 
 export type ModelDtype = 'float32' | 'bfloat16';
+export type ModelDevice = 'cpu' | 'cuda';
 export interface ModelOptions {
   /** Parameter and compute precision; logits are returned as float32 either way. */
   dtype?: ModelDtype;
   /** 'cpu' (default), or 'cuda' with a CUDA build of libtorch and a GPU (ERR_TDPO_OPTION otherwise). */
-  device?: 'cpu' | 'cuda';
+  device?: ModelDevice;
 }
 export interface ForwardResult {
   /** [B, T, V] row-major. */

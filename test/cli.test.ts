@@ -31,7 +31,7 @@ describe('tdpo bench', () => {
   });
 
   it('rejects bad flags with one line and exit code 2', () => {
-    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['frobnicate']]) {
+    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['bench', '--variant', 'ipo'], ['bench', '--model', '--device', 'tpu'], ['bench', '--model', '--dtype', 'fp8'], ['frobnicate']]) {
       const r = run(args);
       expect(r.status).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
@@ -55,6 +55,7 @@ describe('tdpo bench --model', () => {
     expect(report.forward.tokensPerSecond).toBeGreaterThan(0);
     expect(report.generate.cachedTokensPerSecond).toBeGreaterThan(0);
     expect(report.generate.uncachedTokensPerSecond).toBeGreaterThan(0);
+    expect(report.config).toMatchObject({ device: 'cpu', dtype: 'float32' });
   });
 });
 

@@ -1,6 +1,6 @@
 // Model runner benchmark: forward throughput of a GPT-2-small-shaped model, and generation with
 // and without the key/value cache.
-import { Model } from '../model.js';
+import { Model, type ModelDevice, type ModelDtype } from '../model.js';
 import { buildInfo, getNumThreads } from '../runtime.js';
 import { median } from './loss-bench.js';
 
@@ -11,9 +11,11 @@ export interface ModelBenchConfig {
   promptTokens: number;
   newTokens: number;
   seed: number;
+  device: ModelDevice;
+  dtype: ModelDtype;
 }
 
-export const defaultModelBenchConfig: ModelBenchConfig = { batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0 };
+export const defaultModelBenchConfig: ModelBenchConfig = { batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0, device: 'cpu', dtype: 'float32' };
 
 /** GPT-2 small: 124M parameters. */
 export const gpt2SmallConfig = {
@@ -59,7 +61,7 @@ async function timed<T>(f: () => Promise<T>): Promise<number> {
 
 export async function runModelBench(c: ModelBenchConfig, progress: (m: string) => void = () => {}): Promise<ModelBenchReport> {
   progress('creating a GPT-2-small-shaped model (random weights)');
-  const model = await Model.create(gpt2SmallConfig, { seed: c.seed });
+  const model = await Model.create(gpt2SmallConfig, { seed: c.seed, device: c.device, dtype: c.dtype });
   try {
     const parameters = model.parameterCount;
     const ids = randomIds(c.batch * c.seq, gpt2SmallConfig.vocab_size, c.seed);
@@ -103,8 +105,9 @@ export async function runModelBench(c: ModelBenchConfig, progress: (m: string) =
 export function formatModelReport(r: ModelBenchReport): string {
   const c = r.config;
   return [
-    `tdpo bench --model: GPT-2-small shape (${(r.parameters / 1e6).toFixed(1)}M parameters, V=50257), fp32, ` +
-      `${c.threads} threads, libtorch ${r.torchVersion}; medians of ${c.runs} runs after a warm-up`,
+    `tdpo bench --model: GPT-2-small shape (${(r.parameters / 1e6).toFixed(1)}M parameters, V=50257), ${c.dtype} on ${c.device}, ` +
+      `${c.threads} CPU threads, libtorch ${r.torchVersion}; medians of ${c.runs} runs after a warm-up` +
+      (c.device === 'cpu' ? '' : '; forward times include copying the float32 logits to the host'),
     '',
     `forward  B=${c.batch} T=${c.seq}: ${r.forward.medianMs.toFixed(0)} ms = ${r.forward.tokensPerSecond.toFixed(0)} tokens/s (${r.forward.gflops.toFixed(0)} GFLOP/s)`,
     `generate ${c.promptTokens}-token prompt + ${c.newTokens} new tokens, batch 1, greedy:`,

@@ -8,7 +8,7 @@ import {
   type LossBenchReport,
 } from '../bench/loss-bench.js';
 import { defaultModelBenchConfig, formatModelReport, formatTrainReport, runModelBench, runTrainBench } from '../bench/model-bench.js';
-import { CliError, positiveInt } from './errors.js';
+import { CliError, oneOf, positiveInt } from './errors.js';
 
 export const benchHelp = `Usage: tdpo bench [options]
 
@@ -35,6 +35,8 @@ Options:
       --threads N       intra-op threads                   default: all available CPUs
       --prompt-tokens N with --model: generation prompt length   default 128
       --new-tokens N    with --model: tokens generated           default 32
+      --device NAME     with --model: cpu | cuda                 default cpu
+      --dtype NAME      with --model: float32 | bfloat16         default float32
       --json            print the report as JSON
   -h, --help            this text
 `;
@@ -115,6 +117,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
       pairs: { type: 'string' },
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
+      device: { type: 'string' },
+      dtype: { type: 'string' },
       child: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -154,6 +158,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (values.runs !== undefined) mc.runs = positiveInt(values.runs, '--runs');
     if (values['prompt-tokens'] !== undefined) mc.promptTokens = positiveInt(values['prompt-tokens'], '--prompt-tokens');
     if (values['new-tokens'] !== undefined) mc.newTokens = positiveInt(values['new-tokens'], '--new-tokens');
+    if (values.device !== undefined) mc.device = oneOf(values.device, ['cpu', 'cuda'] as const, '--device');
+    if (values.dtype !== undefined) mc.dtype = oneOf(values.dtype, ['float32', 'bfloat16'] as const, '--dtype');
     if (values.threads !== undefined) (await import('../runtime.js')).setNumThreads(positiveInt(values.threads, '--threads'));
     const report = await runModelBench(mc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatModelReport(report)}\n`);
@@ -166,12 +172,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (values.runs !== undefined) config.runs = positiveInt(values.runs, '--runs');
   if (values.warmup !== undefined) config.warmup = positiveInt(values.warmup, '--warmup', 0);
   if (values.threads !== undefined) config.threads = positiveInt(values.threads, '--threads');
-  if (values.variant !== undefined) {
-    if (!['tdpo2', 'tdpo1', 'dpo'].includes(values.variant)) {
-      throw new CliError(`--variant must be tdpo2, tdpo1 or dpo, got '${values.variant}'`);
-    }
-    config.variant = values.variant as LossBenchConfig['variant'];
-  }
+  if (values.variant !== undefined) config.variant = oneOf(values.variant, ['tdpo2', 'tdpo1', 'dpo'] as const, '--variant');
   if (config.batch % 2 !== 0) throw new CliError(`--batch must be even, got ${config.batch}`);
   const report = runLossBench(config, progress);
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);

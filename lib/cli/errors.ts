@@ -10,3 +10,10 @@ export function positiveInt(text: string, flag: string, min = 1): number {
   }
   return n;
 }
+
+export function oneOf<T extends string>(text: string, allowed: readonly T[], flag: string): T {
+  if (!(allowed as readonly string[]).includes(text)) {
+    throw new CliError(`${flag} must be ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}, got '${text}'`);
+  }
+  return text as T;
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The GPU check, one command on the device machine (a copy of this working tree; no network):
+#   bash scripts/device/pack.sh                 here, first
+#   bash scripts/device/check.sh                there, with carry [".device", "dist"]
+# It builds the addon against that machine's PyTorch (2.x with CUDA), runs the CUDA and
+# transformers tests (skipped on the CPU-only development machine), benchmarks the model runner
+# on the GPU, then runs the rest of the suite against that libtorch while time is left
+# (TDPO_CHECK_SUITE_S, default 240 s). Logs and reports go to $OUT (default .device-out/).
+# Also runs on a CPU machine with a CMake-packaged libtorch (the CUDA parts then skip), which is
+# how it was checked before any GPU run.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/.device-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/check.log") 2>&1
+step() { echo; echo "== $* ($(date +%T))"; }
+failed=()
+
+step "node"
+if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  mkdir -p /tmp/tdpo-node/bin
+  xz -dc .device/node.xz > /tmp/tdpo-node/bin/node && chmod +x /tmp/tdpo-node/bin/node
+  export PATH=/tmp/tdpo-node/bin:$PATH
+fi
+node --version
+[ -d node_modules/vitest ] || tar -xJf .device/node_modules.tar.xz
+vitest() { node node_modules/vitest/vitest.mjs run "$@"; }
+
+step "torch and GPU"
+PY=${TDPO_PYTHON:-python3}
+export TDPO_PYTHON=$PY
+[ -d /usr/local/cuda/bin ] && export PATH=$PATH:/usr/local/cuda/bin
+command -v nvcc >/dev/null && export CUDACXX=${CUDACXX:-$(command -v nvcc)}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+$PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' \
+  || echo "no torch in $PY"
+$PY -c 'import transformers; print("transformers", transformers.__version__)' 2>/dev/null || echo "no transformers in $PY"
+if [ -z "${TDPO_TORCH_DIR:-}" ]; then
+  prefix=$($PY -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
+  [ -f "$prefix/Torch/TorchConfig.cmake" ] && export TDPO_TORCH_DIR=$prefix/Torch
+fi
+echo "TDPO_TORCH_DIR=${TDPO_TORCH_DIR:-<unset: the system libtorch>}"
+
+step "native build"
+rm -rf build
+if ! node scripts/build-native.js --parallel "$(nproc)" > "$OUT/build.log" 2>&1; then
+  tail -60 "$OUT/build.log"
+  echo "check: the native build failed; the whole log is build.log"
+  exit 1
+fi
+grep -E "tdpo: libtorch|warning: .*deprecated" "$OUT/build.log" | head -20
+node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; console.log(JSON.stringify(buildInfo()))"
+
+step "device and transformers tests"
+vitest test/device.test.ts test/transformers.test.ts test/model.test.ts test/model-generate.test.ts || failed+=("device tests")
+
+step "model benchmark on the GPU"
+if node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
+  for dtype in float32 bfloat16; do
+    node bin/tdpo.js bench --model --device cuda --dtype "$dtype" --runs 5 --json > "$OUT/bench-model-cuda-$dtype.json" \
+      && node -e "const r=require('$OUT/bench-model-cuda-$dtype.json'); console.log('$dtype', 'forward', r.forward.medianMs.toFixed(1), 'ms =', r.forward.tokensPerSecond.toFixed(0), 'tokens/s; generate', r.generate.cachedTokensPerSecond.toFixed(1), 'vs', r.generate.uncachedTokensPerSecond.toFixed(1), 'new tokens/s')" \
+      || failed+=("bench $dtype")
+  done
+else
+  echo "no CUDA device in this build: skipped"
+fi
+
+step "the rest of the suite against this libtorch (up to ${TDPO_CHECK_SUITE_S:-240} s)"
+# package.test.ts installs from the npm registry, which the device machine cannot reach.
+timeout "${TDPO_CHECK_SUITE_S:-240}" node node_modules/vitest/vitest.mjs run --exclude test/package.test.ts \
+  --exclude test/device.test.ts --exclude test/transformers.test.ts --exclude test/model.test.ts --exclude test/model-generate.test.ts
+rc=$?
+[ $rc -eq 124 ] && echo "check: the suite ran out of its time (not a failure of any test)"
+[ $rc -ne 0 ] && [ $rc -ne 124 ] && failed+=("suite")
+
+step "summary"
+if [ ${#failed[@]} -eq 0 ]; then echo "check: all passed"; else echo "check: FAILED: ${failed[*]}"; exit 1; fi
