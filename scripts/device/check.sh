@@ -48,7 +48,8 @@ if ! node scripts/build-native.js --parallel "$(nproc)" > "$OUT/build.log" 2>&1;
   echo "check: the native build failed; the whole log is build.log"
   exit 1
 fi
-grep -E "tdpo: libtorch|warning: .*deprecated" "$OUT/build.log" | head -20
+grep -E "tdpo: |warning: .*deprecated" "$OUT/build.log" | head -20
+ldd build/Release/tdpo.node | grep -E "torch|gomp|cuda" || true
 node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; console.log(JSON.stringify(buildInfo()))"
 
 step "device and transformers tests"
