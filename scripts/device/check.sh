@@ -12,7 +12,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/.device-out}
 mkdir -p "$OUT"
-exec > >(tee -a "$OUT/check.log") 2>&1
+if [ -z "${TDPO_CHECK_LOGGED:-}" ]; then   # rerun under tee, waited for, so no line is lost
+  TDPO_CHECK_LOGGED=1 OUT=$OUT bash "$0" "$@" 2>&1 | tee "$OUT/check.log"
+  exit "${PIPESTATUS[0]}"
+fi
 step() { echo; echo "== $* ($(date +%T))"; }
 failed=()
 
