@@ -18,15 +18,23 @@ if [ -z "${TDPO_CHECK_LOGGED:-}" ]; then   # rerun under tee, waited for, so no 
 fi
 step() { echo; echo "== $* ($(date +%T))"; }
 failed=()
+# xz, or Python's lzma where xz is not installed.
+unxz_to() {
+  if command -v xz >/dev/null; then xz -dc "$2" > "$1"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[2]), open(sys.argv[1], "wb"))' "$1" "$2"; fi
+}
 
 step "node"
 if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
   mkdir -p /tmp/tdpo-node/bin
-  xz -dc .device/node.xz > /tmp/tdpo-node/bin/node && chmod +x /tmp/tdpo-node/bin/node
+  unxz_to /tmp/tdpo-node/bin/node .device/node.xz && chmod +x /tmp/tdpo-node/bin/node
   export PATH=/tmp/tdpo-node/bin:$PATH
 fi
 node --version
-[ -d node_modules/vitest ] || tar -xJf .device/node_modules.tar.xz
+if [ ! -d node_modules/vitest ]; then
+  if command -v xz >/dev/null; then tar -xJf .device/node_modules.tar.xz
+  else python3 -c 'import tarfile; tarfile.open(".device/node_modules.tar.xz").extractall()'; fi
+fi
 vitest() { node node_modules/vitest/vitest.mjs run "$@"; }
 
 step "torch and GPU"
