@@ -4,6 +4,7 @@
 #include "binding/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <memory>
 #include <mutex>

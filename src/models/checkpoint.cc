@@ -1,5 +1,7 @@
 #include "models/checkpoint.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include <map>
 #include <sstream>
 

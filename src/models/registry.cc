@@ -1,4 +1,6 @@
 // Per-architecture parameter lists, checkpoint-name mapping, initialisation and construction.
+#include <ATen/core/grad_mode.h>
+
 #include <cmath>
 #include <regex>
 
