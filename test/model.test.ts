@@ -11,6 +11,21 @@ import { readSafetensorsHeader } from '../lib/io/safetensors.js';
 const tmp = mkdtempSync(path.join(tmpdir(), 'tdpo-model-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
+/** A copy of a golden checkpoint folder in tmp, for tests that break it. */
+function copy(name: string): string {
+  const d = mkdtempSync(path.join(tmp, 'copy-'));
+  cpSync(dirOf(name), d, { recursive: true });
+  return d;
+}
+/** A copy whose config.json `edit` has changed. */
+function withConfig(name: string, edit: (cfg: Record<string, unknown>) => void): string {
+  const d = copy(name);
+  const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
+  edit(cfg);
+  writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
+  return d;
+}
+
 describe('logits match the Hugging Face definitions', () => {
   for (const c of golden.cases) {
     it(`${c.name}: with and without padding`, async () => {
@@ -46,14 +61,6 @@ describe('logits match the Hugging Face definitions', () => {
 describe('config.json as each transformers version writes it', () => {
   const neox = golden.cases.find((x) => x.name === 'neox-sequential-sharded')!; // rotary_pct 0.5, base 500
   const pythia = golden.cases.find((x) => x.name === 'pythia-tiny-bf16')!; // rotary_pct 0.25, base 10000
-  const withConfig = (name: string, edit: (cfg: Record<string, unknown>) => void) => {
-    const d = mkdtempSync(path.join(tmp, 'cfg-'));
-    cpSync(dirOf(name), d, { recursive: true });
-    const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
-    edit(cfg);
-    writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
-    return d;
-  };
   const logitsOf = async (dir: string, c: ModelCase) => {
     const m = await Model.load(dir);
     const out = await m.forward(Int32Array.from(c.inputIds), c.shape);
@@ -151,11 +158,6 @@ describe('Model.create', () => {
 });
 
 describe('bad checkpoints and inputs', () => {
-  const copy = (name: string) => {
-    const d = mkdtempSync(path.join(tmp, 'bad-'));
-    cpSync(dirOf(name), d, { recursive: true });
-    return d;
-  };
   const rejects = async (p: Promise<unknown>, code: string, text: string) => {
     const err = await p.then(() => undefined, (e: unknown) => e as Error & { code: string });
     expect(err, 'expected a rejection').toBeDefined();
@@ -164,22 +166,18 @@ describe('bad checkpoints and inputs', () => {
   };
 
   it('an unknown model_type', async () => {
-    const d = copy('gpt2-tiny');
-    writeFileSync(path.join(d, 'config.json'), JSON.stringify({ model_type: 'llama' }));
+    const d = withConfig('gpt2-tiny', (cfg) => {
+      for (const k of Object.keys(cfg)) delete cfg[k];
+      cfg.model_type = 'llama';
+    });
     await rejects(Model.load(d), 'ERR_TDPO_CONFIG', 'model_type "llama"');
   });
   it('a missing config field', async () => {
-    const d = copy('gpt2-tiny');
-    const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
-    delete cfg.n_head;
-    writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
+    const d = withConfig('gpt2-tiny', (cfg) => delete cfg.n_head);
     await rejects(Model.load(d), 'ERR_TDPO_CONFIG', 'config.n_head');
   });
   it('a config the checkpoint does not fit (wrong shape)', async () => {
-    const d = copy('gpt2-tiny');
-    const cfg = JSON.parse(readFileSync(path.join(d, 'config.json'), 'utf8'));
-    cfg.vocab_size = 98;
-    writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfg));
+    const d = withConfig('gpt2-tiny', (cfg) => (cfg.vocab_size = 98));
     await rejects(Model.load(d), 'ERR_TDPO_CHECKPOINT', "tensor 'wte.weight'");
   });
   it('a missing tensor', async () => {

@@ -50,53 +50,36 @@ async function svg(spec: TopLevelSpec): Promise<string> {
 export async function writeCharts(dir: string, points: EvalPoint[]): Promise<string[]> {
   const avg = averaged(points).sort((a, b) => a.step - b.step);
   const color = { field: 'method', type: 'nominal', title: 'method' } as const;
+  // Every chart: one line per method over the averaged evaluation points.
+  const line = (title: string, values: object[], encoding: Record<string, unknown>): TopLevelSpec =>
+    ({ title, width: 480, height: 300, data: { values }, mark: { type: 'line', point: true }, encoding: { ...encoding, color } }) as TopLevelSpec;
   const charts: Array<[string, TopLevelSpec]> = [
     [
       'frontier.svg',
-      {
-        title: 'Reward vs sequence KL(πref ‖ πθ) of samples (mean over seeds)',
-        width: 480,
-        height: 300,
-        data: { values: avg },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: { field: 'sampleKl', type: 'quantitative', title: 'sequence KL of samples' },
-          y: { field: 'reward', type: 'quantitative', title: 'mean sentiment reward' },
-          color,
-          order: { field: 'step' },
-        },
-      },
+      line('Reward vs sequence KL(πref ‖ πθ) of samples (mean over seeds)', avg, {
+        x: { field: 'sampleKl', type: 'quantitative', title: 'sequence KL of samples' },
+        y: { field: 'reward', type: 'quantitative', title: 'mean sentiment reward' },
+        order: { field: 'step' },
+      }),
     ],
     [
       'kl-chosen-rejected.svg',
-      {
-        title: 'Sequence KL on held-out pairs (solid: chosen, dashed: rejected)',
-        width: 480,
-        height: 300,
-        data: { values: avg.flatMap((p) => [{ ...p, side: 'chosen', kl: p.klChosen }, { ...p, side: 'rejected', kl: p.klRejected }]) },
-        mark: { type: 'line', point: true },
-        encoding: {
+      line(
+        'Sequence KL on held-out pairs (solid: chosen, dashed: rejected)',
+        avg.flatMap((p) => [{ ...p, side: 'chosen', kl: p.klChosen }, { ...p, side: 'rejected', kl: p.klRejected }]),
+        {
           x: { field: 'step', type: 'quantitative' },
           y: { field: 'kl', type: 'quantitative', title: 'sequence KL(πref ‖ πθ)' },
-          color,
           strokeDash: { field: 'side', type: 'nominal' },
         },
-      },
+      ),
     ],
     [
       'kl-margin.svg',
-      {
-        title: 'KL margin |KL(rejected) − KL(chosen)| on held-out pairs',
-        width: 480,
-        height: 300,
-        data: { values: avg },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: { field: 'step', type: 'quantitative' },
-          y: { field: 'klMargin', type: 'quantitative', title: 'KL margin' },
-          color,
-        },
-      },
+      line('KL margin |KL(rejected) − KL(chosen)| on held-out pairs', avg, {
+        x: { field: 'step', type: 'quantitative' },
+        y: { field: 'klMargin', type: 'quantitative', title: 'KL margin' },
+      }),
     ],
   ];
   for (const [name, spec] of charts) writeFileSync(path.join(dir, name), await svg(spec));

@@ -28,9 +28,10 @@ function int(c: HfConfig, key: string, fallback?: number): number {
   }
   return v as number;
 }
-function num(c: HfConfig, key: string, fallback: number): number {
+/** c[key] as a finite number, or fallback when absent; `label` names the field in errors. */
+function num(c: HfConfig, key: string, fallback: number, label = key): number {
   const v = c[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${key} must be a number, got ${JSON.stringify(c[key])}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${label} must be a number, got ${JSON.stringify(c[key])}`);
   return v;
 }
 function expect(c: HfConfig, key: string, allowed: unknown[], fallback: unknown): void {
@@ -57,15 +58,10 @@ function neoxRotary(c: HfConfig): { pct: number; base: number } {
   if (ropeType !== 'default') {
     throw configError(`config.${key}.rope_type = ${JSON.stringify(ropeType)} is not supported (supported: "default")`);
   }
+  // The first of these fields that is present, else transformers' default.
   const first = (names: [HfConfig, string][], fallback: number): number => {
-    for (const [obj, name] of names) {
-      if (obj[name] == null) continue;
-      const where = obj === p ? `${key}.${name}` : name;
-      const v = obj[name];
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${where} must be a number, got ${JSON.stringify(v)}`);
-      return v;
-    }
-    return fallback;
+    const hit = names.find(([obj, name]) => obj[name] != null);
+    return hit ? num(hit[0], hit[1], fallback, hit[0] === p ? `${key}.${hit[1]}` : hit[1]) : fallback;
   };
   const pct = first([[p, 'partial_rotary_factor'], [c, 'rotary_pct'], [c, 'partial_rotary_factor']], 0.25);
   const base = first([[p, 'rope_theta'], [c, 'rotary_emb_base'], [c, 'rope_theta']], 10000);
