@@ -32,21 +32,35 @@ class TaskWorker : public Napi::AsyncWorker {
       SetError(error_.message);
     }
   }
+  // Settling can fail when the environment is being torn down (a worker thread terminated while
+  // this call ran): then nobody can observe the promise, and an exception escaping here would
+  // abort the whole process. So nothing escapes.
   void OnOK() override {
     Napi::Env env = Env();
     try {
       deferred_.Resolve(done_(env));
     } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      reject([&] { return e.Value(); });
     } catch (...) {
-      deferred_.Reject(to_js(env, capture(std::current_exception())).Value());
+      const ErrorInfo info = capture(std::current_exception());
+      reject([&] { return to_js(env, info).Value(); });
     }
   }
-  void OnError(const Napi::Error&) override { deferred_.Reject(to_js(Env(), error_).Value()); }
+  void OnError(const Napi::Error&) override {
+    reject([&] { return to_js(Env(), error_).Value(); });
+  }
 
  private:
   TaskWorker(Napi::Env env, const char* name, Work work, Done done)
       : Napi::AsyncWorker(env, name), deferred_(env), work_(std::move(work)), done_(std::move(done)) {}
+
+  template <typename MakeError>
+  void reject(MakeError make) noexcept {
+    try {
+      deferred_.Reject(make());
+    } catch (...) {
+    }
+  }
 
   Napi::Promise::Deferred deferred_;
   Work work_;

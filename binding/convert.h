@@ -7,12 +7,30 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <cstdio>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/error.h"
 
 namespace tdpo::binding {
+
+// A JS value for an error message, without running the caller's code (no toString on objects);
+// numbers as JS prints them (NaN, Infinity, 1e+300).
+inline std::string describe(Napi::Value v) {
+  if (v.IsNumber()) return js_number(v.As<Napi::Number>().DoubleValue());
+  if (v.IsString()) return "'" + v.As<Napi::String>().Utf8Value() + "'";
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? "true" : "false";
+  if (v.IsUndefined()) return "undefined";
+  if (v.IsNull()) return "null";
+  if (v.IsArray()) return "an array";
+  if (v.IsTypedArray()) return "a typed array";
+  if (v.IsFunction()) return "a function";
+  return "an object";
+}
 
 inline Napi::Object object_arg(Napi::Value v, const std::string& name, bool optional = false) {
   if (optional && (v.IsUndefined() || v.IsNull())) return Napi::Object::New(v.Env());
@@ -47,12 +65,12 @@ struct ArrayView {
   Napi::ObjectReference keep;
 };
 
+// Takes a typed array's pointer and length. Runs no JS, so a caller that has read every property
+// it needs (getters can run arbitrary code) can take all pointers last and know they hold.
 template <typename T>
-ArrayView<T> typed_array_field(Napi::Object obj, const char* key, const std::string& path) {
-  Napi::Value v = obj.Get(key);
+ArrayView<T> typed_array_view(Napi::Value v, const std::string& name) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != TypedArrayTraits<T>::type) {
-    throw type_error("ERR_TDPO_TYPE",
-                     path + "." + key + " must be a " + TypedArrayTraits<T>::name);
+    throw type_error("ERR_TDPO_TYPE", name + " must be a " + TypedArrayTraits<T>::name);
   }
   auto arr = v.As<Napi::TypedArrayOf<T>>();
   ArrayView<T> view;
@@ -60,6 +78,11 @@ ArrayView<T> typed_array_field(Napi::Object obj, const char* key, const std::str
   view.length = arr.ElementLength();
   view.keep = Napi::Persistent(v.As<Napi::Object>());
   return view;
+}
+
+template <typename T>
+ArrayView<T> typed_array_field(Napi::Object obj, const char* key, const std::string& path) {
+  return typed_array_view<T>(obj.Get(key), path + "." + key);
 }
 
 inline std::vector<int64_t> shape_field(Napi::Object obj, const char* key, const std::string& path,
@@ -78,7 +101,7 @@ inline std::vector<int64_t> shape_field(Napi::Object obj, const char* key, const
     if (!(x >= 1 && x <= 2147483647.0 && std::floor(x) == x)) {
       throw range_error("ERR_TDPO_SHAPE", name + "[" + std::to_string(i) +
                                               "] must be an integer in [1, 2^31), got " +
-                                              d.ToString().Utf8Value());
+                                              describe(d));
     }
     shape.push_back(static_cast<int64_t>(x));
   }
@@ -125,6 +148,36 @@ Napi::TypedArrayOf<T> typed_copy(Napi::Env env, const std::vector<double>& value
   return out;
 }
 
+// Memory that tdpo handed to JS (tensor_to_typed_array), by base address. An async call that
+// reads such an array in place takes a share of its tensor, so the memory outlives the call even
+// if JS transfers the buffer away and the garbage collector drops every array over it.
+class OwnedBuffers {
+ public:
+  static void add(const void* base, const std::shared_ptr<at::Tensor>& t) {
+    std::lock_guard<std::mutex> lock(mu());
+    map()[base] = t;
+  }
+  static void remove(const void* base) {
+    std::lock_guard<std::mutex> lock(mu());
+    map().erase(base);
+  }
+  static std::shared_ptr<at::Tensor> find(const void* base) {
+    std::lock_guard<std::mutex> lock(mu());
+    auto it = map().find(base);
+    return it == map().end() ? nullptr : it->second.lock();
+  }
+
+ private:
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::unordered_map<const void*, std::weak_ptr<at::Tensor>>& map() {
+    static auto* m = new std::unordered_map<const void*, std::weak_ptr<at::Tensor>>();  // never destroyed: finalizers may run at exit
+    return *m;
+  }
+};
+
 // Hands a contiguous CPU tensor to JS as a typed array over the tensor's own memory: no copy, and
 // the tensor lives until the garbage collector drops the array. V8 is told about the bytes so it
 // schedules collections as if it had allocated them itself.
@@ -135,12 +188,19 @@ inline Napi::TypedArray tensor_to_typed_array(Napi::Env env, at::Tensor tensor) 
   }
   tensor = tensor.contiguous();
   if (tensor.device().type() != at::kCPU) tensor = tensor.cpu();
+  if (tensor.numel() == 0) {
+    // No memory to share (and an empty tensor's data pointer may be null or shared).
+    return tensor.scalar_type() == at::kFloat ? Napi::TypedArray(Napi::Float32Array::New(env, 0))
+                                              : Napi::TypedArray(Napi::Float64Array::New(env, 0));
+  }
   const int64_t bytes = tensor.numel() * tensor.element_size();
-  auto* holder = new at::Tensor(tensor);
+  auto* holder = new std::shared_ptr<at::Tensor>(std::make_shared<at::Tensor>(tensor));
+  OwnedBuffers::add(tensor.data_ptr(), *holder);
   auto buffer = Napi::ArrayBuffer::New(
       env, tensor.data_ptr(), bytes,
-      [](Napi::Env env, void*, at::Tensor* t) {
-        Napi::MemoryManagement::AdjustExternalMemory(env, -(t->numel() * t->element_size()));
+      [](Napi::Env env, void* data, std::shared_ptr<at::Tensor>* t) {
+        Napi::MemoryManagement::AdjustExternalMemory(env, -((*t)->numel() * (*t)->element_size()));
+        OwnedBuffers::remove(data);
         delete t;
       },
       holder);

@@ -1,6 +1,7 @@
 // Model: a GPT-2 or GPT-NeoX causal LM held natively (src/models), loaded from and saved to
 // Hugging Face folders (config.json + model.safetensors, or a sharded index).
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from './errors.js';
 import { readSafetensorsHeader, type TensorSource } from './io/safetensors.js';
@@ -63,7 +64,10 @@ function readJson(file: string, what: string): unknown {
 function checkpointTensors(dir: string): TensorSource[] {
   const single = path.join(dir, 'model.safetensors');
   const index = path.join(dir, 'model.safetensors.index.json');
-  if (existsSync(single)) return readSafetensorsHeader(single);
+  if (existsSync(single)) {
+    if (!statSync(single).isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${single} is not a file`);
+    return readSafetensorsHeader(single);
+  }
   if (!existsSync(index)) {
     throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${dir} has neither model.safetensors nor model.safetensors.index.json`);
   }
@@ -84,6 +88,21 @@ function checkpointTensors(dir: string): TensorSource[] {
     }
   }
   return out;
+}
+
+const savesInFlight = new Map<string, Promise<void>>();
+let tmpCounter = 0;
+
+/** A temporary name unique to this call (pid, counter, random), then an atomic rename. */
+function writeFileAtomically(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}-${tmpCounter++}-${randomBytes(4).toString('hex')}`;
+  try {
+    writeFileSync(tmp, text);
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw codedError('Error', 'ERR_TDPO_IO', `writing ${file}: ${(err as Error).message}`);
+  }
 }
 
 // The native handle behind each Model, for the trainer (module-internal, not part of the API).
@@ -139,14 +158,30 @@ export class Model {
     return this.#live().generate(promptIds, options);
   }
 
-  /** Writes config.json and model.safetensors (each through a temporary file and a rename). */
+  /**
+   * Writes config.json and model.safetensors, each through a temporary file of its own and a
+   * rename. Saves to one folder from this process run one after another, so the folder always
+   * holds one model's files, never a mix.
+   */
   async save(dir: string): Promise<void> {
     const handle = this.#live();
-    mkdirSync(dir, { recursive: true });
-    await handle.save(path.join(dir, 'model.safetensors'));
-    const tmp = path.join(dir, `config.json.tmp-${process.pid}`);
-    writeFileSync(tmp, `${JSON.stringify(this.config, null, 2)}\n`);
-    renameSync(tmp, path.join(dir, 'config.json'));
+    const key = path.resolve(dir);
+    const previous = savesInFlight.get(key) ?? Promise.resolve();
+    const mine = previous.catch(() => {}).then(async () => {
+      try {
+        mkdirSync(dir, { recursive: true });
+      } catch (err) {
+        throw codedError('Error', 'ERR_TDPO_IO', `cannot create ${dir}: ${(err as Error).message}`);
+      }
+      await handle.save(path.join(dir, 'model.safetensors'));
+      writeFileAtomically(path.join(dir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    });
+    savesInFlight.set(key, mine);
+    try {
+      await mine;
+    } finally {
+      if (savesInFlight.get(key) === mine) savesInFlight.delete(key);
+    }
   }
 
   /** Number of parameters. */

@@ -100,7 +100,7 @@ describe('train step mechanics', () => {
       await step.apply(1e-3, 10);
       await step.saveOptimizer(path.join(dir, 'optimizer.pt'));
       await step.loadOptimizer(path.join(dir, 'optimizer.pt'));
-      await expect(step.loadOptimizer(path.join(dir, 'missing.pt'))).rejects.toMatchObject({ code: 'ERR_TDPO_NATIVE' });
+      await expect(step.loadOptimizer(path.join(dir, 'missing.pt'))).rejects.toMatchObject({ code: 'ERR_TDPO_CHECKPOINT' });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -22,7 +22,18 @@ const bad = (file: string, msg: string) => codedError('RangeError', 'ERR_TDPO_CH
 
 /** Parses and validates a safetensors header: offsets inside the file, sizes matching shapes. */
 export function readSafetensorsHeader(file: string): TensorSource[] {
-  const fd = openSync(file, 'r');
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+    if (!fstatSync(fd).isFile()) {
+      closeSync(fd);
+      throw Object.assign(new Error('a directory or device, not a file'), { code: 'EISDIR' });
+    }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? 'the file is missing' : e.message;
+    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read safetensors file ${file}: ${why}`);
+  }
   try {
     const size = fstatSync(fd).size;
     if (size < 8) throw bad(file, `only ${size} bytes: not a safetensors file (truncated?)`);
@@ -48,7 +59,7 @@ export function readSafetensorsHeader(file: string): TensorSource[] {
       if (name === '__metadata__') continue;
       const e = entry as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof e !== 'object' || e === null) throw bad(file, `tensor '${name}': entry is not an object`);
-      if (typeof e.dtype !== 'string' || !(e.dtype in DTYPE_BYTES)) {
+      if (typeof e.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, e.dtype)) {
         throw bad(file, `tensor '${name}': dtype ${JSON.stringify(e.dtype)} is not supported (F32, F16, BF16)`);
       }
       const shape = e.shape;

@@ -1,12 +1,10 @@
 #include "io/safetensors.h"
 
-#include <cstdio>
 #include <fstream>
 #include <sstream>
 
-#include <unistd.h>
-
 #include "common/error.h"
+#include "io/atomic_file.h"
 
 namespace tdpo::io {
 
@@ -62,28 +60,14 @@ void write_safetensors(const std::string& path,
   header << "}";
   std::string h = header.str();
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data 8-byte aligned, as the format suggests
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw range_error("ERR_TDPO_IO", "cannot write " + tmp);
-    uint64_t n = h.size();
+  write_file_atomically(path, [&](FileSink& out) {
+    const uint64_t n = h.size();
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(h.data(), static_cast<std::streamsize>(h.size()));
-    for (const auto& t : data) {
-      out.write(static_cast<const char*>(t.data_ptr()), t.numel() * static_cast<int64_t>(t.element_size()));
-    }
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw range_error("ERR_TDPO_IO", "writing " + tmp + " failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw range_error("ERR_TDPO_IO", "cannot rename " + tmp + " to " + path);
-  }
+    out.write(len, 8);
+    out.write(h.data(), h.size());
+    for (const auto& t : data) out.write(t.data_ptr(), t.numel() * static_cast<size_t>(t.element_size()));
+  });
 }
 
 }  // namespace tdpo::io

@@ -2,9 +2,13 @@
 //
 //   forward   one pass over the vocabulary with an online (block-wise) max for both models:
 //               lse_z = log sum exp z,   lse_r = log sum exp r,
-//               KL(q || p) = sum_v q_v (r_v - z_v) + lse_z - lse_r,  q = softmax(r), p = softmax(z)
-//             where the middle sum is kept unnormalised, sum e^(r_v - m_r) (r_v - z_v), and
-//             rescaled with the running max m_r; a term with q_v = 0 counts as 0 (banned tokens).
+//               KL(q || p) = sum_v q_v ((r_v - m_r) - (z_v - m_z)) + log s_z - log s_r,
+//             q = softmax(r), p = softmax(z), m the maxima, s the sums of e^(x - m). The middle
+//             sum is kept unnormalised, sum e^(r_v - m_r) ((r_v - m_r) - (z_v - m_z)), and moved
+//             to each new running max. Every difference is taken against its own model's max, so
+//             a common offset of either model's logits cancels exactly: r_v - z_v, the textbook
+//             form, loses all precision when the two models' logits sit far apart (an offset of
+//             1e9 gave KL 78 for 2.4). A term with q_v = 0 counts as 0 (banned tokens).
 //   backward  recomputes p and q from the saved lse values (no [B, T, V] intermediates):
 //               dL/dz_v = c (1[v = y] - p_v) + a (p_v - q_v)
 //             with c = dL/d log p(y) and a = dL/d KL at that row, from the pair objective.
@@ -48,7 +52,9 @@ constexpr int kBlock = 8;
 
 template <typename T>
 struct Online {
-  Vec<T> mz, mr, sz, sr, acc;  // running max, sum of exp, and sum of e^(r - m_r) (r - z), per lane
+  // Per lane: running maxima, sums of exp, and sum e^(r - m_r) ((r - m_r) - (z - m_z)), where an
+  // -inf max stands as 0 (drop_neg_inf) so that every difference stays defined.
+  Vec<T> mz, mr, sz, sr, acc;
   Vec<T> bad;                  // > 0 in lanes that saw NaN or +inf
 };
 
@@ -71,9 +77,12 @@ TDPO_INLINE void absorb_block(Online<T>& s, const T* z, const T* r) {
   const Vec<T> nz0 = drop_neg_inf<T>(nz), nr0 = drop_neg_inf<T>(nr);
   // Rescale what was accumulated under the old max. old = -inf gives factor 0 on sums that are 0.
   const Vec<T> fz = simd::vexp(s.mz - nz0), fr = simd::vexp(s.mr - nr0);
+  // Each accumulated difference moves by (nz0 - mz0) - (nr0 - mr0) with the new maxima.
+  const Vec<T> shift = (nz0 - drop_neg_inf<T>(s.mz)) - (nr0 - drop_neg_inf<T>(s.mr));
+  // A factor that underflows to 0 drops terms whose q is now 0, infinite ones (p = 0) included.
+  s.acc = fr != simd::splat<T>(0) ? fr * (s.acc + s.sr * shift) : simd::splat<T>(0);
   s.sz *= fz;
   s.sr *= fr;
-  s.acc *= fr;
   s.mz = nz;
   s.mr = nr;
   for (int k = 0; k < kBlock; ++k) {
@@ -82,10 +91,11 @@ TDPO_INLINE void absorb_block(Online<T>& s, const T* z, const T* r) {
     // mask vectors made it fall back to one scalar compare per lane).
     s.bad += zk < inf ? simd::splat<T>(0) : simd::splat<T>(1);
     s.bad += rk < inf ? simd::splat<T>(0) : simd::splat<T>(1);
-    const Vec<T> ez = simd::vexp(zk - nz0), er = simd::vexp(rk - nr0);
+    const Vec<T> dz = zk - nz0, dr = rk - nr0;
+    const Vec<T> ez = simd::vexp(dz), er = simd::vexp(dr);
     s.sz += ez;
     s.sr += er;
-    s.acc += er != simd::splat<T>(0) ? er * (rk - zk) : simd::splat<T>(0);
+    s.acc += er != simd::splat<T>(0) ? er * (dr - dz) : simd::splat<T>(0);
   }
 }
 
@@ -124,16 +134,19 @@ TDPO_INLINE RowStats row_forward_impl(const T* z, const T* r, int64_t n, int32_t
     if (s.mz[l] != ninf) sz += double(s.sz[l]) * std::exp(double(s.mz[l]) - mz);
     if (s.mr[l] != ninf) {
       const double f = std::exp(double(s.mr[l]) - mr);
+      if (f == 0) continue;
+      // The lane's differences were taken against its own maxima (-inf standing as 0).
+      const double mzl = s.mz[l] == ninf ? 0.0 : double(s.mz[l]);
       sr += double(s.sr[l]) * f;
-      acc += double(s.acc[l]) * f;
+      acc += f * (double(s.acc[l]) + double(s.sr[l]) * ((mz - mzl) - (mr - double(s.mr[l]))));
     }
   }
   out.logsum_z = std::log(sz);
   out.logsum_r = std::log(sr);
   out.logp = (double(z[y]) - mz) - out.logsum_z;
   out.logq = (double(r[y]) - mr) - out.logsum_r;
-  out.kl = acc / sr + (mz - mr) + (out.logsum_z - out.logsum_r);
-  // acc is NaN only via inf * 0: an infinite KL term (q > 0 where p = 0) later rescaled.
+  out.kl = acc / sr + (out.logsum_z - out.logsum_r);
+  // Not reached with finite inputs; kept so that no NaN KL can leave this function.
   if (std::isnan(out.kl)) out.kl = INFINITY;
   return out;
 }
@@ -244,6 +257,8 @@ Result fused(const Inputs<T>& in, const Options& opt) {
     if (stats[i].max_r == -INFINITY)
       throw_invalid_logits("referenceLogits", in.reference, in, i, true);
   }
+
+  check_labelled_logits(in);
 
   // Pair sums and the objective, in double; then each row's gradient coefficients (c, a).
   Result res;

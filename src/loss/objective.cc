@@ -1,5 +1,7 @@
 // What both implementations share: option parsing, input validation and the pair objective.
 #include <cmath>
+#include <limits>
+#include <utility>
 #include <sstream>
 
 #include "common/error.h"
@@ -33,14 +35,17 @@ const char* variant_name(Variant v) {
 
 template <typename T>
 void validate(const Inputs<T>& in, const Options& opt) {
-  if (!std::isfinite(opt.beta) || opt.beta <= 0) {
+  // A beta far from 1 leaves the loss at its limits for every logit the kernels can tell apart
+  // (beta = 5e-324 gave log 2 from a double logit of 1e300 and 0 from its float32 +Infinity).
+  if (!(opt.beta >= 1e-6 && opt.beta <= 1e6)) {
     std::ostringstream m;
-    m << "options.beta must be a finite number > 0, got " << opt.beta;
+    m << "options.beta must be a finite number > 0, at least 1e-6 and at most 1e6 (the paper uses 0.1), got "
+      << js_number(opt.beta);
     throw range_error("ERR_TDPO_OPTION", m.str());
   }
   if (!std::isfinite(opt.alpha)) {
     std::ostringstream m;
-    m << "options.alpha must be a finite number, got " << opt.alpha;
+    m << "options.alpha must be a finite number, got " << js_number(opt.alpha);
     throw range_error("ERR_TDPO_OPTION", m.str());
   }
   if (in.batch <= 0 || in.seq <= 0 || in.vocab <= 0) {
@@ -102,6 +107,27 @@ int64_t first_invalid(const T* data, int64_t n) {
 }
 template int64_t first_invalid<float>(const float*, int64_t);
 template int64_t first_invalid<double>(const double*, int64_t);
+
+template <typename T>
+void check_labelled_logits(const Inputs<T>& in) {
+  // log pi(y) = -inf makes a log-ratio infinite and, with the KL that comes with it, leaves the
+  // TDPO logit as inf - inf; DPO would return loss = Infinity. All variants refuse it alike.
+  const int64_t V = in.vocab;
+  for (int64_t i = 0, n = in.rows(); i < n; ++i) {
+    const int32_t y = in.labels[i];
+    if (y == kIgnoreIndex) continue;
+    for (auto [field, data] : {std::pair{"policyLogits", in.policy}, {"referenceLogits", in.reference}}) {
+      if (data[i * V + y] != -std::numeric_limits<T>::infinity()) continue;
+      std::ostringstream m;
+      m << field << "[" << i / in.seq << ", " << i % in.seq << ", " << y
+        << "] is -Infinity at the labelled token: its log-probability would be -Infinity and the "
+           "loss undefined; mask the position (label -100) or keep labelled tokens finite";
+      throw range_error("ERR_TDPO_LOGITS", m.str());
+    }
+  }
+}
+template void check_labelled_logits<float>(const Inputs<float>&);
+template void check_labelled_logits<double>(const Inputs<double>&);
 
 template <typename T>
 void throw_invalid_logits(const char* field, const T* data, const Inputs<T>& in, int64_t row,

@@ -16,21 +16,25 @@ std::vector<double> to_vector(const at::Tensor& t) {
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
-void check_logits(const char* field, const float* data, const Inputs<float>& in) {
+// Returns whether some unscored row is -inf everywhere (allowed: it is not scored).
+bool check_logits(const char* field, const float* data, const Inputs<float>& in) {
   const int64_t V = in.vocab;
+  bool unscored_all_neg_inf = false;
   for (int64_t i = 0, rows = in.rows(); i < rows; ++i) {
     const RowCheck c = check_row(data + i * V, V);
     if (c.invalid) throw_invalid_logits(field, data, in, i, false);
     if (c.all_neg_inf && in.labels[i] != kIgnoreIndex) throw_invalid_logits(field, data, in, i, true);
+    unscored_all_neg_inf |= c.all_neg_inf;
   }
+  return unscored_all_neg_inf;
 }
 
 }  // namespace
 
 Result reference(const Inputs<float>& in, const Options& opt) {
   validate(in, opt);
-  check_logits("policyLogits", in.policy, in);
-  check_logits("referenceLogits", in.reference, in);
+  const bool dead_rows = check_logits("policyLogits", in.policy, in) | check_logits("referenceLogits", in.reference, in);
+  check_labelled_logits(in);
   const int64_t B = in.batch, T = in.seq, V = in.vocab, P = in.pairs();
   torch::AutoGradMode grad_mode(opt.grad);
 
@@ -39,9 +43,19 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   auto ref = torch::from_blob(const_cast<float*>(in.reference), {B, T, V});
   auto labels = torch::from_blob(const_cast<int32_t*>(in.labels), {B, T}, torch::kInt32);
   if (opt.grad) policy = policy.detach().requires_grad_(true);
+  const auto leaf = policy;
 
   auto mask = labels != kIgnoreIndex;
   auto index = labels.masked_fill(~mask, 0).to(torch::kLong).unsqueeze(2);
+  if (dead_rows) {
+    // An unscored row that is -inf everywhere has a NaN log-softmax; torch::where below drops it
+    // from the values, but autograd multiplies the dropped branch's NaN by 0 into the gradient.
+    // Such rows are replaced by zeros (their gradient is 0 either way); only then, so the common
+    // case keeps the plain composition the benchmark measures.
+    auto keep = mask.unsqueeze(2);
+    policy = torch::where(keep, policy, torch::zeros({}, policy.options()));
+    ref = torch::where(keep, ref, torch::zeros({}, ref.options()));
+  }
   auto pi_vocab_logps = policy.log_softmax(-1);
   auto ref_vocab_logps = ref.log_softmax(-1);
   auto ref_vocab_ps = ref_vocab_logps.exp();
@@ -54,9 +68,11 @@ Result reference(const Inputs<float>& in, const Options& opt) {
                                zero);
   auto per_position_kl = torch::where(mask, kl_terms.sum(-1), zero);
 
-  auto logratio = per_position_rewards.sum(-1);  // [B]
-  auto logps = torch::where(mask, pi_per_token_logps, zero).sum(-1);
-  auto kl = per_position_kl.sum(-1);
+  // The pair objective in double, as the fused kernel computes it: a float32 beta * logit rounds
+  // a tiny beta to 0 and turns an infinite logit into NaN where the value is +-Infinity.
+  auto logratio = per_position_rewards.sum(-1).to(torch::kDouble);  // [B]
+  auto logps = torch::where(mask, pi_per_token_logps, zero).sum(-1).to(torch::kDouble);
+  auto kl = per_position_kl.sum(-1).to(torch::kDouble);
   auto mw = logratio.slice(0, 0, P), ml = logratio.slice(0, P, B);
   auto kw = kl.slice(0, 0, P), kl_l = kl.slice(0, P, B);
 
@@ -88,7 +104,7 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   res.rejected_logps = to_vector(logps.slice(0, P, B));
   if (opt.grad) {
     loss.backward();
-    res.grad = policy.grad();
+    res.grad = leaf.grad();
   }
   return res;
 }

@@ -85,6 +85,10 @@ struct RowCheck {
 RowCheck check_row(const float* data, int64_t n);
 RowCheck check_row(const double* data, int64_t n);
 
+// Throws ERR_TDPO_LOGITS when either model's logit at a scored label is -inf.
+template <typename T>
+void check_labelled_logits(const Inputs<T>& in);
+
 // Throws ERR_TDPO_LOGITS for the first NaN / +inf in a [B, T, V] array (field names it), or, with
 // all_neg_inf, for a scored row whose logits are all -inf (no distribution to score against).
 template <typename T>

@@ -1,6 +1,7 @@
 #include "train/train_step.h"
 
 #include "common/error.h"
+#include "io/atomic_file.h"
 
 namespace tdpo::train {
 
@@ -120,16 +121,40 @@ double TrainStep::apply(double lr, double max_grad_norm) {
   return norm;
 }
 
+// The optimizer's name goes into the archive, so that loading another optimizer's state is
+// refused by name instead of failing inside libtorch (an "INTERNAL ASSERT FAILED").
 void TrainStep::save_optimizer(const std::string& path) const {
   torch::serialize::OutputArchive archive;
   optimizer_->save(archive);
-  archive.save_to(path);
+  archive.write("tdpo.optimizer", c10::IValue(options_.optimizer));
+  // Streamed through a sink that never reports an error to libtorch: its writer throws from a
+  // destructor on a short write, which would abort the process (a full disk did).
+  io::write_file_atomically(path, [&](io::FileSink& sink) {
+    archive.save_to([&](const void* data, size_t n) { return sink.write(data, n); });
+  });
 }
 
 void TrainStep::load_optimizer(const std::string& path) {
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
-  optimizer_->load(archive);
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw range_error("ERR_TDPO_CHECKPOINT", "cannot read the optimizer state " + path + ": " +
+                                                 e.what_without_backtrace());
+  }
+  c10::IValue saved;
+  if (archive.try_read("tdpo.optimizer", saved) && saved.isString() &&
+      saved.toStringRef() != options_.optimizer) {
+    throw range_error("ERR_TDPO_CHECKPOINT", path + " holds the state of a '" + saved.toStringRef() +
+                                                 "' optimizer; this run uses '" + options_.optimizer + "'");
+  }
+  try {
+    optimizer_->load(archive);
+  } catch (const c10::Error& e) {
+    throw range_error("ERR_TDPO_CHECKPOINT",
+                      path + " does not hold '" + options_.optimizer +
+                          "' optimizer state for this model's parameters (another optimizer or model shape?)");
+  }
 }
 
 }  // namespace tdpo::train
