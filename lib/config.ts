@@ -76,8 +76,26 @@ export const defaultConfig: TrainConfig = {
   device: 'cpu',
 };
 
+/**
+ * A value as messages show it: JSON, except that NaN and ±Infinity read as such (JSON.stringify
+ * would print null), and long values are cut to `max` characters.
+ */
+export function showValue(v: unknown, max = 60): string {
+  let s: string;
+  if (typeof v === 'number') s = Object.is(v, -0) ? '-0' : String(v);
+  else if (v === undefined) s = 'undefined';
+  else {
+    try {
+      s = JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x)) ?? String(v);
+    } catch {
+      s = String(v);
+    }
+  }
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
 type Check = (v: unknown) => string | null; // an error message, or null when valid
-const oneOf = (...xs: unknown[]): Check => (v) => (xs.includes(v) ? null : `must be one of ${xs.map((x) => JSON.stringify(x)).join(', ')}`);
+const oneOf = (...xs: unknown[]): Check => (v) => (xs.includes(v) ? null : `must be one of ${xs.map((x) => showValue(x)).join(', ')}`);
 const int = (min: number): Check => (v) => (Number.isSafeInteger(v) && (v as number) >= min ? null : `must be an integer >= ${min}`);
 const num = (min: number, exclusive = false): Check => (v) =>
   typeof v === 'number' && Number.isFinite(v) && (exclusive ? v > min : v >= min) ? null : `must be a number ${exclusive ? '>' : '>='} ${min}`;
@@ -133,10 +151,28 @@ function distance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
-function unknownKey(key: string): Error {
+function unknownKey(key: string, context = ''): Error {
   const candidates = [...Object.keys(schema), ...sections];
   const best = candidates.reduce((a, b) => (distance(key, a) <= distance(key, b) ? a : b));
-  return configError(`unknown config key '${key}'${distance(key, best) <= Math.max(2, key.length / 3) ? ` (did you mean '${best}'?)` : ''}`);
+  return configError(`${context}unknown config key '${key}'${distance(key, best) <= Math.max(2, key.length / 3) ? ` (did you mean '${best}'?)` : ''}`);
+}
+
+/** Keys that would reach an object's prototype instead of the config: refused wherever they appear. */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+function checkKeySegment(segment: string, key: string): void {
+  if (FORBIDDEN_KEYS.has(segment)) throw configError(`config key '${key}' is not allowed ('${segment}' is not a config key)`);
+}
+
+const isMapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * Throws ERR_TDPO_CONFIG unless `key` names a config key, a section (data, loss) or a field of an
+ * inline model mapping (model.n_embd); `context` prefixes the message (e.g. "allowChange: ").
+ */
+export function checkConfigKey(key: string, context = ''): void {
+  for (const segment of key.split('.')) checkKeySegment(segment, key);
+  if (key in schema || sections.has(key) || /^model\.[^.]+(\.[^.]+)*$/.test(key)) return;
+  throw unknownKey(key, context);
 }
 
 /** Validates a complete config; throws ERR_TDPO_CONFIG naming the first bad key. */
@@ -145,6 +181,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   const walk = (obj: Record<string, unknown>, prefix: string, checkValues: boolean) => {
     for (const [k, v] of Object.entries(obj)) {
       const key = prefix + k;
+      checkKeySegment(k, key);
       if (sections.has(key)) {
         if (typeof v !== 'object' || v === null || Array.isArray(v)) throw configError(`${key} must be a mapping`);
         walk(v as Record<string, unknown>, `${key}.`, checkValues);
@@ -153,7 +190,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
       const check = schema[key];
       if (!check) throw unknownKey(key);
       const err = checkValues ? check(v) : null;
-      if (err) throw configError(`${key} ${err}, got ${JSON.stringify(v)}`);
+      if (err) throw configError(`${key} ${err}, got ${showValue(v)}`);
     }
   };
   walk(c as unknown as Record<string, unknown>, '', false);
@@ -165,12 +202,14 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   return c;
 }
 
+/** `over` on top of `base`; the sections (data, loss) merge key by key, anything else is replaced. */
 function merge(base: Record<string, unknown>, over: Record<string, unknown>, prefix = ''): Record<string, unknown> {
   const out = { ...base };
   for (const [k, v] of Object.entries(over)) {
     const key = prefix + k;
-    if (sections.has(key) && typeof v === 'object' && v !== null && !Array.isArray(v)) {
-      out[k] = merge((base[k] ?? {}) as Record<string, unknown>, v as Record<string, unknown>, `${key}.`);
+    checkKeySegment(k, key);
+    if (sections.has(key) && isMapping(v)) {
+      out[k] = merge((base[k] ?? {}) as Record<string, unknown>, v, `${key}.`);
     } else {
       out[k] = v;
     }
@@ -178,11 +217,14 @@ function merge(base: Record<string, unknown>, over: Record<string, unknown>, pre
   return out;
 }
 
-/** Parses `key=value` (value as a YAML scalar: numbers, booleans, null, strings) into a nested object. */
-export function parseOverride(text: string): Record<string, unknown> {
+/** `key=value` split into the key's path and the value (a YAML scalar: numbers, booleans, null, strings). */
+function splitOverride(text: string): { keys: string[]; value: unknown } {
   const eq = text.indexOf('=');
   if (eq <= 0) throw configError(`--set expects key=value, got '${text}'`);
-  const path = text.slice(0, eq).trim().split('.');
+  const key = text.slice(0, eq).trim();
+  const keys = key.split('.');
+  if (keys.some((k) => k === '')) throw configError(`--set ${key}: empty key segment`);
+  for (const k of keys) checkKeySegment(k, key);
   let value: unknown;
   try {
     value = parseYaml(text.slice(eq + 1));
@@ -190,7 +232,44 @@ export function parseOverride(text: string): Record<string, unknown> {
     value = text.slice(eq + 1);
   }
   if (value === undefined) value = null;
-  return path.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
+  return { keys, value };
+}
+
+/** Parses `key=value` (value as a YAML scalar: numbers, booleans, null, strings) into a nested object. */
+export function parseOverride(text: string): Record<string, unknown> {
+  const { keys, value } = splitOverride(text);
+  return keys.reduceRight<unknown>((acc, k) => ({ [k]: acc }), value) as Record<string, unknown>;
+}
+
+/**
+ * Sets one dotted key, changing nothing else: `model.n_embd=256` changes one field of an inline
+ * model mapping (a folder path there is an error, not a mapping to replace); a whole section given
+ * as a mapping (`data={train: x}`) merges into it, as in a file.
+ */
+function applyOverride(c: Record<string, unknown>, text: string): Record<string, unknown> {
+  const { keys, value } = splitOverride(text);
+  const root = { ...c };
+  let node = root;
+  for (let i = 0; i < keys.length - 1; i++) {
+    const k = keys[i];
+    const cur = node[k];
+    if (cur === undefined) node[k] = {}; // an unknown key: validation names it
+    else if (isMapping(cur)) node[k] = { ...cur };
+    else throw configError(`--set ${keys.join('.')}: ${keys.slice(0, i + 1).join('.')} is ${showValue(cur)}, not a mapping`);
+    node = node[k] as Record<string, unknown>;
+  }
+  const last = keys[keys.length - 1];
+  const full = keys.join('.');
+  node[last] = sections.has(full) && isMapping(value) && isMapping(node[last]) ? merge(node[last] as Record<string, unknown>, value, `${full}.`) : value;
+  return root;
+}
+
+/** One line for a YAML/JSON syntax error: `file:line:col: message`, without the parser's code frame. */
+function yamlErrorLine(file: string, err: unknown): string {
+  const e = err as Error & { linePos?: Array<{ line: number; col: number }> };
+  const first = String(e?.message ?? err).split('\n')[0].replace(/ at line \d+, column \d+:?\s*$/, '').replace(/:\s*$/, '');
+  const pos = e?.linePos?.[0];
+  return pos ? `${file}:${pos.line}:${pos.col}: ${first}` : `${file}: ${first}`;
 }
 
 /** Defaults, then the file (YAML or JSON), then each override in order; validated. */
@@ -206,12 +285,12 @@ export function loadConfig(file: string | null, overrides: string[] = [], inline
     try {
       fromFile = (parseYaml(text) ?? {}) as Record<string, unknown>;
     } catch (err) {
-      throw configError(`${file} is not valid YAML/JSON: ${(err as Error).message}`);
+      throw configError(yamlErrorLine(file, err));
     }
-    if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw configError(`${file} must hold a mapping of keys`);
+    if (!isMapping(fromFile)) throw configError(`${file} must hold a mapping of keys`);
   }
   let c = merge(defaultConfig as unknown as Record<string, unknown>, inline as Record<string, unknown>);
   c = merge(c, fromFile);
-  for (const o of overrides) c = merge(c, parseOverride(o));
+  for (const o of overrides) c = applyOverride(c, o);
   return validateConfig(c as unknown as TrainConfig);
 }

@@ -176,7 +176,7 @@ describe('train: samples, eval, generate, kill -9, last batch', () => {
     const { latestCheckpoint } = await import('../lib/train/checkpoint.js');
     const latest = latestCheckpoint(out)!;
     expect(latest.state.step).toBeGreaterThanOrEqual(6);
-    const r = await runCli(['train', '--config', cfgFile, '--resume', '--set', `max_steps=${latest.state.step + 2}`]);
+    const r = await runCli(['train', '--config', cfgFile, '--resume', '--allow-change', 'max_steps', '--set', `max_steps=${latest.state.step + 2}`]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain(`resuming from ${latest.dir}`);
     const steps = readMetrics(out).map((m) => m.step);

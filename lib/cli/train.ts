@@ -4,23 +4,37 @@ import { loadConfig } from '../config.js';
 import { train } from '../train/trainer.js';
 import { CliError } from './errors.js';
 
-export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume] [--skip-invalid]
+export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume [--allow-change KEYS]] [--skip-invalid]
 
 Trains a policy with TDPO2 (default), TDPO1, DPO or SFT on a preference data set. The config is
-YAML or JSON; --set overrides any key (dotted for sections: --set loss.name=dpo). Defaults are the
-paper's: loss {name: tdpo2, alpha: 0.5, beta: 0.1}, batch_size 64, rmsprop, lr 5e-6, warmup_steps
+YAML or JSON; --set overrides any key (dotted for sections, --set loss.name=dpo, and for one field
+of an inline model mapping, --set model.n_embd=256). Defaults are the paper's: loss {name: tdpo2, alpha: 0.5, beta: 0.1}, batch_size 64, rmsprop, lr 5e-6, warmup_steps
 150, max_grad_norm 10, max_length 512, max_prompt_length 256.
 
 Writes <output_dir>/metrics.jsonl (one JSON object per step), step-N/ checkpoints every save_every
-steps and final/ at the end. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 0; --resume
-continues from the newest complete checkpoint.
+steps and final/ at the end. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 0. One
+training holds an output_dir at a time (<output_dir>/.lock); a second one stops with the first's
+pid, and the lock of a process that is gone (kill -9) is reported and taken over.
+
+--resume continues from the newest complete checkpoint, with the config the run was started with
+(<output_dir>/config.json): a key that differs stops it (exit 2, naming each key) unless it is
+named in --allow-change; threads and output_dir, which do not change what the run computes,
+may always differ. A run whose newest checkpoint
+is final/ is complete: --resume says so and changes nothing, unless max_steps (or n_epochs) was
+raised with --allow-change max_steps, which continues from final/. A half-written last line in
+metrics.jsonl or samples.jsonl (an interrupted write) is dropped with a note, lines after the
+checkpoint's step are dropped, and temporary folders of an interrupted save are cleaned up. An
+allowed optimizer change starts the new optimizer with fresh state.
 
 Options:
-  -c, --config FILE     the config file
-  -s, --set KEY=VALUE   override a key (repeatable)
-      --resume          continue from the newest checkpoint in output_dir
-      --skip-invalid    count and skip malformed data lines instead of stopping
-  -h, --help            this text
+  -c, --config FILE         the config file
+  -s, --set KEY=VALUE       override a key (repeatable)
+      --resume              continue from the newest checkpoint in output_dir
+      --allow-change KEYS   with --resume: config keys that may differ from the run's, comma-
+                            separated and repeatable (max_steps,eval_every; a section such as loss
+                            allows all its keys)
+      --skip-invalid        count and skip malformed data lines instead of stopping
+  -h, --help                this text
 `;
 
 export async function trainCommand(argv: string[]): Promise<number> {
@@ -30,6 +44,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       set: { type: 'string', short: 's', multiple: true },
       resume: { type: 'boolean', default: false },
+      'allow-change': { type: 'string', multiple: true },
       'skip-invalid': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -40,6 +55,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (!values.config && !(values.set ?? []).length) throw new CliError('train needs --config FILE (see tdpo train --help)');
+  const allowChange = (values['allow-change'] ?? []).flatMap((v) => v.split(',')).map((k) => k.trim()).filter(Boolean);
+  if (allowChange.length && !values.resume) throw new CliError('--allow-change applies only with --resume');
   const config = loadConfig(values.config ?? null, [...(values.set ?? []), ...(values['skip-invalid'] ? ['data.skip_invalid=true'] : [])]);
   const abort = new AbortController();
   const stop = (sig: string) => {
@@ -52,10 +69,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const tty = process.stderr.isTTY;
   const result = await train(config, {
     resume: values.resume,
+    allowChange,
     signal: abort.signal,
     log: (line) => process.stderr.write(tty && line.startsWith('step ') ? `\r${line.padEnd(100)}` : `${tty ? '\n' : ''}${line}\n`),
   });
   if (tty) process.stderr.write('\n');
-  process.stdout.write(`${JSON.stringify({ steps: result.steps, examples: result.examples, outputDir: result.outputDir, stopped: result.stopped })}\n`);
+  process.stdout.write(`${JSON.stringify({ steps: result.steps, examples: result.examples, outputDir: result.outputDir, stopped: result.stopped, ...(result.alreadyComplete ? { alreadyComplete: true } : {}) })}\n`);
   return 0;
 }

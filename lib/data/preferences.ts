@@ -14,6 +14,8 @@ export type RawPair =
 
 export interface ReadResult {
   pairs: RawPair[];
+  /** The 1-based line number of each pair in `pairs`, for messages about it later. */
+  lines: number[];
   /** Lines skipped as invalid (skip_invalid), with the reason of each. */
   skipped: Array<{ line: number; reason: string }>;
 }
@@ -54,6 +56,7 @@ function parseLine(obj: unknown, format: DataFormat): RawPair {
 
 export async function readPreferences(file: string, format: DataFormat, skipInvalid: boolean): Promise<ReadResult> {
   const pairs: RawPair[] = [];
+  const lines: number[] = [];
   const skipped: ReadResult['skipped'] = [];
   const stream = createReadStream(file, { encoding: 'utf8' });
   const opened = new Promise<void>((resolve, reject) => {
@@ -73,13 +76,14 @@ export async function readPreferences(file: string, format: DataFormat, skipInva
         throw new Error(`bad JSON (${(err as Error).message})`);
       }
       pairs.push(parseLine(obj, format));
+      lines.push(line);
     } catch (err) {
       const reason = (err as Error).message;
       if (!skipInvalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${reason} (set data.skip_invalid to count and skip such lines)`);
       skipped.push({ line, reason });
     }
   }
-  return { pairs, skipped };
+  return { pairs, lines, skipped };
 }
 
 /** Fisher-Yates with a seeded generator: the same seed, the same order. */

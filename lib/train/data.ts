@@ -1,0 +1,127 @@
+// The loop's data: the preference files read, the eval split held out, each pair tokenised and
+// checked against the model before the first step: every token id inside the model's vocabulary
+// (reported by file:line), max_length within the model's positions, the end-of-text id valid.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { TrainConfig } from '../config.js';
+import { readPreferences, shuffled, type RawPair } from '../data/preferences.js';
+import { collatePairs, tokenizePair, type TokenizedPair } from '../data/tokenize.js';
+import { codedError } from '../errors.js';
+import type { Model } from '../model.js';
+import { Tokenizer } from '../tokenizer.js';
+
+/** A pair and where it was read. */
+export interface SourcedPair {
+  pair: RawPair;
+  file: string;
+  line: number;
+}
+
+const configError = (msg: string) => codedError('RangeError', 'ERR_TDPO_CONFIG', msg);
+
+export function loadTokenizer(c: TrainConfig): Tokenizer {
+  if (c.tokenizer === 'gpt2') return Tokenizer.gpt2();
+  if (c.tokenizer) return Tokenizer.fromFile(c.tokenizer);
+  if (typeof c.model === 'string' && existsSync(path.join(c.model, 'tokenizer.json'))) {
+    return Tokenizer.fromFile(path.join(c.model, 'tokenizer.json'));
+  }
+  throw configError("tokenizer: no tokenizer.json beside the model; set tokenizer to a file or 'gpt2'");
+}
+
+export const vocabSizeOf = (m: Model): number => Number(m.config.vocab_size);
+
+/** The model's position count and the config.json field that holds it. */
+export function positionsOf(m: Model): { positions: number; key: string } {
+  const key = m.config.model_type === 'gpt_neox' ? 'max_position_embeddings' : 'n_positions';
+  return { positions: Number(m.config[key]), key };
+}
+
+/** max_length against each model's positions, before any step (a longer batch fails inside one). */
+export function checkMaxLength(c: TrainConfig, models: Array<[role: string, model: Model | null]>): void {
+  for (const [role, m] of models) {
+    if (!m) continue;
+    const { positions, key } = positionsOf(m);
+    if (c.max_length > positions) {
+      throw configError(`max_length (${c.max_length}) exceeds the ${role}'s ${positions} positions (${key} in its config); set max_length to ${positions} or less`);
+    }
+  }
+}
+
+export function eosOf(policy: Model, tokenizer: Tokenizer | null): number {
+  const fromConfig = policy.config.eos_token_id;
+  const eos = Number.isSafeInteger(fromConfig) ? (fromConfig as number) : tokenizer?.eosTokenId;
+  if (eos === undefined) throw configError('the model config has no eos_token_id and the tokenizer no end-of-text token');
+  const vocab = vocabSizeOf(policy);
+  if (eos < 0 || eos >= vocab) throw configError(`the end-of-text id ${eos} is outside the model's vocabulary (vocab_size ${vocab})`);
+  return eos;
+}
+
+/** Reads the data and holds out the eval split (data.eval, or eval_size pairs of data.train). */
+export async function readData(c: TrainConfig, forEval = false): Promise<{ train: SourcedPair[]; eval: SourcedPair[]; skippedLines: number }> {
+  const read = async (file: string) => {
+    const r = await readPreferences(file, c.data.format, c.data.skip_invalid);
+    return { pairs: r.pairs.map((pair, i): SourcedPair => ({ pair, file, line: r.lines[i] })), skipped: r.skipped.length };
+  };
+  const tr = await read(c.data.train);
+  let train = shuffled(tr.pairs, c.seed);
+  let evalPairs: SourcedPair[] = [];
+  let skippedLines = tr.skipped;
+  if (c.data.eval) {
+    const ev = await read(c.data.eval);
+    evalPairs = ev.pairs;
+    skippedLines += ev.skipped;
+  } else if (c.data.eval_size > 0 && (c.eval_every > 0 || forEval)) {
+    const n = c.data.eval_size < 1 ? Math.floor(train.length * c.data.eval_size) : Math.min(c.data.eval_size, train.length - 1);
+    evalPairs = train.slice(0, n);
+    train = train.slice(n);
+  }
+  return { train, eval: evalPairs, skippedLines };
+}
+
+/**
+ * Tokenises each pair as the official code does, after checking every id against the model's
+ * vocabulary: an id outside it stops the run with file:line (or, with data.skip_invalid, the pair
+ * is counted in `skipped` and left out).
+ */
+export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Tokenizer | null, eos: number, vocab: number): { pairs: TokenizedPair[]; skipped: number } {
+  const mode = c.truncation_mode ?? (c.data.format === 'hh' ? 'keep_end' : 'keep_start');
+  const o = { maxLength: c.max_length, maxPromptLength: c.max_prompt_length, truncationMode: mode } as const;
+  const pairs: TokenizedPair[] = [];
+  let skipped = 0;
+  for (const { pair: p, file, line } of raw) {
+    const pre = 'promptIds' in p;
+    const fields: Array<[string, ArrayLike<number>]> = pre
+      ? [['prompt_ids', p.promptIds], ['chosen_ids', p.chosenIds], ['rejected_ids', p.rejectedIds]]
+      : [['prompt', tokenizer!.encode(p.prompt)], ['chosen', tokenizer!.encode(p.chosen)], ['rejected', tokenizer!.encode(p.rejected)]];
+    let reason: string | null = null;
+    for (const [name, ids] of fields) {
+      for (let i = 0; i < ids.length && !reason; i++) {
+        if (ids[i] < vocab) continue;
+        reason = pre
+          ? `${name}[${i}] = ${ids[i]} is outside the model's vocabulary (vocab_size ${vocab})`
+          : `the tokenizer gives id ${ids[i]} in "${name}", outside the model's vocabulary (vocab_size ${vocab}); is it the model's tokenizer?`;
+      }
+      if (reason) break;
+    }
+    if (reason) {
+      if (!c.data.skip_invalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${reason} (set data.skip_invalid to count and skip such lines)`);
+      skipped++;
+      continue;
+    }
+    pairs.push(tokenizePair(fields[0][1], fields[1][1], fields[2][1], eos, o));
+  }
+  return { pairs, skipped };
+}
+
+/** For SFT: the chosen rows only (prompt + chosen response, prompt labels -100). */
+export function sftBatch(pairs: TokenizedPair[]) {
+  const full = collatePairs(pairs);
+  const [B, T] = full.shape;
+  const half = (B / 2) * T;
+  return {
+    inputIds: full.inputIds.slice(0, half),
+    labels: full.labels.slice(0, half),
+    attentionMask: full.attentionMask!.slice(0, half),
+    shape: [B / 2, T] as const,
+  };
+}
