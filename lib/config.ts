@@ -3,7 +3,7 @@
 // errors name the key and suggest the nearest valid one.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { codedError } from './errors.js';
+import { codedError, showValue } from './errors.js';
 
 export interface TrainConfig {
   /** A Hugging Face folder, or an inline config.json object for a freshly initialised model. */
@@ -76,23 +76,7 @@ export const defaultConfig: TrainConfig = {
   device: 'cpu',
 };
 
-/**
- * A value as messages show it: JSON, except that NaN and ±Infinity read as such (JSON.stringify
- * would print null), and long values are cut to `max` characters.
- */
-export function showValue(v: unknown, max = 60): string {
-  let s: string;
-  if (typeof v === 'number') s = Object.is(v, -0) ? '-0' : String(v);
-  else if (v === undefined) s = 'undefined';
-  else {
-    try {
-      s = JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x)) ?? String(v);
-    } catch {
-      s = String(v);
-    }
-  }
-  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
-}
+export { showValue };
 
 type Check = (v: unknown) => string | null; // an error message, or null when valid
 const oneOf = (...xs: unknown[]): Check => (v) => (xs.includes(v) ? null : `must be one of ${xs.map((x) => showValue(x)).join(', ')}`);

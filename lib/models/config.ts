@@ -1,7 +1,7 @@
 // Hugging Face config.json -> the plain struct the native model takes. Anything the native
 // forward pass would silently get wrong (another activation, untied GPT-NeoX embeddings turned
 // tied, ...) is an error naming the field.
-import { codedError } from '../errors.js';
+import { codedError, showValue } from '../errors.js';
 
 export interface NativeModelConfig {
   modelType: 'gpt2' | 'gpt_neox';
@@ -24,20 +24,20 @@ const configError = (msg: string) => codedError('RangeError', 'ERR_TDPO_CONFIG',
 function int(c: HfConfig, key: string, fallback?: number): number {
   const v = c[key] ?? fallback;
   if (!Number.isSafeInteger(v) || (v as number) <= 0) {
-    throw configError(`config.${key} must be a positive integer, got ${JSON.stringify(c[key])}`);
+    throw configError(`config.${key} must be a positive integer, got ${showValue(c[key])}`);
   }
   return v as number;
 }
 /** c[key] as a finite number, or fallback when absent; `label` names the field in errors. */
 function num(c: HfConfig, key: string, fallback: number, label = key): number {
   const v = c[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${label} must be a number, got ${JSON.stringify(c[key])}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw configError(`config.${label} must be a number, got ${showValue(c[key])}`);
   return v;
 }
 function expect(c: HfConfig, key: string, allowed: unknown[], fallback: unknown): void {
   const v = c[key] ?? fallback;
   if (!allowed.includes(v)) {
-    throw configError(`config.${key} = ${JSON.stringify(v)} is not supported (supported: ${allowed.map((a) => JSON.stringify(a)).join(', ')})`);
+    throw configError(`config.${key} = ${showValue(v)} is not supported (supported: ${allowed.map((a) => showValue(a)).join(', ')})`);
   }
 }
 
@@ -51,12 +51,12 @@ function neoxRotary(c: HfConfig): { pct: number; base: number } {
   const key = c.rope_parameters != null ? 'rope_parameters' : 'rope_scaling';
   const params = c[key] ?? {};
   if (typeof params !== 'object' || Array.isArray(params)) {
-    throw configError(`config.${key} must be an object, got ${JSON.stringify(params)}`);
+    throw configError(`config.${key} must be an object, got ${showValue(params)}`);
   }
   const p = params as HfConfig;
   const ropeType = p.rope_type ?? p.type ?? 'default';
   if (ropeType !== 'default') {
-    throw configError(`config.${key}.rope_type = ${JSON.stringify(ropeType)} is not supported (supported: "default")`);
+    throw configError(`config.${key}.rope_type = ${showValue(ropeType)} is not supported (supported: "default")`);
   }
   // The first of these fields that is present, else transformers' default.
   const first = (names: [HfConfig, string][], fallback: number): number => {
@@ -109,5 +109,5 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
       parallelResidual: c.use_parallel_residual === undefined ? true : Boolean(c.use_parallel_residual),
     };
   }
-  throw configError(`config.model_type ${JSON.stringify(type)} is not supported: use "gpt2" or "gpt_neox"`);
+  throw configError(`config.model_type ${showValue(type)} is not supported: use "gpt2" or "gpt_neox"`);
 }
