@@ -364,3 +364,120 @@ describe('data and config mistakes are named before the first step', () => {
     expect(() => loadConfig(g, ['model.n_embd=256'])).toThrow(expect.objectContaining({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('model is "./m", not a mapping') }));
   });
 });
+
+describe('a fresh run does not mix with an earlier run in its output_dir', () => {
+  const sets = ['max_steps=4', 'save_every=2', 'eval_every=2', 'samples=1', 'sample_max_new_tokens=2'];
+  const snapshot = (out: string) => ({
+    files: readdirSync(out).sort(),
+    ...Object.fromEntries(['metrics.jsonl', 'samples.jsonl', 'config.json'].map((f) => [f, readFileSync(path.join(out, f), 'utf8')])),
+    state: readFileSync(path.join(out, 'final', 'trainer.json'), 'utf8'),
+  });
+
+  it('is refused before it writes anything, naming the checkpoints found and --resume / --overwrite', async () => {
+    const out = path.join(dir, 'used');
+    await train(config(out, sets));
+    const before = snapshot(out);
+    expect(before.files).toEqual(expect.arrayContaining(['step-2', 'final', 'metrics.jsonl', 'samples.jsonl', 'config.json']));
+    const err = await train(config(out, ['max_steps=3', 'loss.name=dpo'])).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RangeError);
+    expect(err).toMatchObject({ code: 'ERR_TDPO_CONFIG' });
+    const message = (err as Error).message;
+    expect(message).toContain(`${out} holds the checkpoints of an earlier run (step-2/, final/)`);
+    expect(message).toMatch(/--resume to continue .*--overwrite to start over/);
+    expect(message).not.toContain('\n');
+    expect(snapshot(out)).toEqual(before);
+    expect(existsSync(lockFile(out))).toBe(false);
+
+    // A complete copy left by an interrupted save is a checkpoint too (resume would restore it).
+    const temp = path.join(dir, 'used-temp');
+    mkdirSync(path.join(temp, '.final.old-1-1-aa'), { recursive: true });
+    writeFileSync(path.join(temp, '.final.old-1-1-aa', 'trainer.json'), JSON.stringify({ step: 4, examples: 32, seed: 0, version: 1 }));
+    await expect(train(config(temp, ['max_steps=1']))).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('(.final.old-1-1-aa/)') });
+    expect(readdirSync(temp)).toEqual(['.final.old-1-1-aa']);
+  });
+
+  it('--overwrite removes the earlier run (and nothing else) once the models and data load, then trains', async () => {
+    const out = path.join(dir, 'overwrite');
+    await train(config(out, sets));
+    writeFileSync(path.join(out, 'notes.txt'), 'mine');
+    mkdirSync(path.join(out, 'mine'));
+    writeFileSync(path.join(out, 'mine', 'metrics.jsonl'), 'mine');
+    mkdirSync(path.join(out, '.step-6.tmp-123')); // an interrupted save
+    writeFileSync(path.join(out, 'metrics.jsonl.tmp-123'), '{"step":1}');
+
+    // It will not remove what the config reads, and a data error leaves the earlier run alone.
+    await expect(train(config(out, ['max_steps=3', `model=${path.join(out, 'final')}`]), { overwrite: true })).rejects.toMatchObject({
+      code: 'ERR_TDPO_CONFIG',
+      message: expect.stringContaining(`--overwrite would remove ${path.join(out, 'final')}, which the config reads as model`),
+    });
+    await expect(train(config(out, ['max_steps=3', 'batch_size=128']), { overwrite: true })).rejects.toMatchObject({ code: 'ERR_TDPO_DATA' });
+    expect(readdirSync(out)).toEqual(expect.arrayContaining(['step-2', 'final', 'samples.jsonl']));
+
+    const { log, text } = collect();
+    const r = await train(config(out, ['max_steps=3']), { overwrite: true, log });
+    expect(r).toMatchObject({ steps: 3, stopped: false, alreadyComplete: false, outputDir: path.join(out, 'final') });
+    expect(text()).toContain(`--overwrite: removed the earlier run in ${out}: final/, step-2/, .step-6.tmp-123/, samples.jsonl, metrics.jsonl, config.json, metrics.jsonl.tmp-123`);
+    expect(readdirSync(out).sort()).toEqual(['config.json', 'final', 'metrics.jsonl', 'mine', 'notes.txt']);
+    expect(readFileSync(path.join(out, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(readFileSync(path.join(out, 'mine', 'metrics.jsonl'), 'utf8')).toBe('mine');
+    expect(trainSteps(out)).toEqual([1, 2, 3]);
+    expect(JSON.parse(readFileSync(path.join(out, 'final', 'trainer.json'), 'utf8'))).toMatchObject({ step: 3, examples: 24 });
+    expect(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'))).toMatchObject({ max_steps: 3, save_every: 0, samples: 0 });
+    // --resume now sees the new run, complete.
+    await expect(train(config(out, ['max_steps=3']), { resume: true })).resolves.toMatchObject({ steps: 3, alreadyComplete: true });
+  });
+
+  it('the CLI: refused with one line and exit 2; --overwrite with --resume is refused; --overwrite trains', async () => {
+    const out = path.join(dir, 'cli-used');
+    const cfgFile = path.join(dir, 'cli-used.json');
+    writeFileSync(cfgFile, JSON.stringify(config(out, ['max_steps=2', 'save_every=1'])));
+    await expect(train(config(out, ['max_steps=1', 'save_every=1']), { resume: true, overwrite: true })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION' });
+    expect(existsSync(out)).toBe(false);
+    await trainUntil(config(out, ['max_steps=2', 'save_every=1']), 1);
+    const metrics = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8');
+
+    const refused = await runCli(['train', '--config', cfgFile]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/^tdpo: .* holds the checkpoints of an earlier run \(step-1\/\): pass --resume .* or --overwrite /);
+    const both = await runCli(['train', '--config', cfgFile, '--resume', '--overwrite']);
+    expect(both.code).toBe(2);
+    expect(both.stderr.trim().split('\n')).toHaveLength(1);
+    expect(both.stderr).toContain('--overwrite and --resume exclude each other');
+    expect(readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')).toBe(metrics);
+
+    const ok = await runCli(['train', '--config', cfgFile, '--overwrite']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ steps: 2, stopped: false });
+    expect(ok.stderr).toContain('--overwrite: removed the earlier run');
+    expect(readdirSync(out).sort()).toEqual(['config.json', 'final', 'metrics.jsonl', 'step-1']);
+    expect(trainSteps(out)).toEqual([1, 2]);
+    const help = await runCli(['train', '--help']);
+    expect(help.stdout).toContain('--overwrite');
+  });
+
+  it('an output_dir holding only other files is not refused, and they are left alone', async () => {
+    const out = path.join(dir, 'others');
+    mkdirSync(path.join(out, 'final-notes'), { recursive: true });
+    writeFileSync(path.join(out, 'README.txt'), 'mine');
+    writeFileSync(path.join(out, 'final-notes', 'a.txt'), 'mine');
+    writeFileSync(path.join(out, 'step-1.txt'), 'mine');
+    const r = await train(config(out, ['max_steps=2']));
+    expect(r).toMatchObject({ steps: 2, stopped: false });
+    expect(readdirSync(out).sort()).toEqual(['README.txt', 'config.json', 'final', 'final-notes', 'metrics.jsonl', 'step-1.txt']);
+    expect(readFileSync(path.join(out, 'final-notes', 'a.txt'), 'utf8')).toBe('mine');
+  });
+
+  it('--resume completes a save interrupted between its renames before it picks where to continue', async () => {
+    const out = path.join(dir, 'swapped-final');
+    await train(config(out, ['max_steps=4', 'save_every=2']));
+    // As if killed after moving final/ aside, before putting the new copy in place.
+    const { renameSync } = await import('node:fs');
+    renameSync(path.join(out, 'final'), path.join(out, '.final.old-1-1-aa'));
+    const { log, text } = collect();
+    const r = await train(config(out, ['max_steps=4', 'save_every=2']), { resume: true, log });
+    expect(r).toMatchObject({ steps: 4, alreadyComplete: true, outputDir: path.join(out, 'final') });
+    expect(text()).toContain('restored');
+    expect(trainSteps(out)).toEqual([1, 2, 3, 4]);
+  });
+});

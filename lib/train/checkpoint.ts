@@ -2,9 +2,10 @@
 // and the trainer state. Each is written into a temporary folder that is renamed into place, so a
 // crash (even kill -9) never leaves a half-written step-N behind; the temporary folders of a save
 // that was killed are cleaned up (or, for one killed between its two renames, completed) by the
-// next run through recoverCheckpointTemps.
+// next run through recoverCheckpointTemps. A fresh run refuses an output_dir holding an earlier
+// run's checkpoints (earlierCheckpoints), unless told to remove that run first (removeEarlierRun).
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from '../errors.js';
 import type { Model } from '../model.js';
@@ -30,6 +31,10 @@ let saves = 0;
 const tempSuffix = () => `${process.pid}-${++saves}-${randomBytes(4).toString('hex')}`;
 /** `.<name>.tmp-<suffix>` (being written) and `.<name>.old-<suffix>` (the copy being replaced). */
 const TEMP = /^\.(final|step-\d+)\.(tmp|old)-[0-9A-Za-z-]+$/;
+const CHECKPOINT = /^(final|step-\d+)$/;
+/** The files a run writes besides its checkpoints, and their temporaries (resume.ts writeFileAtomic). */
+const RUN_FILES = ['samples.jsonl', 'metrics.jsonl', 'config.json'];
+const RUN_FILE_TEMP = /^(config\.json|metrics\.jsonl|samples\.jsonl)\.tmp-\d+$/;
 
 export async function saveCheckpoint(dir: string, name: string, policy: Model, step: TrainStep | null, state: TrainerState): Promise<string> {
   mkdirSync(dir, { recursive: true });
@@ -131,4 +136,60 @@ export function recoverCheckpointTemps(dir: string, log: (line: string) => void)
       log(`removed ${path.join(dir, t)}, the temporary folder of an interrupted save`);
     }
   }
+}
+
+const isDir = (p: string) => statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+/** final/ after every step-N/, step-N/ by N, temporaries last. */
+const order = (name: string) => {
+  const m = /^\.?(final|step-(\d+))/.exec(name);
+  return [name.startsWith('.') ? 2 : 0, m?.[1] === 'final' ? Infinity : Number(m?.[2] ?? 0)] as const;
+};
+const byOrder = (a: string, b: string) => {
+  const [x, y] = [order(a), order(b)];
+  return x[0] - y[0] || x[1] - y[1] || (a < b ? -1 : a > b ? 1 : 0);
+};
+
+/**
+ * The checkpoints of an earlier run in `dir`, as folder names: step-N/ and final/, and the complete
+ * copies an interrupted save left (recoverCheckpointTemps would restore those). Empty when none.
+ */
+export function earlierCheckpoints(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((name) => {
+      const p = path.join(dir, name);
+      if (CHECKPOINT.test(name)) return isDir(p);
+      return TEMP.test(name) && isDir(p) && existsSync(path.join(p, 'trainer.json'));
+    })
+    .sort(byOrder);
+}
+
+/** Everything of a run in `dir` that removeEarlierRun removes, in the order it does. */
+export function earlierRunEntries(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const names = readdirSync(dir);
+  const folders = names.filter((n) => (CHECKPOINT.test(n) || TEMP.test(n)) && isDir(path.join(dir, n))).sort(byOrder);
+  // final/ first, then step-N/ newest first, then the run's files: a removal cut short leaves the
+  // earlier run as it stood at an earlier checkpoint (which --resume continues as that run), never
+  // one that reads as complete.
+  const checkpoints = [...folders.filter((n) => n === 'final'), ...folders.filter((n) => /^step-/.test(n)).reverse(), ...folders.filter((n) => n.startsWith('.'))];
+  const files = [...RUN_FILES.filter((n) => names.includes(n)), ...names.filter((n) => RUN_FILE_TEMP.test(n)).sort()];
+  return [...checkpoints, ...files];
+}
+
+/**
+ * Removes an earlier run from `dir`: its step-N/ and final/ checkpoints, the temporary folders of
+ * its saves, metrics.jsonl, samples.jsonl and config.json (and their temporaries); nothing else.
+ * Each checkpoint folder loses its trainer.json first, so that one whose removal is cut short is
+ * no checkpoint to --resume. Returns the names removed. Call only while holding the lock.
+ */
+export function removeEarlierRun(dir: string): string[] {
+  const entries = earlierRunEntries(dir);
+  for (const name of entries) {
+    const p = path.join(dir, name);
+    // lstat: a symlink is removed as a link, nothing where it points.
+    if (lstatSync(p, { throwIfNoEntry: false })?.isDirectory()) rmSync(path.join(p, 'trainer.json'), { force: true });
+    rmSync(p, { recursive: true, force: true });
+  }
+  return entries;
 }

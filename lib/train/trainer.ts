@@ -1,7 +1,8 @@
 // The training loop. TypeScript decides what runs (data order, micro-batches, the learning rate of
 // each update, evaluation, checkpoints); the native TrainStep does the tensor work. One training
 // holds an output_dir at a time (lock.ts); --resume checks the config and repairs the run's files
-// first (resume.ts).
+// first (resume.ts); a fresh run refuses an output_dir holding an earlier run's checkpoints unless
+// told to overwrite it.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
@@ -10,7 +11,7 @@ import { shuffled } from '../data/preferences.js';
 import { codedError } from '../errors.js';
 import { Model } from '../model.js';
 import { setNumThreads } from '../runtime.js';
-import { recoverCheckpointTemps, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
+import { earlierCheckpoints, earlierRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
 import { checkMaxLength, eosOf, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
 import { acquireLock } from './lock.js';
 import { stepMetrics, type Metrics } from './metrics.js';
@@ -32,6 +33,14 @@ export interface TrainOptions {
   resume?: boolean;
   /** With resume: config keys allowed to differ from the run's (dotted; a section allows its keys). */
   allowChange?: string[];
+  /**
+   * Start over in an output_dir that holds an earlier run: once the models and data have loaded, its
+   * step-N/ and final/ checkpoints, their temporary folders, metrics.jsonl, samples.jsonl and
+   * config.json are removed (nothing else in the folder). Without it (and without resume) a
+   * training into an output_dir holding checkpoints is refused (ERR_TDPO_CONFIG) before it writes
+   * anything. Not with resume.
+   */
+  overwrite?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -95,6 +104,9 @@ export async function evaluateOnly(c: TrainConfig, modelDir: string): Promise<Me
 
 export async function train(c: TrainConfig, options: TrainOptions = {}): Promise<TrainResult> {
   const log = options.log ?? (() => {});
+  if (options.resume && options.overwrite) {
+    throw codedError('TypeError', 'ERR_TDPO_OPTION', 'resume and overwrite exclude each other: resume continues the run in output_dir, overwrite removes it and starts over');
+  }
   if (c.threads) setNumThreads(c.threads);
   mkdirSync(c.output_dir, { recursive: true });
   const lock = acquireLock(c.output_dir, log);
@@ -122,15 +134,58 @@ function lastStepMetrics(file: string): Metrics | null {
 
 const raisesLength = (changes: ConfigChange[]) => changes.some((ch) => ch.key === 'max_steps' || ch.key === 'n_epochs');
 
+/** Names as messages list them (folders with a slash), the middle of a long list cut. */
+const listNames = (names: string[], max = 6) => {
+  const shown = names.map((n) => (/^\.?(final|step-\d+)($|\.)/.test(n) ? `${n}/` : n));
+  const cut = shown.length > max ? [...shown.slice(0, max - 2), `${shown.length - max + 1} more`, shown[shown.length - 1]] : shown;
+  return cut.join(', ');
+};
+
+/** A fresh run into an output_dir holding an earlier run's checkpoints is refused, naming them and the ways out. */
+function refuseEarlierRun(out: string): void {
+  const found = earlierCheckpoints(out);
+  if (!found.length) return;
+  throw codedError(
+    'RangeError',
+    'ERR_TDPO_CONFIG',
+    `${out} holds the checkpoints of an earlier run (${listNames(found)}): pass --resume to continue that run, or --overwrite to start over, which removes its checkpoints, metrics.jsonl, samples.jsonl and config.json (resume or overwrite in train())`,
+  );
+}
+
+/** --overwrite must not remove what the config reads (a model, reference, tokenizer or data file inside the earlier run). */
+function checkOverwriteInputs(c: TrainConfig, out: string): void {
+  const removed = earlierRunEntries(out).map((n) => path.resolve(out, n));
+  const inputs: Array<[string, string | null]> = [
+    ['model', typeof c.model === 'string' ? c.model : null],
+    ['reference', c.reference],
+    ['tokenizer', c.tokenizer === 'gpt2' ? null : c.tokenizer],
+    ['data.train', c.data.train],
+    ['data.eval', c.data.eval],
+  ];
+  for (const [key, value] of inputs) {
+    if (!value) continue;
+    const p = path.resolve(value);
+    const hit = removed.find((r) => p === r || p.startsWith(`${r}${path.sep}`));
+    if (hit) {
+      throw codedError('RangeError', 'ERR_TDPO_CONFIG', `--overwrite would remove ${hit}, which the config reads as ${key} (${value}); copy it out of ${out} first, or train into another output_dir`);
+    }
+  }
+}
+
 async function run(c: TrainConfig, options: TrainOptions, log: (line: string) => void): Promise<TrainResult> {
   const out = c.output_dir;
   const metricsFile = path.join(out, 'metrics.jsonl');
   const sft = c.loss.name === 'sft';
 
-  // What to resume from; a changed config is refused before anything is read or written.
+  // What to resume from; a changed config is refused before anything is read or written (save for
+  // completing a save that was interrupted between its renames, so that the resume point is right).
+  // A fresh run into an earlier run's folder is refused before anything is written.
   let from: (Checkpoint & { final: boolean }) | null = null;
   let changes: ConfigChange[] = [];
+  if (options.overwrite) checkOverwriteInputs(c, out);
+  else if (!options.resume) refuseEarlierRun(out);
   if (options.resume) {
+    recoverCheckpointTemps(out, log);
     from = resumePoint(out);
     if (from) changes = checkResumeConfig(out, c, options.allowChange ?? [], log);
     else log(`--resume: no checkpoint in ${out}; starting at step 0`);
@@ -167,6 +222,10 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     if (from?.final && totalSteps <= from.state.step) return complete(from);
 
     // From here on the run writes to output_dir.
+    if (options.overwrite) {
+      const removed = removeEarlierRun(out);
+      if (removed.length) log(`--overwrite: removed the earlier run in ${out}: ${listNames(removed, 12)}`);
+    }
     recoverCheckpointTemps(out, log);
     writeFileAtomic(path.join(out, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
     const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, optimizer: c.optimizer, reference: reference ?? undefined });
