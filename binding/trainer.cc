@@ -44,8 +44,10 @@ train::MicroBatch parse_batch(Napi::Value v, const models::ModelConfig& cfg) {
     throw range_error("ERR_TDPO_INPUT", "batch sequence length " + std::to_string(T) + " exceeds the model's " +
                                             std::to_string(cfg.max_positions) + " positions");
   }
-  auto ids = typed_array_field<int32_t>(o, "inputIds", "batch");
-  auto labels = typed_array_field<int32_t>(o, "labels", "batch");
+  // Every property first (a getter could detach an array whose pointer was already taken).
+  const Napi::Value ids_v = o.Get("inputIds"), labels_v = o.Get("labels"), mask_v = o.Get("attentionMask");
+  auto ids = typed_array_view<int32_t>(ids_v, "batch.inputIds");
+  auto labels = typed_array_view<int32_t>(labels_v, "batch.labels");
   expect_length(ids.length, B * T, "batch.inputIds", st);
   expect_length(labels.length, B * T, "batch.labels", st);
   for (int64_t i = 0; i < B * T; ++i) {
@@ -57,8 +59,8 @@ train::MicroBatch parse_batch(Napi::Value v, const models::ModelConfig& cfg) {
   train::MicroBatch b;
   b.ids = at::from_blob(const_cast<int32_t*>(ids.data), {B, T}, at::kInt).to(at::kLong);
   b.labels = at::from_blob(const_cast<int32_t*>(labels.data), {B, T}, at::kInt).to(at::kLong);
-  if (!o.Get("attentionMask").IsUndefined()) {
-    auto mask = typed_array_field<int32_t>(o, "attentionMask", "batch");
+  if (!mask_v.IsUndefined()) {
+    auto mask = typed_array_view<int32_t>(mask_v, "batch.attentionMask");
     expect_length(mask.length, B * T, "batch.attentionMask", st);
     b.attention_mask = at::from_blob(const_cast<int32_t*>(mask.data), {B, T}, at::kInt).to(at::kLong);
   }

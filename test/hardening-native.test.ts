@@ -304,9 +304,26 @@ describe('write failures', () => {
   });
 });
 
-describe('optimizer state of another optimizer or model', () => {
+describe('the train step', () => {
   const cfg = { model_type: 'gpt2', vocab_size: 32, n_positions: 16, n_embd: 32, n_layer: 2, n_head: 2 };
   const batch = () => collatePairs([tokenizePair([2, 3], [4, 6], [5, 7], 1, { maxLength: 16, maxPromptLength: 8, truncationMode: 'keep_start' })]);
+  it('a batch getter that detaches inputIds after they were read gets a coded error', async () => {
+    const m = await Model.create(cfg, { seed: 1 });
+    const step = await TrainStep.create(m, { loss: 'dpo' });
+    const b = batch();
+    const sneaky = {
+      shape: b.shape,
+      inputIds: b.inputIds,
+      get labels() {
+        transferAway(b.inputIds.buffer);
+        return b.labels;
+      },
+      attentionMask: b.attentionMask,
+    };
+    await expect(step.accumulate(sneaky)).rejects.toMatchObject({ code: 'ERR_TDPO_SHAPE' });
+    m.dispose();
+  });
+
   it('is refused with ERR_TDPO_CHECKPOINT, not a libtorch internal assert', async () => {
     const m = await Model.create(cfg, { seed: 1 });
     const adam = await TrainStep.create(m, { optimizer: 'adamw' });
