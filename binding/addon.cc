@@ -24,6 +24,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tdpoLossSync", Napi::Function::New(env, LossSync, "tdpoLossSync"));
   exports.Set("tdpoLoss", Napi::Function::New(env, LossAsync, "tdpoLoss"));
   exports.Set("lossFloat64ForTest", Napi::Function::New(env, LossFloat64ForTest));
+  exports.Set("checkLossOptions", Napi::Function::New(env, CheckLossOptions, "checkLossOptions"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
   exports.Set("releaseCachedMemory",

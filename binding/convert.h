@@ -85,10 +85,7 @@ ArrayView<T> typed_array_field(Napi::Object obj, const char* key, const std::str
   return typed_array_view<T>(obj.Get(key), path + "." + key);
 }
 
-inline std::vector<int64_t> shape_field(Napi::Object obj, const char* key, const std::string& path,
-                                        size_t rank) {
-  Napi::Value v = obj.Get(key);
-  const std::string name = path + "." + key;
+inline std::vector<int64_t> shape_value(Napi::Value v, const std::string& name, size_t rank) {
   if (!v.IsArray() || v.As<Napi::Array>().Length() != rank) {
     throw type_error("ERR_TDPO_SHAPE",
                      name + " must be an array of " + std::to_string(rank) + " integers");
@@ -108,6 +105,17 @@ inline std::vector<int64_t> shape_field(Napi::Object obj, const char* key, const
   return shape;
 }
 
+inline std::vector<int64_t> shape_field(Napi::Object obj, const char* key, const std::string& path,
+                                        size_t rank) {
+  return shape_value(obj.Get(key), path + "." + key, rank);
+}
+
+inline std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 inline void expect_length(size_t actual, int64_t expected, const std::string& name,
                           const std::string& shape_text) {
   if (static_cast<int64_t>(actual) != expected) {
@@ -117,27 +125,38 @@ inline void expect_length(size_t actual, int64_t expected, const std::string& na
   }
 }
 
-inline double number_option(Napi::Object obj, const char* key, double fallback,
-                            const std::string& path) {
+// Option readers. The binding carries no defaults (lib/options.ts resolves them): every field
+// it reads must be present, and a missing one is a TypeError naming it.
+inline Napi::Value required(Napi::Object obj, const char* key, const std::string& path, const char* what) {
   Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a number");
+  if (v.IsUndefined()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " is missing (" + what + ")");
+  return v;
+}
+
+inline double number_field(Napi::Object obj, const char* key, const std::string& path) {
+  Napi::Value v = required(obj, key, path, "a number");
+  if (!v.IsNumber()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a number, got " + describe(v));
   return v.As<Napi::Number>().DoubleValue();
 }
 
-inline bool bool_option(Napi::Object obj, const char* key, bool fallback, const std::string& path) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsBoolean()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a boolean");
+inline bool bool_field(Napi::Object obj, const char* key, const std::string& path) {
+  Napi::Value v = required(obj, key, path, "a boolean");
+  if (!v.IsBoolean()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a boolean, got " + describe(v));
   return v.As<Napi::Boolean>().Value();
 }
 
-inline std::string string_option(Napi::Object obj, const char* key, const std::string& fallback,
-                                 const std::string& path) {
-  Napi::Value v = obj.Get(key);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsString()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a string");
+inline std::string string_field(Napi::Object obj, const char* key, const std::string& path) {
+  Napi::Value v = required(obj, key, path, "a string");
+  if (!v.IsString()) throw type_error("ERR_TDPO_OPTION", path + "." + key + " must be a string, got " + describe(v));
   return v.As<Napi::String>().Utf8Value();
+}
+
+// An integer-valued number in [lo, 2^53): counts, ids, seeds.
+inline int64_t int_field(Napi::Object obj, const char* key, const std::string& path, int64_t lo) {
+  const double x = number_field(obj, key, path);
+  if (!(std::floor(x) == x && x >= double(lo) && x < 9007199254740992.0))
+    throw range_error("ERR_TDPO_OPTION", path + "." + key + " must be an integer >= " + std::to_string(lo) + ", got " + js_number(x));
+  return static_cast<int64_t>(x);
 }
 
 // A typed array of T (Float32Array / Float64Array) holding a copy of values.

@@ -56,16 +56,15 @@ template <typename T>
 LossCall<T> parse(const Napi::CallbackInfo& info, bool async) {
   LossCall<T> call;
   Napi::Object in = object_arg(info[0], "inputs");
-  Napi::Object opt = object_arg(info[1], "options", /*optional=*/true);
+  Napi::Object opt = object_arg(info[1], "options");
 
   // First every read that can run the caller's code (getters, proxies), then the pointers: a
   // getter that ran after a pointer was taken could detach or shrink the buffer under it.
-  call.options.variant = loss::parse_variant(string_option(opt, "variant", "tdpo2", "options"));
-  call.implementation =
-      loss::parse_implementation(string_option(opt, "implementation", "fused", "options"));
-  call.options.beta = number_option(opt, "beta", 0.1, "options");
-  call.options.alpha = number_option(opt, "alpha", 0.5, "options");
-  call.options.grad = bool_option(opt, "grad", false, "options");
+  call.options.objective = loss::parse_objective(string_field(opt, "variant", "options"), "options.variant", false);
+  call.implementation = loss::parse_implementation(string_field(opt, "implementation", "options"));
+  call.options.beta = number_field(opt, "beta", "options");
+  call.options.alpha = number_field(opt, "alpha", "options");
+  call.options.grad = bool_field(opt, "grad", "options");
   const auto shape = shape_field(in, "shape", "inputs", 3);
   const Napi::Value policy = in.Get("policyLogits");
   const Napi::Value reference = in.Get("referenceLogits");
@@ -144,6 +143,20 @@ Napi::Value LossAsync(const Napi::CallbackInfo& info) {
     return TaskWorker::Run(
         env, "tdpo:loss", [call, result] { *result = run(*call); },
         [call, result](Napi::Env env) -> Napi::Value { return result_to_js<float>(env, *result); });
+  });
+}
+
+// checkLossOptions({ variant, beta, alpha }, prefix): src/loss's checks, for the config.
+Napi::Value CheckLossOptions(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Object opt = object_arg(info[0], "options");
+    const std::string prefix = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "options.";
+    loss::Options o;
+    o.objective = loss::parse_objective(string_field(opt, "variant", "options"), prefix + "variant", false);
+    o.beta = number_field(opt, "beta", "options");
+    o.alpha = number_field(opt, "alpha", "options");
+    loss::validate_options(o, prefix);
+    return info.Env().Undefined();
   });
 }
 

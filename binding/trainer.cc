@@ -8,6 +8,7 @@
 #include "binding/async.h"
 #include "binding/convert.h"
 #include "binding/model.h"
+#include "binding/model_args.h"
 #include "models/causal_lm.h"
 #include "train/train_step.h"
 
@@ -35,36 +36,17 @@ Napi::Object stats_to_js(Napi::Env env, const train::MicroStats& s) {
 }
 
 // (batch: { inputIds, labels, attentionMask?, shape: [B, T] }) -> int64 tensors.
-train::MicroBatch parse_batch(Napi::Value v, const models::ModelConfig& cfg) {
+train::MicroBatch parse_train_batch(Napi::Value v, const models::ModelConfig& cfg) {
   Napi::Object o = object_arg(v, "batch");
-  const auto shape = shape_field(o, "shape", "batch", 2);
-  const int64_t B = shape[0], T = shape[1];
-  const std::string st = "[" + std::to_string(B) + ", " + std::to_string(T) + "]";
-  if (T > cfg.max_positions) {
-    throw range_error("ERR_TDPO_INPUT", "batch sequence length " + std::to_string(T) + " exceeds the model's " +
-                                            std::to_string(cfg.max_positions) + " positions");
-  }
   // Every property first (a getter could detach an array whose pointer was already taken).
-  const Napi::Value ids_v = o.Get("inputIds"), labels_v = o.Get("labels"), mask_v = o.Get("attentionMask");
-  auto ids = typed_array_view<int32_t>(ids_v, "batch.inputIds");
-  auto labels = typed_array_view<int32_t>(labels_v, "batch.labels");
-  expect_length(ids.length, B * T, "batch.inputIds", st);
-  expect_length(labels.length, B * T, "batch.labels", st);
-  for (int64_t i = 0; i < B * T; ++i) {
-    if (ids.data[i] < 0 || ids.data[i] >= cfg.vocab_size)
-      throw range_error("ERR_TDPO_INPUT", "batch.inputIds[" + std::to_string(i) + "] is outside the vocabulary");
-    if (labels.data[i] != -100 && (labels.data[i] < 0 || labels.data[i] >= cfg.vocab_size))
-      throw range_error("ERR_TDPO_LABEL", "batch.labels[" + std::to_string(i) + "] must be a token id or -100");
-  }
-  train::MicroBatch b;
-  b.ids = at::from_blob(const_cast<int32_t*>(ids.data), {B, T}, at::kInt).to(at::kLong);
-  b.labels = at::from_blob(const_cast<int32_t*>(labels.data), {B, T}, at::kInt).to(at::kLong);
-  if (!mask_v.IsUndefined()) {
-    auto mask = typed_array_view<int32_t>(mask_v, "batch.attentionMask");
-    expect_length(mask.length, B * T, "batch.attentionMask", st);
-    b.attention_mask = at::from_blob(const_cast<int32_t*>(mask.data), {B, T}, at::kInt).to(at::kLong);
-  }
-  return b;
+  const Napi::Value ids = o.Get("inputIds"), shape = o.Get("shape"), mask = o.Get("attentionMask"), labels = o.Get("labels");
+  if (labels.IsUndefined()) throw type_error("ERR_TDPO_TYPE", "batch.labels must be an Int32Array");
+  Batch b = parse_batch(cfg, ids, shape, mask, labels, "batch");
+  train::MicroBatch out;
+  out.ids = b.ids;
+  out.labels = b.labels;
+  out.attention_mask = b.mask;
+  return out;
 }
 
 class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
@@ -93,8 +75,8 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
     Napi::Env env = info.Env();
     return promise_call(env, [&]() -> Napi::Value {
       TrainerPtr t = state_;
-      train::MicroBatch batch = parse_batch(info[0], t->policy->model->config());
-      const double scale = backward ? number_option(object_arg(info[1], "options", true), "scale", 1.0, "options") : 1.0;
+      train::MicroBatch batch = parse_train_batch(info[0], t->policy->model->config());
+      const double scale = backward ? number_field(object_arg(info[1], "options"), "scale", "options") : 1.0;
       auto stats = std::make_shared<train::MicroStats>();
       return TaskWorker::Run(
           env, backward ? "tdpo:accumulate" : "tdpo:evaluate",
@@ -115,8 +97,6 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
       TrainerPtr t = state_;
       const double lr = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : NAN;
       const double clip = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : NAN;
-      if (!(lr >= 0 && std::isfinite(lr))) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a finite number >= 0");
-      if (std::isnan(clip)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
       auto norm = std::make_shared<double>(0);
       return TaskWorker::Run(
           env, "tdpo:apply",
@@ -160,15 +140,14 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
   return promise_call(env, [&]() -> Napi::Value {
     StatePtr policy = unwrap_model(info[0], "policy");
     StatePtr reference = info[1].IsNull() || info[1].IsUndefined() ? nullptr : unwrap_model(info[1], "reference");
-    Napi::Object opt = object_arg(info[2], "options", true);
+    Napi::Object opt = object_arg(info[2], "options");
     train::StepOptions o;
-    o.objective = train::parse_objective(string_option(opt, "loss", "tdpo2", "options"));
-    o.beta = number_option(opt, "beta", 0.1, "options");
-    o.alpha = number_option(opt, "alpha", 0.5, "options");
-    o.optimizer = string_option(opt, "optimizer", "rmsprop", "options");
-    o.weight_decay = number_option(opt, "weightDecay", 0.0, "options");
-    if (!(o.beta > 0 && std::isfinite(o.beta))) throw range_error("ERR_TDPO_OPTION", "options.beta must be a finite number > 0");
-    if (!std::isfinite(o.alpha)) throw range_error("ERR_TDPO_OPTION", "options.alpha must be finite");
+    o.objective = loss::parse_objective(string_field(opt, "loss", "options"), "options.loss", /*allow_sft=*/true);
+    o.beta = number_field(opt, "beta", "options");
+    o.alpha = number_field(opt, "alpha", "options");
+    o.optimizer = string_field(opt, "optimizer", "options");
+    o.weight_decay = number_field(opt, "weightDecay", "options");
+    train::validate(o);
     // The fused loss kernel reads CPU memory; training on a GPU needs a GPU loss first.
     for (const StatePtr& m : {policy, reference}) {
       if (m && m->model->device().type() != at::kCPU)

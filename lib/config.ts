@@ -4,6 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { codedError, showValue } from './errors.js';
+import { native } from './native.js';
+import { defaults, OBJECTIVES, OPTIMIZERS, type ModelDtype, type Objective, type OptimizerName } from './options.js';
 
 export interface TrainConfig {
   /** A Hugging Face folder, or an inline config.json object for a freshly initialised model. */
@@ -22,10 +24,10 @@ export interface TrainConfig {
     skip_invalid: boolean;
     drop_last: boolean;
   };
-  loss: { name: 'tdpo2' | 'tdpo1' | 'dpo' | 'sft'; alpha: number; beta: number };
+  loss: { name: Objective; alpha: number; beta: number };
   batch_size: number;
   gradient_accumulation_steps: number;
-  optimizer: 'rmsprop' | 'adamw' | 'sgd';
+  optimizer: OptimizerName;
   lr: number;
   warmup_steps: number;
   max_grad_norm: number;
@@ -44,7 +46,7 @@ export interface TrainConfig {
   save_every: number;
   output_dir: string;
   threads: number | null;
-  dtype: 'float32' | 'bfloat16';
+  dtype: ModelDtype;
   device: 'cpu';
 }
 
@@ -53,10 +55,10 @@ export const defaultConfig: TrainConfig = {
   reference: null,
   tokenizer: null,
   data: { train: '', eval: null, format: 'pairs', eval_size: 256, skip_invalid: false, drop_last: true },
-  loss: { name: 'tdpo2', alpha: 0.5, beta: 0.1 },
+  loss: { name: defaults.trainStep.loss, alpha: defaults.trainStep.alpha, beta: defaults.trainStep.beta },
   batch_size: 64,
   gradient_accumulation_steps: 1,
-  optimizer: 'rmsprop',
+  optimizer: defaults.trainStep.optimizer,
   lr: 5e-6,
   warmup_steps: 150,
   max_grad_norm: 10,
@@ -68,11 +70,11 @@ export const defaultConfig: TrainConfig = {
   seed: 0,
   eval_every: 0,
   samples: 0,
-  sample_max_new_tokens: 32,
+  sample_max_new_tokens: defaults.sampling.maxNewTokens,
   save_every: 0,
   output_dir: 'tdpo-output',
   threads: null,
-  dtype: 'float32',
+  dtype: defaults.model.dtype,
   device: 'cpu',
 };
 
@@ -83,6 +85,7 @@ const oneOf = (...xs: unknown[]): Check => (v) => (xs.includes(v) ? null : `must
 const int = (min: number): Check => (v) => (Number.isSafeInteger(v) && (v as number) >= min ? null : `must be an integer >= ${min}`);
 const num = (min: number, exclusive = false): Check => (v) =>
   typeof v === 'number' && Number.isFinite(v) && (exclusive ? v > min : v >= min) ? null : `must be a number ${exclusive ? '>' : '>='} ${min}`;
+const isNumber: Check = (v) => (typeof v === 'number' ? null : 'must be a number');
 const finite: Check = (v) => (typeof v === 'number' && Number.isFinite(v) ? null : 'must be a finite number');
 const str: Check = (v) => (typeof v === 'string' && v.length > 0 ? null : 'must be a non-empty string');
 const bool: Check = (v) => (typeof v === 'boolean' ? null : 'must be true or false');
@@ -98,12 +101,13 @@ const schema: Record<string, Check> = {
   'data.eval_size': num(0),
   'data.skip_invalid': bool,
   'data.drop_last': bool,
-  'loss.name': oneOf('tdpo2', 'tdpo1', 'dpo', 'sft'),
-  'loss.alpha': finite,
-  'loss.beta': num(0, true),
+  'loss.name': oneOf(...OBJECTIVES),
+  // Their values are checked by src/loss itself (checkLoss below), as the loss API checks them.
+  'loss.alpha': isNumber,
+  'loss.beta': isNumber,
   batch_size: int(1),
   gradient_accumulation_steps: int(1),
-  optimizer: oneOf('rmsprop', 'adamw', 'sgd'),
+  optimizer: oneOf(...OPTIMIZERS),
   lr: num(0),
   warmup_steps: int(0),
   max_grad_norm: num(0),
@@ -159,6 +163,15 @@ export function checkConfigKey(key: string, context = ''): void {
   throw unknownKey(key, context);
 }
 
+function checkLoss(loss: TrainConfig['loss']): void {
+  if (loss.name === 'sft') return;
+  try {
+    native.checkLossOptions({ variant: loss.name, beta: loss.beta, alpha: loss.alpha }, 'loss.');
+  } catch (err) {
+    throw configError((err as Error).message);
+  }
+}
+
 /** Validates a complete config; throws ERR_TDPO_CONFIG naming the first bad key. */
 export function validateConfig(c: TrainConfig): TrainConfig {
   // Unknown keys first (a typo is the likelier mistake), then each value.
@@ -179,6 +192,7 @@ export function validateConfig(c: TrainConfig): TrainConfig {
   };
   walk(c as unknown as Record<string, unknown>, '', false);
   walk(c as unknown as Record<string, unknown>, '', true);
+  checkLoss(c.loss);
   if (c.batch_size % c.gradient_accumulation_steps !== 0) {
     throw configError(`batch_size (${c.batch_size}) must be a multiple of gradient_accumulation_steps (${c.gradient_accumulation_steps})`);
   }

@@ -4,12 +4,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from './errors.js';
-import { readSafetensorsHeader, type TensorSource } from './io/safetensors.js';
+import { readSafetensorsHeader } from './io/safetensors.js';
 import { toNativeConfig, type HfConfig } from './models/config.js';
-import { native, type NativeModelHandle } from './native.js';
+import { native, type GenerateOptions, type NativeModelHandle, type SequenceLogprobs, type TensorSource } from './native.js';
+import { defaults, resolveOptions, type ModelDevice, type ModelDtype } from './options.js';
 
-export type ModelDtype = 'float32' | 'bfloat16';
-export type ModelDevice = 'cpu' | 'cuda';
+export type { GenerateOptions, ModelDevice, ModelDtype, SequenceLogprobs };
 export interface ModelOptions {
   /** Parameter and compute precision; logits are returned as float32 either way. */
   dtype?: ModelDtype;
@@ -22,29 +22,7 @@ export interface ForwardResult {
   shape: [number, number, number];
 }
 
-export interface GenerateOptions {
-  /** New tokens per prompt at most. Default 32. */
-  maxNewTokens?: number;
-  /** 0 = greedy. Default 1. */
-  temperature?: number;
-  /** Nucleus sampling: keep the smallest set of tokens with probability >= topP. Default 1. */
-  topP?: number;
-  /** Keep only the k most likely tokens; 0 = all. Default 0. */
-  topK?: number;
-  /** Same seed, same tokens. Default 0. */
-  seed?: number;
-  /** A row stops after emitting this token (which is included in its output). */
-  eosTokenId?: number;
-  /** Reuse keys and values across steps (default); false re-runs the whole sequence per token. */
-  useCache?: boolean;
-}
 
-export interface SequenceLogprobs {
-  /** [B, T]: log p(labels[b, t]) from the logits at [b, t]; 0 where the label is -100. */
-  tokenLogprobs: Float32Array;
-  /** [B]: the sum of each row's token log-probs. */
-  sums: Float32Array;
-}
 
 function readJson(file: string, what: string): unknown {
   let text: string;
@@ -124,13 +102,14 @@ export class Model {
   /** Loads a Hugging Face folder: config.json and model.safetensors (or a sharded index). */
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
     const config = readJson(path.join(dir, 'config.json'), 'the model config') as HfConfig;
-    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype: options.dtype, device: options.device });
+    const { dtype, device } = resolveOptions(defaults.model, { ...options, seed: undefined }, 'options');
+    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device });
     return new Model(handle, config);
   }
 
   /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
   static async create(config: HfConfig, options: ModelOptions & { seed?: number } = {}): Promise<Model> {
-    const handle = await native.createModel(toNativeConfig(config), { seed: options.seed, dtype: options.dtype, device: options.device });
+    const handle = await native.createModel(toNativeConfig(config), resolveOptions(defaults.model, options, 'options'));
     return new Model(handle, { ...config });
   }
 
@@ -155,7 +134,8 @@ export class Model {
 
   /** Batched sampling with a key/value cache; each prompt may have its own length. */
   async generate(promptIds: Int32Array[], options: GenerateOptions = {}): Promise<Int32Array[]> {
-    return this.#live().generate(promptIds, options);
+    const handle = this.#live();
+    return handle.generate(promptIds, resolveOptions(defaults.sampling, options, 'options'));
   }
 
   /**

@@ -3,81 +3,9 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import packageRoot from './package-root.cjs';
-import type { TensorSource } from './io/safetensors.js';
-import type { TdpoLossInputs, TdpoLossOptions, TdpoLossResult } from './loss.js';
-import type { GenerateOptions, SequenceLogprobs } from './model.js';
-import type { NativeModelConfig } from './models/config.js';
+import type { NativeAddon } from './native-types.js';
 
-export interface BuildInfo {
-  /** libtorch version the addon was compiled against, e.g. "1.13.0". */
-  torchVersion: string;
-  /** Whether libtorch sees a CUDA device. */
-  cuda: boolean;
-  /** Intra-op threads used by default: the CPUs this process may run on. */
-  defaultThreads: number;
-}
-
-export interface NativeModelHandle {
-  forward(
-    ids: Int32Array,
-    shape: readonly [number, number],
-    attentionMask?: Int32Array,
-  ): Promise<{ logits: Float32Array; shape: [number, number, number] }>;
-  save(file: string): Promise<void>;
-  generate(prompts: Int32Array[], options: GenerateOptions): Promise<Int32Array[]>;
-  sequenceLogprobs(
-    ids: Int32Array,
-    shape: readonly [number, number],
-    labels: Int32Array,
-    attentionMask?: Int32Array,
-  ): Promise<SequenceLogprobs>;
-  dispose(): void;
-  parameterCount(): number;
-}
-
-export interface NativeBatch {
-  inputIds: Int32Array;
-  labels: Int32Array;
-  attentionMask?: Int32Array;
-  shape: readonly [number, number];
-}
-
-export interface MicroStats {
-  loss: number;
-  /** Scored tokens (SFT). */
-  tokens: number;
-  chosenRewards: Float32Array;
-  rejectedRewards: Float32Array;
-  chosenKl: Float32Array;
-  rejectedKl: Float32Array;
-  chosenLogps: Float32Array;
-  rejectedLogps: Float32Array;
-}
-
-export interface NativeTrainerHandle {
-  accumulate(batch: NativeBatch, options: { scale: number }): Promise<MicroStats>;
-  evaluate(batch: NativeBatch): Promise<MicroStats>;
-  apply(lr: number, maxGradNorm: number): Promise<number>;
-  saveOptimizer(file: string): Promise<void>;
-  loadOptimizer(file: string): Promise<void>;
-}
-
-export interface NativeAddon {
-  createTrainer(
-    policy: NativeModelHandle,
-    reference: NativeModelHandle | null,
-    options: { loss: string; beta: number; alpha: number; optimizer: string; weightDecay: number },
-  ): Promise<NativeTrainerHandle>;
-  createModel(config: NativeModelConfig, options: { seed?: number; dtype?: string; device?: string }): Promise<NativeModelHandle>;
-  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype?: string; device?: string }): Promise<NativeModelHandle>;
-  tdpoLossSync(inputs: TdpoLossInputs, options?: TdpoLossOptions): TdpoLossResult;
-  tdpoLoss(inputs: TdpoLossInputs, options?: TdpoLossOptions): Promise<TdpoLossResult>;
-  lossFloat64ForTest(inputs: unknown, options?: TdpoLossOptions): TdpoLossResult;
-  setNumThreads(n: number): void;
-  getNumThreads(): number;
-  releaseCachedMemory(): number;
-  buildInfo(): BuildInfo;
-}
+export type * from './native-types.js';
 
 const APT_FIX = 'sudo apt-get install -y libtorch-dev libopenblas0-pthread';
 

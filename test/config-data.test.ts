@@ -42,7 +42,7 @@ describe('config', () => {
     ['an unknown nested key', ['loss.bta=1'], "unknown config key 'loss.bta' (did you mean 'loss.beta'?)"],
     ['a wrong type', ['lr=fast'], 'lr must be a number >= 0, got "fast"'],
     ['a bad choice', ['loss.name=ppo'], 'loss.name must be one of "tdpo2", "tdpo1", "dpo", "sft"'],
-    ['beta <= 0', ['loss.beta=0'], 'loss.beta must be a number > 0'],
+    ['beta <= 0', ['loss.beta=0'], 'loss.beta must be a finite number > 0'],
     ['an accumulation that does not divide the batch', ['gradient_accumulation_steps=3'], 'multiple of gradient_accumulation_steps'],
   ];
   for (const [name, sets, message] of bad) {

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { TdpoLossOptions, TdpoVariant } from '../lib/index.js';
 import { native } from '../lib/native.js';
+import { lossOptions } from '../lib/loss.js';
 import { randomInputs, rng } from './helpers.js';
 
 function float64Inputs(seed: number, negInf = 0) {
@@ -29,7 +30,7 @@ describe('gradient = finite differences (float64)', () => {
       it(`${variant}${negInf ? ' with -inf entries' : ''}`, () => {
         const inputs = float64Inputs(11 + negInf, negInf);
         const options: TdpoLossOptions = { variant, beta: 0.7, alpha: 0.6, grad: true };
-        const { grad } = native.lossFloat64ForTest(inputs, options);
+        const { grad } = native.lossFloat64ForTest(inputs, lossOptions(options));
         expect(grad).toBeInstanceOf(Float64Array);
         const z = inputs.policyLogits;
         const pick = rng(3);
@@ -41,9 +42,9 @@ describe('gradient = finite differences (float64)', () => {
           if (!Number.isFinite(z[i])) continue;
           const saved = z[i];
           z[i] = saved + h;
-          const up = native.lossFloat64ForTest(inputs, { ...options, grad: false }).loss;
+          const up = native.lossFloat64ForTest(inputs, lossOptions({ ...options, grad: false })).loss;
           z[i] = saved - h;
-          const down = native.lossFloat64ForTest(inputs, { ...options, grad: false }).loss;
+          const down = native.lossFloat64ForTest(inputs, lossOptions({ ...options, grad: false })).loss;
           z[i] = saved;
           const numeric = (up - down) / (2 * h);
           expect(Math.abs(grad![i] - numeric), `element ${i}`).toBeLessThan(1e-9 + 1e-6 * Math.abs(numeric));
@@ -62,7 +63,7 @@ describe('gradient = finite differences (float64)', () => {
     const alpha = 0.6;
     const P = B / 2;
     const options: TdpoLossOptions = { variant: 'tdpo2', beta, alpha, grad: true };
-    const out = native.lossFloat64ForTest(inputs, options);
+    const out = native.lossFloat64ForTest(inputs, lossOptions(options));
     const z = inputs.policyLogits;
     const h = 1e-5;
     for (let i = 0; i < P * T * V; i += 7) {
@@ -71,9 +72,9 @@ describe('gradient = finite differences (float64)', () => {
       const c = (-beta / (1 + Math.exp(beta * logit))) / P;
       const saved = z[i];
       z[i] = saved + h;
-      const up = native.lossFloat64ForTest(inputs, { ...options, grad: false }).chosenLogratio[p];
+      const up = native.lossFloat64ForTest(inputs, lossOptions({ ...options, grad: false })).chosenLogratio[p];
       z[i] = saved - h;
-      const down = native.lossFloat64ForTest(inputs, { ...options, grad: false }).chosenLogratio[p];
+      const down = native.lossFloat64ForTest(inputs, lossOptions({ ...options, grad: false })).chosenLogratio[p];
       z[i] = saved;
       const expected = (c * (up - down)) / (2 * h);
       expect(Math.abs(out.grad![i] - expected), `element ${i}`).toBeLessThan(1e-9 + 1e-6 * Math.abs(expected));
@@ -84,11 +85,11 @@ describe('gradient = finite differences (float64)', () => {
     // With policy = reference, KL = 0 and d KL / d z = p - q = 0 at every row, so the two agree.
     const inputs = float64Inputs(21);
     const same = { ...inputs, referenceLogits: inputs.policyLogits.slice() };
-    const t1 = native.lossFloat64ForTest(same, { variant: 'tdpo1', grad: true }).grad!;
-    const dpo = native.lossFloat64ForTest(same, { variant: 'dpo', grad: true }).grad!;
+    const t1 = native.lossFloat64ForTest(same, lossOptions({ variant: 'tdpo1', grad: true })).grad!;
+    const dpo = native.lossFloat64ForTest(same, lossOptions({ variant: 'dpo', grad: true })).grad!;
     for (let i = 0; i < t1.length; i++) expect(t1[i]).toBeCloseTo(dpo[i], 12);
-    const differs = native.lossFloat64ForTest(inputs, { variant: 'tdpo1', grad: true }).grad!;
-    const dpoGrad = native.lossFloat64ForTest(inputs, { variant: 'dpo', grad: true }).grad!;
+    const differs = native.lossFloat64ForTest(inputs, lossOptions({ variant: 'tdpo1', grad: true })).grad!;
+    const dpoGrad = native.lossFloat64ForTest(inputs, lossOptions({ variant: 'dpo', grad: true })).grad!;
     expect(differs.some((g, i) => Math.abs(g - dpoGrad[i]) > 1e-6)).toBe(true);
   });
 });

@@ -353,7 +353,7 @@ describe('data and config mistakes are named before the first step', () => {
   it('prints NaN and Infinity as such', () => {
     const f = cfgFile('ok2.yaml', 'model: ./m\ndata:\n  train: t.jsonl\n');
     expect(() => loadConfig(f, ['lr=.nan'])).toThrow('lr must be a number >= 0, got NaN');
-    expect(() => loadConfig(f, ['loss.beta=-.inf'])).toThrow('loss.beta must be a number > 0, got -Infinity');
+    expect(() => loadConfig(f, ['loss.beta=-.inf'])).toThrow('loss.beta must be a finite number > 0, at least 1e-6 and at most 1e6 (the paper uses 0.1), got -Infinity');
     expect(() => loadConfig(f, ['max_grad_norm=.inf'])).toThrow('got Infinity');
   });
 

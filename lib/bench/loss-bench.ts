@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
-import { tdpoLossSync, type TdpoImplementation, type TdpoVariant } from '../loss.js';
+import { tdpoLoss, tdpoLossSync, type TdpoImplementation, type TdpoLossInputs, type TdpoVariant } from '../loss.js';
 import { buildInfo, getNumThreads, setNumThreads } from '../runtime.js';
 
 export interface LossBenchConfig {
@@ -30,6 +30,19 @@ export interface CaseResult {
   peakRssBytes: number;
   /** Peak RSS minus the baseline: what inputs, outputs and the implementation's work took. */
   peakAboveBaseBytes: number;
+  /** Fused forward only: the async call's cost under the buffer contract (see asyncContract). */
+  async?: AsyncContractResult;
+}
+
+/**
+ * tdpoLoss (async) copies inputs on an ordinary ArrayBuffer at the call, on the calling thread,
+ * and reads SharedArrayBuffer inputs in place. Medians of: the time the call holds the event
+ * loop (until it returns its promise) and the time until the promise settles.
+ */
+export interface AsyncContractResult {
+  copied: { blockMs: number; totalMs: number };
+  shared: { blockMs: number; totalMs: number };
+  sync: { totalMs: number };
 }
 
 export interface LossBenchReport {
@@ -48,6 +61,7 @@ export interface LossBenchReport {
   boundRatio: { forward: number; forwardBackward: number };
   /** Fused peak above baseline / (inputs + gradient). */
   fusedMemoryRatio: number;
+  asyncContract: AsyncContractResult;
 }
 
 export const defaultLossBenchConfig: LossBenchConfig = {
@@ -127,7 +141,9 @@ export async function runCase(
     if (!Number.isFinite(loss)) throw new Error(`${implementation}: loss is ${loss}`);
     if (i >= c.warmup) timesMs.push(ms);
   }
+  // Read before the async part, whose shared copies of the inputs would raise the peak.
   const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+  const async = implementation === 'fused' && !grad ? await asyncContract(c, inputs, timesMs) : undefined;
   return {
     implementation,
     grad,
@@ -136,7 +152,35 @@ export async function runCase(
     baseRssBytes,
     peakRssBytes,
     peakAboveBaseBytes: peakRssBytes - baseRssBytes,
+    ...(async ? { async } : {}),
   };
+}
+
+async function asyncContract(c: LossBenchConfig, inputs: ReturnType<typeof makeInputs>, syncTimes: number[]): Promise<AsyncContractResult> {
+  const shareOf = (a: Float32Array) => {
+    const s = new Float32Array(new SharedArrayBuffer(a.byteLength));
+    s.set(a);
+    return s;
+  };
+  const shared = { ...inputs, policyLogits: shareOf(inputs.policyLogits), referenceLogits: shareOf(inputs.referenceLogits) };
+  const measure = async (x: TdpoLossInputs) => {
+    const block: number[] = [];
+    const total: number[] = [];
+    for (let i = 0; i < c.warmup + c.runs; i++) {
+      await tick();
+      const t0 = process.hrtime.bigint();
+      const pending = tdpoLoss(x, { variant: c.variant });
+      const t1 = process.hrtime.bigint();
+      await pending;
+      const t2 = process.hrtime.bigint();
+      if (i >= c.warmup) {
+        block.push(Number(t1 - t0) / 1e6);
+        total.push(Number(t2 - t0) / 1e6);
+      }
+    }
+    return { blockMs: median(block), totalMs: median(total) };
+  };
+  return { copied: await measure(inputs), shared: await measure(shared), sync: { totalMs: median(syncTimes) } };
 }
 
 /** Memory-copy bandwidth (read + write bytes per second) of this machine, now, one thread. */
@@ -218,5 +262,16 @@ export function runLossBench(
       forwardBackward: fusedFB / (minBytes.forwardBackward / (memcpyGBps * 1e9)),
     },
     fusedMemoryRatio: get('fused', true).peakAboveBaseBytes / (inputBytes + gradBytes),
+    asyncContract: get('fused', false).async!,
   };
+}
+
+/** The report's lines on the async call's buffer contract. */
+export function formatAsyncContract(a: AsyncContractResult): string {
+  const f = (ms: number) => `${ms.toFixed(1)} ms`;
+  return [
+    `async fused forward (tdpoLoss), event loop held / until settled: ArrayBuffer inputs (copied at the call) ` +
+      `${f(a.copied.blockMs)} / ${f(a.copied.totalMs)}; SharedArrayBuffer inputs (read in place) ${f(a.shared.blockMs)} / ${f(a.shared.totalMs)}; ` +
+      `sync call ${f(a.sync.totalMs)}`,
+  ].join('\n');
 }

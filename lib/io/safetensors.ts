@@ -2,21 +2,14 @@
 // touched; the data itself is read natively (src/io/safetensors.cc).
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { codedError } from '../errors.js';
+import type { SafetensorsDtype, TensorSource } from '../native-types.js';
 
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
+export type { SafetensorsDtype, TensorSource };
+
 const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
 /** Larger headers are refused: real ones are kilobytes; this guards against a corrupt length. */
 const MAX_HEADER_BYTES = 100 << 20;
 
-export interface TensorSource {
-  name: string;
-  file: string;
-  dtype: SafetensorsDtype;
-  shape: number[];
-  /** Absolute byte offset of the data in `file`. */
-  offset: number;
-  bytes: number;
-}
 
 const bad = (file: string, msg: string) => codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${file}: ${msg}`);
 

@@ -2,20 +2,10 @@
 // forward pass would silently get wrong (another activation, untied GPT-NeoX embeddings turned
 // tied, ...) is an error naming the field.
 import { codedError, showValue } from '../errors.js';
+import type { NativeModelConfig } from '../native-types.js';
 
-export interface NativeModelConfig {
-  modelType: 'gpt2' | 'gpt_neox';
-  vocabSize: number;
-  maxPositions: number;
-  hidden: number;
-  layers: number;
-  heads: number;
-  intermediate: number;
-  layerNormEps: number;
-  rotaryPct?: number;
-  rotaryBase?: number;
-  parallelResidual?: boolean;
-}
+export type { NativeModelConfig };
+
 
 export type HfConfig = Record<string, unknown>;
 

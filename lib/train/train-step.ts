@@ -2,9 +2,9 @@
 // what runs: which micro-batches, the learning rate of each update, when to evaluate and save.
 import { type Model, nativeHandleOf } from '../model.js';
 import { native, type MicroStats, type NativeBatch, type NativeTrainerHandle } from '../native.js';
+import { defaults, resolveOptions, type Objective, type OptimizerName } from '../options.js';
 
-export type Objective = 'tdpo2' | 'tdpo1' | 'dpo' | 'sft';
-export type OptimizerName = 'rmsprop' | 'adamw' | 'sgd';
+export type { Objective, OptimizerName };
 
 export interface TrainStepOptions {
   /** Default 'tdpo2'. 'sft' trains on the labelled tokens with the NLL (to make a reference). */
@@ -28,16 +28,11 @@ export class TrainStep {
   }
 
   static async create(policy: Model, options: TrainStepOptions = {}): Promise<TrainStep> {
+    const { reference, ...rest } = options;
     const handle = await native.createTrainer(
       nativeHandleOf(policy),
-      options.reference ? nativeHandleOf(options.reference) : null,
-      {
-        loss: options.loss ?? 'tdpo2',
-        beta: options.beta ?? 0.1,
-        alpha: options.alpha ?? 0.5,
-        optimizer: options.optimizer ?? 'rmsprop',
-        weightDecay: options.weightDecay ?? 0,
-      },
+      reference ? nativeHandleOf(reference) : null,
+      resolveOptions(defaults.trainStep, rest, 'options'),
     );
     return new TrainStep(handle);
   }

@@ -9,12 +9,33 @@
 
 namespace tdpo::loss {
 
-Variant parse_variant(const std::string& name) {
-  if (name == "tdpo2") return Variant::Tdpo2;
-  if (name == "tdpo1") return Variant::Tdpo1;
-  if (name == "dpo") return Variant::Dpo;
-  throw range_error("ERR_TDPO_OPTION",
-                    "options.variant must be 'tdpo2', 'tdpo1' or 'dpo', got '" + name + "'");
+namespace {
+// The objectives. TDPO2 stops the gradient through the chosen side's KL (the paper's sg(Kw)).
+const ObjectiveRow kObjectives[] = {
+    {Objective::Tdpo2, "tdpo2", true, true, [](double alpha) { return KlWeights{alpha, alpha, false}; }},
+    {Objective::Tdpo1, "tdpo1", true, true, [](double) { return KlWeights{1, 1, true}; }},
+    {Objective::Dpo, "dpo", true, false, [](double) { return KlWeights{0, 0, false}; }},
+    {Objective::Sft, "sft", false, false, [](double) { return KlWeights{}; }},
+};
+}  // namespace
+
+const ObjectiveRow& objective_row(Objective o) {
+  for (const auto& row : kObjectives) {
+    if (row.id == o) return row;
+  }
+  throw Error(ErrorKind::Generic, "ERR_TDPO_NATIVE", "unknown objective");
+}
+
+const char* objective_name(Objective o) { return objective_row(o).name; }
+
+Objective parse_objective(const std::string& name, const std::string& field, bool allow_sft) {
+  std::string names;
+  for (const auto& row : kObjectives) {
+    if (!row.preference && !allow_sft) continue;
+    if (name == row.name) return row.id;
+    names += std::string(names.empty() ? "" : ", ") + "'" + row.name + "'";
+  }
+  throw range_error("ERR_TDPO_OPTION", field + " must be one of " + names + ", got '" + name + "'");
 }
 
 Implementation parse_implementation(const std::string& name) {
@@ -24,30 +45,25 @@ Implementation parse_implementation(const std::string& name) {
                     "options.implementation must be 'fused' or 'reference', got '" + name + "'");
 }
 
-const char* variant_name(Variant v) {
-  switch (v) {
-    case Variant::Tdpo2: return "tdpo2";
-    case Variant::Tdpo1: return "tdpo1";
-    case Variant::Dpo: return "dpo";
+void validate_options(const Options& opt, const std::string& prefix) {
+  if (!objective_row(opt.objective).preference) {
+    throw range_error("ERR_TDPO_OPTION", prefix + "variant must be a preference objective, got '" +
+                                             objective_name(opt.objective) + "'");
   }
-  return "?";
+  // A beta far from 1 leaves the loss at its limits for every logit the kernels can tell apart
+  // (beta = 5e-324 gave log 2 from a double logit of 1e300 and 0 from its float32 +Infinity).
+  if (!(opt.beta >= 1e-6 && opt.beta <= 1e6)) {
+    throw range_error("ERR_TDPO_OPTION", prefix + "beta must be a finite number > 0, at least 1e-6 and at most 1e6 "
+                                                  "(the paper uses 0.1), got " + js_number(opt.beta));
+  }
+  if (!std::isfinite(opt.alpha)) {
+    throw range_error("ERR_TDPO_OPTION", prefix + "alpha must be a finite number, got " + js_number(opt.alpha));
+  }
 }
 
 template <typename T>
 void validate(const Inputs<T>& in, const Options& opt) {
-  // A beta far from 1 leaves the loss at its limits for every logit the kernels can tell apart
-  // (beta = 5e-324 gave log 2 from a double logit of 1e300 and 0 from its float32 +Infinity).
-  if (!(opt.beta >= 1e-6 && opt.beta <= 1e6)) {
-    std::ostringstream m;
-    m << "options.beta must be a finite number > 0, at least 1e-6 and at most 1e6 (the paper uses 0.1), got "
-      << js_number(opt.beta);
-    throw range_error("ERR_TDPO_OPTION", m.str());
-  }
-  if (!std::isfinite(opt.alpha)) {
-    std::ostringstream m;
-    m << "options.alpha must be a finite number, got " << js_number(opt.alpha);
-    throw range_error("ERR_TDPO_OPTION", m.str());
-  }
+  validate_options(opt, "options.");
   if (in.batch <= 0 || in.seq <= 0 || in.vocab <= 0) {
     std::ostringstream m;
     m << "shape must be three positive integers [B, T, V], got [" << in.batch << ", " << in.seq
@@ -76,25 +92,21 @@ template void validate<double>(const Inputs<double>&, const Options&);
 
 PairObjective pair_objective(const Options& opt, double mw, double ml, double kw, double kl) {
   PairObjective o{};
-  const bool tdpo = opt.variant != Variant::Dpo;
-  // d logit / d (Mw, Ml, Kw, Kl); TDPO2 stops the gradient through Kw.
-  double dkw = 0, dkl = 0;
-  switch (opt.variant) {
-    case Variant::Dpo: o.logit = mw - ml; break;
-    case Variant::Tdpo1: o.logit = mw - ml - (kl - kw); dkw = 1; dkl = -1; break;
-    case Variant::Tdpo2: o.logit = mw - ml - opt.alpha * (kl - kw); dkl = -opt.alpha; break;
-  }
+  const ObjectiveRow& row = objective_row(opt.objective);
+  const KlWeights w = row.kl(opt.alpha);
+  o.logit = pair_logit(opt.objective, opt.alpha, mw, ml, kw, kl, [](double x) { return x; });
   const double x = opt.beta * o.logit;
   // -log sigmoid(x) = softplus(-x), written to stay finite for large |x|.
   o.loss = std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
   const double sig_neg = x >= 0 ? std::exp(-x) / (1 + std::exp(-x)) : 1 / (1 + std::exp(x));
   const double dlogit = -opt.beta * sig_neg;
+  // d logit / d (Mw, Ml, Kw, Kl) = (1, -1, chosen weight where its gradient flows, -rejected weight).
   o.d_mw = dlogit;
   o.d_ml = -dlogit;
-  o.d_kw = dlogit * dkw;
-  o.d_kl = dlogit * dkl;
-  o.reward_chosen = opt.beta * (tdpo ? mw + kw : mw);
-  o.reward_rejected = opt.beta * (tdpo ? ml + kl : ml);
+  o.d_kw = w.chosen_grad ? dlogit * w.chosen : 0.0;
+  o.d_kl = -dlogit * w.rejected;
+  o.reward_chosen = opt.beta * (row.reward_kl ? mw + kw : mw);
+  o.reward_rejected = opt.beta * (row.reward_kl ? ml + kl : ml);
   return o;
 }
 

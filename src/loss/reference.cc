@@ -76,12 +76,8 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   auto mw = logratio.slice(0, 0, P), ml = logratio.slice(0, P, B);
   auto kw = kl.slice(0, 0, P), kl_l = kl.slice(0, P, B);
 
-  torch::Tensor values;
-  switch (opt.variant) {
-    case Variant::Dpo: values = mw - ml; break;
-    case Variant::Tdpo1: values = mw - ml - (kl_l - kw); break;
-    case Variant::Tdpo2: values = mw - ml - opt.alpha * (kl_l - kw.detach()); break;
-  }
+  const torch::Tensor values = pair_logit(opt.objective, opt.alpha, mw, ml, kw, kl_l,
+                                          [](const torch::Tensor& t) { return t.detach(); });
   auto losses = -torch::log_sigmoid(opt.beta * values);
   auto loss = losses.mean();
   if (std::isnan(loss.item<double>())) {
@@ -91,7 +87,7 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   }
 
   Result res;
-  const bool tdpo = opt.variant != Variant::Dpo;
+  const bool tdpo = objective_row(opt.objective).reward_kl;
   res.loss = loss.item<double>();
   res.losses = to_vector(losses);
   res.chosen_rewards = to_vector(opt.beta * (tdpo ? mw + kw : mw));

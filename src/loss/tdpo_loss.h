@@ -11,21 +11,26 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "loss/objective.h"
 
 namespace tdpo::loss {
 
 constexpr int32_t kIgnoreIndex = -100;
 
-enum class Variant { Tdpo2, Tdpo1, Dpo };
 enum class Implementation { Fused, Reference };
 
+// No defaults here: they live in one place, lib/options.ts, and every caller passes all fields
+// (NaN fails validate()).
 struct Options {
-  Variant variant = Variant::Tdpo2;
-  double beta = 0.1;
-  double alpha = 0.5;
+  Objective objective = Objective::Sft;  // a preference objective; Sft fails validate()
+  double beta = NAN;
+  double alpha = NAN;
   bool grad = false;
 };
 
@@ -49,9 +54,11 @@ struct Result {
   at::Tensor grad;  // [B, T, V], same dtype as the inputs; undefined unless Options::grad
 };
 
-Variant parse_variant(const std::string& name);          // throws ERR_TDPO_OPTION
-Implementation parse_implementation(const std::string& name);
-const char* variant_name(Variant v);
+Implementation parse_implementation(const std::string& name);  // throws ERR_TDPO_OPTION
+
+// The options alone (objective, beta, alpha); messages name each field as prefix + name, e.g.
+// "options.beta" or "loss.beta". The config check and validate() below both call it.
+void validate_options(const Options& opt, const std::string& prefix);
 
 // Shape, labels and options; throws tdpo::Error naming the field. Both implementations call it.
 template <typename T>

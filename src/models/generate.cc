@@ -9,6 +9,55 @@
 
 namespace tdpo::models {
 
+void validate(const SamplingOptions& o, const ModelConfig&) {
+  if (o.max_new_tokens < 1) throw range_error("ERR_TDPO_OPTION", "options.maxNewTokens must be an integer >= 1");
+  if (!(o.temperature >= 0 && std::isfinite(o.temperature)))
+    throw range_error("ERR_TDPO_OPTION", "options.temperature must be a finite number >= 0, got " + js_number(o.temperature));
+  if (!(o.top_p > 0 && o.top_p <= 1))
+    throw range_error("ERR_TDPO_OPTION", "options.topP must be in (0, 1], got " + js_number(o.top_p));
+  if (o.top_k < 0) throw range_error("ERR_TDPO_OPTION", "options.topK must be an integer >= 0");
+}
+
+void validate_prompts(const std::vector<std::vector<int32_t>>& prompts, const SamplingOptions& o,
+                      const ModelConfig& cfg) {
+  if (prompts.empty()) throw type_error("ERR_TDPO_TYPE", "generate(prompts): prompts must be a non-empty array of Int32Array");
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::string name = "prompts[" + std::to_string(i) + "]";
+    const auto& p = prompts[i];
+    if (p.empty()) throw range_error("ERR_TDPO_INPUT", name + " is empty");
+    if (int64_t(p.size()) + o.max_new_tokens > cfg.max_positions) {
+      throw range_error("ERR_TDPO_INPUT", name + " has " + std::to_string(p.size()) + " tokens; with maxNewTokens " +
+                                              std::to_string(o.max_new_tokens) + " that exceeds the model's " +
+                                              std::to_string(cfg.max_positions) + " positions");
+    }
+    for (size_t t = 0; t < p.size(); ++t) {
+      if (p[t] < 0 || p[t] >= cfg.vocab_size)
+        throw range_error("ERR_TDPO_INPUT", name + "[" + std::to_string(t) + "] = " + std::to_string(p[t]) +
+                                                " is outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+    }
+  }
+}
+
+void validate_batch(const int32_t* ids, const int32_t* mask, const int32_t* labels, int64_t rows, int64_t T,
+                    const ModelConfig& cfg, const std::string& name) {
+  if (T > cfg.max_positions) {
+    throw range_error("ERR_TDPO_INPUT", name + " sequence length " + std::to_string(T) + " exceeds the model's " +
+                                            std::to_string(cfg.max_positions) + " positions");
+  }
+  for (int64_t i = 0; i < rows * T; ++i) {
+    if (ids[i] < 0 || ids[i] >= cfg.vocab_size) {
+      throw range_error("ERR_TDPO_INPUT", name + " inputIds[" + std::to_string(i) + "] = " + std::to_string(ids[i]) +
+                                              " is outside the vocabulary [0, " + std::to_string(cfg.vocab_size) + ")");
+    }
+    if (mask && mask[i] != 0 && mask[i] != 1)
+      throw range_error("ERR_TDPO_INPUT", name + " attentionMask[" + std::to_string(i) + "] must be 0 or 1");
+    if (labels && labels[i] != -100 && (labels[i] < 0 || labels[i] >= cfg.vocab_size)) {
+      throw range_error("ERR_TDPO_LABEL", name + " labels[" + std::to_string(i) + "] is " + std::to_string(labels[i]) +
+                                              ": labels must be in [0, " + std::to_string(cfg.vocab_size) + ") or -100");
+    }
+  }
+}
+
 at::Tensor sample_next(const at::Tensor& logits_in, const SamplingOptions& o, at::Generator& gen) {
   at::Tensor logits = logits_in.to(at::kFloat);
   if (o.temperature == 0) return logits.argmax(-1);

@@ -1,22 +1,34 @@
 // Sampling and sequence scoring on top of a CausalLM.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "models/causal_lm.h"
 
 namespace tdpo::models {
 
+// No defaults here: lib/options.ts holds them and the binding passes every field.
 struct SamplingOptions {
-  int64_t max_new_tokens = 32;
-  double temperature = 1.0;  // 0 = greedy
-  double top_p = 1.0;        // nucleus: keep the smallest set with probability >= top_p
+  int64_t max_new_tokens = 0;
+  double temperature = NAN;  // 0 = greedy
+  double top_p = NAN;        // nucleus: keep the smallest set with probability >= top_p
   int64_t top_k = 0;         // 0 = no limit
   uint64_t seed = 0;
   int64_t eos_token_id = -1;  // -1 = none
   bool use_cache = true;      // false re-runs the whole sequence per token (for comparisons)
 };
+
+// The checks of this module's inputs; each throws a coded tdpo::Error naming the field.
+void validate(const SamplingOptions& options, const ModelConfig& config);
+void validate_prompts(const std::vector<std::vector<int32_t>>& prompts, const SamplingOptions& options,
+                      const ModelConfig& config);
+// Token ids [rows, T] (name: what to call them in messages), optional 0/1 mask, optional labels
+// (-100 or a token id) against the model: vocabulary and position table.
+void validate_batch(const int32_t* ids, const int32_t* mask, const int32_t* labels, int64_t rows, int64_t T,
+                    const ModelConfig& config, const std::string& name);
 
 // Batched generation from prompts of any lengths (left-padded inside, with position ids counted
 // over real tokens, as transformers' generate does). Returns each row's new tokens, up to and

@@ -1,21 +1,32 @@
 #include "train/train_step.h"
 
+#include <cmath>
+
 #include "common/error.h"
 #include "io/atomic_file.h"
 
 namespace tdpo::train {
 
-Objective parse_objective(const std::string& name) {
-  if (name == "tdpo2") return Objective::Tdpo2;
-  if (name == "tdpo1") return Objective::Tdpo1;
-  if (name == "dpo") return Objective::Dpo;
-  if (name == "sft") return Objective::Sft;
-  throw range_error("ERR_TDPO_OPTION", "loss.name must be 'tdpo2', 'tdpo1', 'dpo' or 'sft', got '" + name + "'");
+void validate(const StepOptions& o) {
+  if (o.objective != Objective::Sft) {
+    loss::Options lo;
+    lo.objective = o.objective;
+    lo.beta = o.beta;
+    lo.alpha = o.alpha;
+    loss::validate_options(lo, "options.");
+  }
+  if (o.optimizer != "rmsprop" && o.optimizer != "adamw" && o.optimizer != "sgd") {
+    throw range_error("ERR_TDPO_OPTION", "options.optimizer must be 'rmsprop', 'adamw' or 'sgd', got '" + o.optimizer + "'");
+  }
+  if (!(o.weight_decay >= 0 && std::isfinite(o.weight_decay))) {
+    throw range_error("ERR_TDPO_OPTION", "options.weightDecay must be a finite number >= 0, got " + js_number(o.weight_decay));
+  }
 }
 
 TrainStep::TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<models::CausalLM> reference,
                      StepOptions options)
     : policy_(std::move(policy)), reference_(std::move(reference)), options_(std::move(options)) {
+  validate(options_);
   if (options_.objective != Objective::Sft && !reference_) {
     throw range_error("ERR_TDPO_OPTION", "a preference objective needs a reference model");
   }
@@ -75,9 +86,7 @@ MicroStats TrainStep::run(const MicroBatch& batch, bool backward, double scale) 
   in.seq = logits.size(1);
   in.vocab = logits.size(2);
   loss::Options lo;
-  lo.variant = options_.objective == Objective::Tdpo1 ? loss::Variant::Tdpo1
-               : options_.objective == Objective::Dpo ? loss::Variant::Dpo
-                                                      : loss::Variant::Tdpo2;
+  lo.objective = options_.objective;
   lo.beta = options_.beta;
   lo.alpha = options_.alpha;
   lo.grad = backward;
@@ -99,6 +108,8 @@ MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) { return
 MicroStats TrainStep::evaluate(const MicroBatch& batch) const { return run(batch, false, 1.0); }
 
 double TrainStep::apply(double lr, double max_grad_norm) {
+  if (!(lr >= 0 && std::isfinite(lr))) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a finite number >= 0, got " + js_number(lr));
+  if (std::isnan(max_grad_norm)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
   std::vector<at::Tensor> params = policy_->params();
   double norm = 0;
   {

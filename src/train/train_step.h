@@ -14,15 +14,17 @@
 
 namespace tdpo::train {
 
-enum class Objective { Tdpo2, Tdpo1, Dpo, Sft };
-Objective parse_objective(const std::string& name);  // throws ERR_TDPO_OPTION
+using loss::Objective;
 
+// No defaults: lib/options.ts holds them, and the binding passes every field.
 struct StepOptions {
-  Objective objective = Objective::Tdpo2;
-  double beta = 0.1, alpha = 0.5;
-  std::string optimizer = "rmsprop";  // rmsprop | adamw | sgd
-  double weight_decay = 0.0;
+  Objective objective = Objective::Sft;
+  double beta = NAN, alpha = NAN;  // unused by SFT
+  std::string optimizer;           // rmsprop | adamw | sgd
+  double weight_decay = NAN;
 };
+// Throws ERR_TDPO_OPTION naming the field ("options.beta", ...).
+void validate(const StepOptions& options);
 
 // One micro-batch, token ids with labels as a language model sees them: labels[b, t] is the
 // token at t (prompt and padding -100); the step shifts them so logits at t score token t + 1.

@@ -1,0 +1,186 @@
+// Every type that crosses the native boundary, at the bottom of the library: lib/native.ts and
+// the wrappers above it import from here, and nothing here imports from them.
+
+/** Options as the binding receives them: complete (lib/options.ts resolved them), no defaults. */
+export interface NativeLossOptions {
+  variant: string;
+  beta: number;
+  alpha: number;
+  implementation: string;
+  grad: boolean;
+}
+export interface NativeStepOptions {
+  loss: string;
+  beta: number;
+  alpha: number;
+  optimizer: string;
+  weightDecay: number;
+}
+export interface NativeSamplingOptions {
+  maxNewTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number;
+  useCache: boolean;
+  eosTokenId: number | undefined;
+}
+
+export interface TdpoLossInputs {
+  /** Policy logits, [B, T, V] row-major. What is read in place and what is copied: README, "The buffer contract". */
+  policyLogits: Float32Array;
+  /** Reference-model logits, [B, T, V]. */
+  referenceLogits: Float32Array;
+  /**
+   * [B, T]. logits[b, t, :] is scored against labels[b, t] (already aligned: no shift inside);
+   * -100 marks a position that is not scored (prompt, padding).
+   */
+  labels: Int32Array;
+  /** [B, T, V] with B even: rows 0..B/2-1 are chosen, B/2..B-1 rejected; pair i = rows i, i+B/2. */
+  shape: readonly [number, number, number];
+}
+
+export interface TdpoLossResult {
+  /** Mean of `losses`. */
+  loss: number;
+  /** Per pair: -log sigmoid(beta * logit). Each field below has length B/2. */
+  losses: Float32Array;
+  /** beta * (chosenLogratio + chosenKl) for TDPO, beta * chosenLogratio for DPO. */
+  chosenRewards: Float32Array;
+  rejectedRewards: Float32Array;
+  /** Sum over scored tokens of log pi(y_t) - log pi_ref(y_t). */
+  chosenLogratio: Float32Array;
+  rejectedLogratio: Float32Array;
+  /** Sequential KL: sum over scored tokens of KL(pi_ref(.|t) || pi(.|t)) over the vocabulary. */
+  chosenKl: Float32Array;
+  rejectedKl: Float32Array;
+  /** Sum over scored tokens of log pi(y_t): the policy's own sequence log-prob. */
+  chosenLogps: Float32Array;
+  rejectedLogps: Float32Array;
+  /** d loss / d policyLogits, [B, T, V], when `grad: true`. */
+  grad?: Float32Array;
+}
+
+export interface GenerateOptions {
+  /** New tokens per prompt at most. Default 32. */
+  maxNewTokens?: number;
+  /** 0 = greedy. Default 1. */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set of tokens with probability >= topP. Default 1. */
+  topP?: number;
+  /** Keep only the k most likely tokens; 0 = all. Default 0. */
+  topK?: number;
+  /** Same seed, same tokens. Default 0. */
+  seed?: number;
+  /** A row stops after emitting this token (which is included in its output). */
+  eosTokenId?: number;
+  /** Reuse keys and values across steps (default); false re-runs the whole sequence per token. */
+  useCache?: boolean;
+}
+
+export interface SequenceLogprobs {
+  /** [B, T]: log p(labels[b, t]) from the logits at [b, t]; 0 where the label is -100. */
+  tokenLogprobs: Float32Array;
+  /** [B]: the sum of each row's token log-probs. */
+  sums: Float32Array;
+}
+
+export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
+
+export interface TensorSource {
+  name: string;
+  file: string;
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Absolute byte offset of the data in `file`. */
+  offset: number;
+  bytes: number;
+}
+
+export interface NativeModelConfig {
+  modelType: 'gpt2' | 'gpt_neox';
+  vocabSize: number;
+  maxPositions: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  intermediate: number;
+  layerNormEps: number;
+  rotaryPct?: number;
+  rotaryBase?: number;
+  parallelResidual?: boolean;
+}
+
+export interface BuildInfo {
+  /** libtorch version the addon was compiled against, e.g. "1.13.0". */
+  torchVersion: string;
+  /** Whether libtorch sees a CUDA device. */
+  cuda: boolean;
+  /** Intra-op threads used by default: the CPUs this process may run on. */
+  defaultThreads: number;
+}
+
+export interface NativeModelHandle {
+  forward(
+    ids: Int32Array,
+    shape: readonly [number, number],
+    attentionMask?: Int32Array,
+  ): Promise<{ logits: Float32Array; shape: [number, number, number] }>;
+  save(file: string): Promise<void>;
+  generate(prompts: Int32Array[], options: NativeSamplingOptions): Promise<Int32Array[]>;
+  sequenceLogprobs(
+    ids: Int32Array,
+    shape: readonly [number, number],
+    labels: Int32Array,
+    attentionMask?: Int32Array,
+  ): Promise<SequenceLogprobs>;
+  dispose(): void;
+  parameterCount(): number;
+}
+
+export interface NativeBatch {
+  inputIds: Int32Array;
+  labels: Int32Array;
+  attentionMask?: Int32Array;
+  shape: readonly [number, number];
+}
+
+export interface MicroStats {
+  loss: number;
+  /** Scored tokens (SFT). */
+  tokens: number;
+  chosenRewards: Float32Array;
+  rejectedRewards: Float32Array;
+  chosenKl: Float32Array;
+  rejectedKl: Float32Array;
+  chosenLogps: Float32Array;
+  rejectedLogps: Float32Array;
+}
+
+export interface NativeTrainerHandle {
+  accumulate(batch: NativeBatch, options: { scale: number }): Promise<MicroStats>;
+  evaluate(batch: NativeBatch): Promise<MicroStats>;
+  apply(lr: number, maxGradNorm: number): Promise<number>;
+  saveOptimizer(file: string): Promise<void>;
+  loadOptimizer(file: string): Promise<void>;
+}
+
+export interface NativeAddon {
+  createTrainer(
+    policy: NativeModelHandle,
+    reference: NativeModelHandle | null,
+    options: NativeStepOptions,
+  ): Promise<NativeTrainerHandle>;
+  createModel(config: NativeModelConfig, options: { seed: number; dtype: string; device: string }): Promise<NativeModelHandle>;
+  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype: string; device: string }): Promise<NativeModelHandle>;
+  tdpoLossSync(inputs: TdpoLossInputs, options: NativeLossOptions): TdpoLossResult;
+  tdpoLoss(inputs: TdpoLossInputs, options: NativeLossOptions): Promise<TdpoLossResult>;
+  lossFloat64ForTest(inputs: unknown, options: NativeLossOptions): TdpoLossResult;
+  /** src/loss's checks of (variant, beta, alpha); messages name each field as prefix + name. */
+  checkLossOptions(options: { variant: string; beta: number; alpha: number }, prefix: string): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  releaseCachedMemory(): number;
+  buildInfo(): BuildInfo;
+}
+
