@@ -3,8 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
-import { tdpoLoss, tdpoLossSync, type TdpoImplementation, type TdpoLossInputs, type TdpoVariant } from '../loss.js';
-import { buildInfo, getNumThreads, setNumThreads } from '../runtime.js';
+import { buildInfo, getNumThreads, setNumThreads, tdpoLoss, tdpoLossSync, type TdpoImplementation, type TdpoLossInputs, type TdpoVariant } from '../index.js';
 
 export interface LossBenchConfig {
   batch: number;
@@ -202,9 +201,10 @@ function runChild(
   implementation: TdpoImplementation,
   grad: boolean,
 ): CaseResult {
-  const cli = path.join(packageRoot, 'bin', 'tdpo.js');
+  // A child entry of the bench's own (the library never runs the CLI); always the ESM build.
+  const child = path.join(packageRoot, 'dist', 'esm', 'bench', 'loss-child.js');
   const spec = JSON.stringify({ config: c, implementation, grad });
-  const r = spawnSync(process.execPath, ['--expose-gc', cli, 'bench', '--child', spec], {
+  const r = spawnSync(process.execPath, ['--expose-gc', child, spec], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     maxBuffer: 16 << 20,
@@ -225,8 +225,6 @@ export function runLossBench(
   const threads = c.threads > 0 ? c.threads : getNumThreads();
   const config = { ...c, threads };
   const n = c.batch * c.seq * c.vocab;
-  progress(`memory-copy bandwidth`);
-  const memcpyGBps = measureMemcpyGBps();
   const cases: CaseResult[] = [];
   for (const implementation of ['fused', 'reference'] as const) {
     for (const grad of [false, true]) {
@@ -234,6 +232,10 @@ export function runLossBench(
       cases.push(runChild(config, implementation, grad));
     }
   }
+  // After the children: a child inherits the parent's peak RSS on Linux, and this test's 0.5 GB of
+  // buffers would otherwise set every child's peak.
+  progress(`memory-copy bandwidth`);
+  const memcpyGBps = measureMemcpyGBps();
   const get = (impl: TdpoImplementation, grad: boolean) =>
     cases.find((x) => x.implementation === impl && x.grad === grad)!;
   const inputBytes = 2 * n * 4 + c.batch * c.seq * 4;

@@ -1,7 +1,6 @@
 // Model runner benchmark: forward throughput of a GPT-2-small-shaped model, and generation with
 // and without the key/value cache.
-import { Model, type ModelDevice, type ModelDtype } from '../model.js';
-import { buildInfo, getNumThreads } from '../runtime.js';
+import { buildInfo, getNumThreads, Model, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 
 export interface ModelBenchConfig {

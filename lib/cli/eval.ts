@@ -2,8 +2,7 @@
 // default the run's final/ policy) against its reference, without training.
 import { parseArgs } from 'node:util';
 import path from 'node:path';
-import { loadConfig } from '../config.js';
-import { evaluateOnly } from '../train/trainer.js';
+import { evaluate, loadConfig } from '../index.js';
 import { CliError } from './errors.js';
 
 export const evalHelp = `Usage: tdpo eval --config FILE [--set key=value ...] [--model DIR]
@@ -30,7 +29,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   if (!values.config) throw new CliError('eval needs --config FILE (see tdpo eval --help)');
   const config = loadConfig(values.config, values.set ?? []);
-  const metrics = await evaluateOnly(config, values.model ?? path.join(config.output_dir, 'final'));
+  const metrics = await evaluate(config, values.model ?? path.join(config.output_dir, 'final'));
   process.stdout.write(`${JSON.stringify(metrics)}\n`);
   return 0;
 }

@@ -2,8 +2,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Model } from '../model.js';
-import { Tokenizer } from '../tokenizer.js';
+import { Model, Tokenizer } from '../index.js';
 import { CliError, positiveInt } from './errors.js';
 
 export const generateHelp = `Usage: tdpo generate --model DIR --prompt TEXT [--prompt TEXT ...] [options]

@@ -1,7 +1,6 @@
 // `tdpo train --config FILE [--set key=value ...] [--resume [--allow-change KEYS] | --overwrite]`
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config.js';
-import { train } from '../train/trainer.js';
+import { loadConfig, train } from '../index.js';
 import { CliError } from './errors.js';
 
 export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume [--allow-change KEYS] | --overwrite] [--skip-invalid]

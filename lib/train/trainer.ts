@@ -79,7 +79,7 @@ async function evalStats(step: TrainStep, pairs: TokenizedPair[], micro: number,
 }
 
 /** Eval metrics of the policy in `modelDir` against the config's reference, without training. */
-export async function evaluateOnly(c: TrainConfig, modelDir: string): Promise<Metrics> {
+export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metrics> {
   if (c.threads) setNumThreads(c.threads);
   const sft = c.loss.name === 'sft';
   const { eval: evalRaw } = await readData(c, true);
