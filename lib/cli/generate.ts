@@ -62,7 +62,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       eosTokenId: tokenizer.eosTokenId,
     },
   );
-  values.prompt.forEach((p, i) => process.stdout.write(`${JSON.stringify({ prompt: p, completion: tokenizer.decode(outs[i]) })}\n`));
+  values.prompt.forEach((p, i) => process.stdout.write(`${JSON.stringify({ prompt: p, completion: tokenizer.decode(outs[i], { skipUnknown: true }) })}\n`));
   model.dispose();
   return 0;
 }

@@ -28,7 +28,7 @@ export async function writeSamples(
   const opts = { maxNewTokens: room, temperature: 1, seed: c.seed + step, eosTokenId: eos };
   const fromPolicy = await policy.generate(prompts, opts);
   const fromReference = reference ? await reference.generate(prompts, opts) : null;
-  const text = (ids: ArrayLike<number>) => (tokenizer ? tokenizer.decode(ids) : Array.from(ids));
+  const text = (ids: ArrayLike<number>) => (tokenizer ? tokenizer.decode(ids, { skipUnknown: true }) : Array.from(ids));
   const lines = prompts.map((p, i) =>
     JSON.stringify({ step, prompt: text(p), policy: text(fromPolicy[i]), ...(fromReference ? { reference: text(fromReference[i]) } : {}) }),
   );
