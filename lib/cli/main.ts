@@ -1,4 +1,5 @@
 // `tdpo <command>`: dispatch only; each command lives in its own file.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
@@ -21,12 +22,33 @@ Run 'tdpo <command> --help' for a command's options.
 // Each command's module loads on demand, so `tdpo --help` does not pull in libtorch.
 type Command = (argv: string[]) => Promise<number>;
 const commands: Record<string, () => Promise<Command>> = {
-  demo: async () => (await import('./demo.js')).demoCommand,
+  demo: async () => {
+    demoPackagesPresent();
+    return (await import('./demo.js')).demoCommand;
+  },
   train: async () => (await import('./train.js')).trainCommand,
   eval: async () => (await import('./eval.js')).evalCommand,
   generate: async () => (await import('./generate.js')).generateCommand,
   bench: async () => (await import('./bench.js')).benchCommand,
 };
+
+/**
+ * The demo's packages are optional peers, not dependencies: a service that installs tdpo does not
+ * get charting and corpus packages it never runs (and vega-lite's Node >= 22 engine warning). In
+ * this repository they are dev dependencies, so `npm start` has them.
+ */
+function demoPackagesPresent(): void {
+  const require = createRequire(path.join(packageRoot, 'package.json'));
+  const { peerDependencies = {} } = require('./package.json') as { peerDependencies?: Record<string, string> };
+  // Looked up as folders: some of these packages' export maps hide package.json from resolve.
+  const present = (name: string) => (require.resolve.paths(name) ?? []).some((dir) => existsSync(path.join(dir, name, 'package.json')));
+  const missing = Object.entries(peerDependencies).filter(([name]) => !present(name));
+  if (missing.length > 0) {
+    throw new CliError(
+      `the demo needs packages that are not installed with tdpo; install them with: npm install ${missing.map(([n, v]) => `${n}@${v}`).join(' ')}`,
+    );
+  }
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
