@@ -1,6 +1,14 @@
-// The demo's building blocks: the WordNet corpus, the narrowed GPT-2 vocabulary, the reward.
+// The demo's building blocks: the WordNet corpus, the narrowed GPT-2 vocabulary, the reward, the
+// pair selection, the statistics behind the verdicts, and the charts.
 import { describe, expect, it } from 'vitest';
-import { buildCorpus, wordnetExamples } from '../lib/demo/corpus.js';
+import { accuracySpec, chartSpecs, frontierSpec, renderSvg } from '../lib/demo/charts.js';
+import { buildCorpus, encodable, wordnetExamples } from '../lib/demo/corpus.js';
+import type { EvalPoint } from '../lib/demo/experiment.js';
+import { machineLine } from '../lib/demo/machine.js';
+import { bestWorstPair, gapLine, pairStats, type Scored } from '../lib/demo/pairs.js';
+import { continuationText, lengthBatches } from '../lib/demo/stages.js';
+import { summarise, table } from '../lib/demo/summary.js';
+import { aboveChance, binomialSe, DPO, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
 import { NarrowVocab } from '../lib/demo/vocab.js';
 import { Tokenizer } from '../lib/index.js';
@@ -41,6 +49,25 @@ describe('demo corpus', () => {
     const restored = NarrowVocab.fromGpt2Ids(vocab.gpt2Ids);
     expect(restored.encode(corpus.train[0])).toEqual(vocab.encode(corpus.train[0]));
   });
+
+  it('keeps the most frequent tokens when asked, and the corpus to the sentences they encode', () => {
+    const texts = [...corpus.train, ...corpus.heldOut];
+    const small = NarrowVocab.fromTexts(texts, undefined, 8192);
+    expect(small.size).toBe(8193);
+    expect(small.encode('the man was very happy')).toBeDefined();
+    const kept = encodable(corpus, small);
+    expect(kept.train.length / corpus.train.length).toBeGreaterThan(0.4);
+    expect(kept.train.length).toBeLessThan(corpus.train.length);
+    expect(kept.train.every((t) => small.encode(t))).toBe(true);
+    expect(kept.heldOut).toEqual(corpus.heldOut.filter((t) => small.encode(t)));
+  });
+
+  it('reads a fixed-length continuation across sentence ends', () => {
+    const vocab = NarrowVocab.fromTexts(['a good day', 'the end']);
+    const [good, end] = [vocab.encode(' good day')!, vocab.encode('the end')!];
+    const ids = [...good, vocab.eosId, ...end, vocab.eosId];
+    expect(continuationText(ids, vocab)).toEqual({ ids, text: 'good day the end' });
+  });
 });
 
 describe('demo reward', () => {
@@ -48,5 +75,110 @@ describe('demo reward', () => {
     expect(sentimentScore('a wonderful, happy and beautiful day')).toBeGreaterThan(0);
     expect(sentimentScore('the table is made of wood')).toBe(0);
     expect(sentimentScore('a terrible, sad and painful loss')).toBeLessThan(0);
+  });
+});
+
+describe('demo pairs: best of n against worst of n', () => {
+  const s = (reward: number, n = 3): Scored => ({ ids: Array.from({ length: n }, (_, i) => i + 1), reward });
+  it('pairs the most positive sample with the most negative, first ones on ties', () => {
+    const samples = [s(1), s(-2), s(3), s(0), s(3), s(-2)];
+    const c = bestWorstPair(samples, 3);
+    expect('chosen' in c && c.chosen === samples[2] && c.rejected === samples[1] && c.gap === 5).toBe(true);
+  });
+  it('drops a pair whose gap is under the threshold, and every all-tied prompt', () => {
+    expect(bestWorstPair([s(1), s(-1), s(0)], 3)).toEqual({ drop: 'small gap', gap: 2 });
+    expect(bestWorstPair([s(1), s(-2)], 3)).toMatchObject({ gap: 3, chosen: { reward: 1 } });
+    expect(bestWorstPair([s(2), s(2)], 0)).toEqual({ drop: 'small gap', gap: 0 });
+  });
+  it('leaves empty samples out, and needs two that are not', () => {
+    expect(bestWorstPair([s(0, 0), s(5, 0), s(1)], 0)).toEqual({ drop: 'empty' });
+    const c = bestWorstPair([s(9, 0), s(1), s(-3), s(-9, 0)], 2);
+    expect('chosen' in c && c.chosen.reward === 1 && c.rejected.reward === -3).toBe(true);
+  });
+  it('tallies kept and dropped prompts, the gap distribution and the kept pairs means', () => {
+    const choices = [[s(3, 4), s(-1, 2)], [s(1), s(0)], [s(2, 0)], [s(0, 6), s(-4, 2)]].map((x) => bestWorstPair(x, 3));
+    const st = pairStats(choices, 2, 3);
+    expect(st).toMatchObject({ prompts: 4, pairs: 2, empty: 1, smallGap: 1, gapCounts: { 1: 1, 4: 2 }, minGap: 3, samplesPerPrompt: 2 });
+    expect(st).toMatchObject({ chosenReward: 1.5, rejectedReward: -2.5 });
+    expect(gapLine(st)).toBe('1 (dropped): 1, 4: 2');
+  });
+});
+
+describe('demo length batches', () => {
+  it('cover every row once, in batches of similar length, reproducibly', () => {
+    const rows = Array.from({ length: 100 }, (_, i) => 'x'.repeat(1 + ((i * 37) % 23)));
+    const batches = lengthBatches(rows, (r) => r.length, 16, 3);
+    expect(batches.map((b) => b.length).sort((a, b) => a - b)).toEqual([4, 16, 16, 16, 16, 16, 16]);
+    expect(batches.flat().sort()).toEqual([...rows].sort());
+    const spread = batches.map((b) => Math.max(...b.map((r) => r.length)) - Math.min(...b.map((r) => r.length)));
+    expect(Math.max(...spread)).toBeLessThanOrEqual(5); // random batches of 16 would span nearly all 23 lengths
+    expect(lengthBatches(rows, (r) => r.length, 16, 3)).toEqual(batches);
+    expect(lengthBatches(rows, (r) => r.length, 16, 4)).not.toEqual(batches);
+  });
+});
+
+const point = (method: string, seed: number, step: number, p: Partial<EvalPoint> = {}): EvalPoint => ({
+  method, seed, step, reward: 0, sampleKl: 0, entropy: 5, accuracy: 0, rewardMargin: 0, klChosen: 0, klRejected: 0, klMargin: 0, ...p,
+});
+
+describe('demo statistics and verdicts', () => {
+  it('computes the binomial standard error and the two-SE rule', () => {
+    expect(binomialSe(0.5, 100)).toBeCloseTo(0.05, 12);
+    expect(binomialSe(0.7, 128)).toBeCloseTo(Math.sqrt(0.21 / 128), 12);
+    expect(binomialSe(1, 50)).toBe(0);
+    expect(binomialSe(0.5, 0)).toBe(0);
+    expect(aboveChance(0.6, 100)).toBe(true); // 0.1 > 2 * 0.049
+    expect(aboveChance(0.59, 100)).toBe(false); // 0.09 < 2 * 0.0492
+    expect(aboveChance(0.4, 1000)).toBe(false);
+  });
+  it('states each verdict on the means, and counts the seeds where it holds alone', () => {
+    const methods = [DPO, TDPO2];
+    const pts = [1, 2].flatMap((seed) => [
+      point(DPO, seed, 0), point(TDPO2, seed, 0),
+      point(DPO, seed, 10, { sampleKl: 5, reward: 1, klMargin: 1, accuracy: 0.8 }),
+      // seed 2's TDPO2 has a larger margin than its DPO, and no point that dominates DPO's
+      point(TDPO2, seed, 10, seed === 1 ? { sampleKl: 1, reward: 2, klMargin: 0.1, accuracy: 0.7 } : { sampleKl: 6, reward: 0.5, klMargin: 1.2, accuracy: 0.55 }),
+    ]);
+    const [margin, frontier, acc] = verdicts(pts, [1, 2], methods, 100);
+    expect(margin).toMatchObject({ answer: 'yes', seedsHolding: 1, seeds: 2 }); // mean 0.65 < 1
+    // Pooled over seeds, seed 1's TDPO2 point dominates both DPO points; within seed 2 nothing does.
+    expect(frontier).toMatchObject({ answer: 'yes', seedsHolding: 1 });
+    expect(frontier.detail).toMatch(/^2 of 2 trained DPO evaluation points .* within each seed alone it holds in 1 of 2$/);
+    expect(acc).toMatchObject({ answer: 'yes', seedsHolding: 1 }); // TDPO2: mean 0.625 clears, seed 2's 0.55 does not
+    expect(acc.detail).toContain(`lowest: ${TDPO2}, 0.625 ± 0.048 on 100 pairs`);
+    expect(verdictLines([margin])[0]).toMatch(/^- \*\*TDPO2 keeps a smaller KL margin than DPO:\*\* yes — 0.650 against 1.000/);
+  });
+});
+
+describe('demo report parts', () => {
+  const pts = [1, 2].flatMap((seed) =>
+    ['DPO', 'TDPO1'].flatMap((m) => [0, 5, 10].map((step) => point(m, seed, step, { sampleKl: step * seed, reward: step / 10, accuracy: step ? 0.6 + seed / 10 : 0 }))),
+  );
+  it('plots every evaluation point of every seed, with one πref marker per seed', () => {
+    const spec = frontierSpec(pts, ['DPO', 'TDPO1']) as { data: { values: Array<{ group: string; seed: number }> }; encoding: Record<string, { scale: { domain: string[]; range: string[] } }> };
+    const values = spec.data.values;
+    expect(values.filter((v) => v.group === 'πref').map((v) => v.seed)).toEqual([1, 2]);
+    expect(values.filter((v) => v.group !== 'πref')).toHaveLength(2 * 2 * 2); // methods x seeds x trained steps
+    expect(spec.encoding.color.scale.domain).toEqual(['DPO', 'TDPO1', 'πref']);
+    expect(spec.encoding.color.scale.range.at(-1)).toBe('black');
+    expect(spec.encoding.shape.scale.range).toEqual(['circle', 'circle', 'diamond']);
+  });
+  it('charts accuracy from the first trained step, with SE bars', () => {
+    const spec = accuracySpec(pts, ['DPO', 'TDPO1'], 100) as { data: { values: Array<{ step: number; accuracy: number; lo: number; hi: number }> } };
+    expect(spec.data.values.every((v) => v.step > 0)).toBe(true);
+    const v = spec.data.values[0];
+    expect(v.accuracy).toBeCloseTo(0.75, 12); // mean of 0.7 and 0.8
+    expect(v.hi - v.accuracy).toBeCloseTo(binomialSe(0.75, 100), 12);
+  });
+  it('renders every chart to SVG and tables the means with SE', async () => {
+    for (const [name, spec] of chartSpecs(pts, ['DPO', 'TDPO1'], 100)) expect((await renderSvg(spec)).startsWith('<svg'), name).toBe(true);
+    const t = table(summarise(pts), 100);
+    expect(t.split('\n')[0]).toBe('| method | reward | sample KL | entropy | pair acc. ± SE | reward margin | KL chosen | KL rejected | KL margin |');
+    expect(t).toContain('| DPO | 1.000 | 15.000 | 5.000 | 0.750 ± 0.043 |');
+  });
+  it('names the machine and the libraries', () => {
+    const line = machineLine();
+    expect(line).toMatch(/\d+ cores, \d+ GiB; .+; node v\d+.*, libtorch \d+\.\d+/);
+    expect(line).toMatch(/BLAS /);
   });
 });

@@ -15,17 +15,20 @@ describe('tdpo demo --quick', () => {
     const r = spawnSync(process.execPath, [cli, 'demo', '--quick', '--out', out], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const first = Date.now() - t0;
-    for (const f of ['report.md', 'metrics.json', 'frontier.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg']) {
-      expect(existsSync(path.join(out, f)), f).toBe(true);
-    }
-    for (const f of ['frontier.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg']) {
+    const charts = ['frontier.svg', 'accuracy.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg'];
+    for (const f of ['report.md', 'metrics.json', ...charts]) expect(existsSync(path.join(out, f)), f).toBe(true);
+    for (const f of charts) {
       expect(readFileSync(path.join(out, f), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>$/);
     }
     const report = readFileSync(path.join(out, 'report.md'), 'utf8');
-    for (const h of ['## Setup', '## Results at the last evaluation', "## The paper's claims", '## Charts']) expect(report).toContain(h);
-    for (const m of ['DPO', 'TDPO1', 'TDPO2 α=0.5', 'TDPO2 α=1.0']) expect(report).toContain(`| ${m} |`);
-    expect(report).toMatch(/TDPO2 keeps a smaller KL margin than DPO:\*\* (yes|no)/);
-    expect(report).toMatch(/frontier dominates DPO's:\*\* (yes|no|partly)/);
+    for (const h of ['## Setup', '## Results at the last evaluation', '## Each seed', "## The paper's claims", '## Charts']) expect(report).toContain(h);
+    expect(report).toMatch(/- Run: started \d{4}-\d\d-\d\d \d\d:\d\d UTC; [\d.]+ min, from scratch/);
+    expect(report).toMatch(/- Machine: .+ cores, .+, libtorch /);
+    expect(report).toMatch(/- Reward gap \(best − worst\) over the prompts: 0 \(dropped\): \d+, /);
+    for (const m of ['DPO', 'TDPO1', 'TDPO2 α=0.5', 'TDPO2 α=1.0']) expect(report).toMatch(new RegExp(`\\| ${m} \\| -?\\d+\\.\\d{3} \\| .* \\| 0\\.\\d{3} ± 0\\.\\d{3} \\|`));
+    expect(report).toMatch(/TDPO2 keeps a smaller KL margin than DPO:\*\* (yes|no) — .* in \d of 1 seeds/);
+    expect(report).toMatch(/frontier dominates DPO's:\*\* (yes|no|partly) — .* holds in \d of 1/);
+    expect(report).toMatch(/Every trained method learns the preference:\*\* (yes|no) — /);
     expect(report).not.toMatch(/NaN|Infinity/);
     const metrics = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     const numbers: number[] = [];
@@ -37,7 +40,10 @@ describe('tdpo demo --quick', () => {
     expect(numbers.length).toBeGreaterThan(100);
     expect(numbers.every(Number.isFinite)).toBe(true);
     expect(metrics.points.length).toBe(4 * 3); // 4 methods x evaluations at steps 0, 8, 16
+    expect(metrics.pairs.pairs + metrics.pairs.smallGap + metrics.pairs.empty).toBe(metrics.pairs.prompts);
+    expect(metrics.verdicts).toHaveLength(3);
     expect(r.stdout).toContain('| method | reward |');
+    expect(r.stdout).toContain('Every trained method learns the preference');
 
     // A rerun reuses πref and the pairs.
     const again = spawnSync(process.execPath, [cli, 'demo', '--quick', '--out', out], { encoding: 'utf8' });

@@ -1,16 +1,15 @@
 // The comparison: DPO, TDPO1 and TDPO2 (two alphas) trained from πref on the same pairs, with the
-// same seed and budget, evaluated at fixed steps on held-out prompts and pairs.
+// same seeds and budget, evaluated at fixed steps on held-out prompts and held-out pairs.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { collatePairs, tokenizePair, type TokenizedPair } from '../data/tokenize.js';
-import { shuffled } from '../data/preferences.js';
 import { tdpoLossSync } from '../loss.js';
 import { Model } from '../model.js';
 import { stepMetrics } from '../train/metrics.js';
 import { TrainStep } from '../train/train-step.js';
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
-import { continuationText, heldOutPrompts, modelShape, type DemoSettings } from './stages.js';
+import { continuationText, heldOutPrompts, lengthBatches, modelShape, type DemoSettings } from './stages.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface EvalPoint {
@@ -23,8 +22,10 @@ export interface EvalPoint {
   sampleKl: number;
   /** Mean per-token entropy of the policy over those continuations (diversity). */
   entropy: number;
-  /** Implicit-reward accuracy and sequence KL on held-out preference pairs. */
+  /** On the held-out pairs: implicit-reward accuracy (a tie counts as wrong), the mean implicit-reward
+   * margin β·(log-ratio of chosen − log-ratio of rejected), and sequence KL of each side. */
   accuracy: number;
+  rewardMargin: number;
   klChosen: number;
   klRejected: number;
   klMargin: number;
@@ -76,6 +77,9 @@ export interface Experiment {
   evalPairs: number;
 }
 
+type Point = Omit<EvalPoint, 'method' | 'seed'>;
+const pairLength = (p: TokenizedPair) => Math.max(p.chosen.inputIds.length, p.rejected.inputIds.length);
+
 export async function runExperiment(
   dir: string,
   refDir: string,
@@ -92,47 +96,50 @@ export async function runExperiment(
   });
   const evalSet = all.slice(0, s.evalPairs);
   const trainSet = all.slice(s.evalPairs);
-  const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, 0, s.evalPrompts);
+  // Held-out pairs in batches of similar length: the same statistics, less padding to compute.
+  const evalBatches = lengthBatches(evalSet, pairLength, 64, 0).map((b) => collatePairs(b, vocab.eosId));
+  const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts);
   const reference = await Model.load(refDir);
   const points: EvalPoint[] = [];
   const runs = s.methods.length * s.seeds.length;
   let run = 0;
   for (const seed of s.seeds) {
+    // At step 0 every method is πref itself, with the same sampling seed: evaluated once per seed.
+    let atStart: Point | undefined;
     for (const m of s.methods) {
       const policy = await Model.load(refDir);
       const step = await TrainStep.create(policy, { loss: m.loss, beta: s.beta, alpha: m.alpha, optimizer: 'rmsprop', reference });
-      const order = shuffled(trainSet, seed);
-      const evaluate = async (at: number) => {
-        const samples = await policy.generate(prompts.map((p) => Int32Array.from(p)), {
-          maxNewTokens: s.continuationTokens,
-          temperature: 1,
-          seed: 1000 * seed + at,
-          eosTokenId: vocab.eosId,
-        });
-        // Continuations keep their EOS for the KL (ending is a choice the model makes).
+      const evaluate = async (at: number): Promise<Point> => {
+        // Fixed-length samples, as the pairs' (pairs.ts).
+        const samples = await policy.generate(prompts.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed + at });
         const conts = samples.map((x) => Array.from(x));
         const texts = samples.map((x) => continuationText(x, vocab).text);
         const { kl, entropy } = await sampleStats(policy, reference, prompts, conts, vocab.eosId);
-        const heldOut = stepMetrics([await step.evaluate(collatePairs(evalSet, vocab.eosId))], false);
-        points.push({
-          method: m.name,
-          seed,
+        const micro = [];
+        for (const b of evalBatches) micro.push(await step.evaluate(b));
+        const heldOut = stepMetrics(micro, false);
+        return {
           step: at,
           reward: texts.reduce((a, t) => a + sentimentScore(t), 0) / texts.length,
           sampleKl: kl,
           entropy,
           accuracy: heldOut['rewards/accuracies'],
+          rewardMargin: heldOut['rewards/margins'],
           klChosen: heldOut['kl/chosen'],
           klRejected: heldOut['kl/rejected'],
           klMargin: heldOut['kl/margin'],
-        });
+        };
       };
-      await evaluate(0);
+      atStart ??= await evaluate(0);
+      points.push({ method: m.name, seed, ...atStart });
+      const perEpoch = Math.ceil(trainSet.length / s.trainBatch);
+      let batches: TokenizedPair[][] = [];
       for (let i = 0; i < s.trainSteps; i++) {
-        const start = (i * s.trainBatch) % Math.max(1, order.length - s.trainBatch);
-        await step.accumulate(collatePairs(order.slice(start, start + s.trainBatch), vocab.eosId));
+        // Every pass over the training pairs draws new batches (of similar length, see lengthBatches).
+        if (i % perEpoch === 0) batches = lengthBatches(trainSet, pairLength, s.trainBatch, 1000 * seed + i);
+        await step.accumulate(collatePairs(batches[i % perEpoch], vocab.eosId));
         await step.apply(s.lr * Math.min(1, (i + 1) / 6), 10);
-        if ((i + 1) % s.evalEvery === 0) await evaluate(i + 1);
+        if ((i + 1) % s.evalEvery === 0) points.push({ method: m.name, seed, ...(await evaluate(i + 1)) });
         progress(`${m.name}, seed ${seed}: step ${i + 1}/${s.trainSteps}`, (run + (i + 1) / s.trainSteps) / runs);
       }
       run++;

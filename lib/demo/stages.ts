@@ -1,23 +1,28 @@
-// The demo's stages before the comparison: the reference model πref (a small GPT-2 trained from
-// scratch with our SFT path on the WordNet corpus) and the preference pairs (two samples from πref
-// per prompt, the more positive one chosen by the sentiment reward). Each stage writes its
-// artefact and is skipped on a rerun when the artefact is there.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+// The demo's settings and its first stage: the reference model πref, a small GPT-2 trained from
+// scratch with our SFT path on the WordNet corpus (the pairs are stage 3, pairs.ts). A stage writes
+// its artefact and is skipped on a rerun when the artefact is there.
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { shuffled } from '../data/preferences.js';
 import { Model } from '../model.js';
 import { TrainStep } from '../train/train-step.js';
 import type { Corpus } from './corpus.js';
-import { sentimentScore } from './reward.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface DemoSettings {
   seeds: number[];
+  /** The corpus's most frequent tokens kept; sentences with others are left out. */
+  vocabTokens: number;
   sftSteps: number;
   sftBatch: number;
   promptTokens: number;
+  /** Every sample, for the pairs and the evaluation, is this many tokens: see pairs.ts. */
   continuationTokens: number;
   pairPrompts: number;
+  /** πref samples per pair prompt; the best and the worst make the pair. */
+  samplesPerPrompt: number;
+  /** Smallest reward gap (best − worst) a pair is kept with. */
+  minGap: number;
   trainSteps: number;
   trainBatch: number;
   evalEvery: number;
@@ -39,6 +44,17 @@ export function encodeSentences(sentences: string[], vocab: NarrowVocab, maxLen:
     rows.push(Int32Array.from([vocab.eosId, ...ids, vocab.eosId]));
   }
   return rows;
+}
+
+/**
+ * Batches of rows of similar length, in a seeded random order. A batch is padded to its longest
+ * row, and with rows drawn at random that is about twice the real tokens on this corpus.
+ */
+export function lengthBatches<T>(rows: readonly T[], length: (row: T) => number, size: number, seed: number): T[][] {
+  const byLength = shuffled(rows, seed).sort((a, b) => length(a) - length(b));
+  const batches: T[][] = [];
+  for (let i = 0; i < byLength.length; i += size) batches.push(byLength.slice(i, i + size));
+  return shuffled(batches, seed + 1);
 }
 
 function sftBatch(rows: Int32Array[], pad: number) {
@@ -67,10 +83,9 @@ export async function trainReference(
   const config = { model_type: 'gpt2', vocab_size: vocab.size, eos_token_id: vocab.eosId, ...modelShape };
   const model = await Model.create(config, { seed: 1234 });
   const step = await TrainStep.create(model, { loss: 'sft', optimizer: 'adamw' });
-  const rows = shuffled(encodeSentences(corpus.train, vocab, modelShape.n_positions), 1);
+  const batches = lengthBatches(encodeSentences(corpus.train, vocab, modelShape.n_positions), (r) => r.length, s.sftBatch, 1);
   for (let i = 0; i < s.sftSteps; i++) {
-    const start = (i * s.sftBatch) % Math.max(1, rows.length - s.sftBatch);
-    const stats = await step.accumulate(sftBatch(rows.slice(start, start + s.sftBatch), vocab.eosId));
+    const stats = await step.accumulate(sftBatch(batches[i % batches.length], vocab.eosId));
     // Linear warm-up then constant: a short, stable schedule for a model trained from scratch.
     await step.apply(2e-3 * Math.min(1, (i + 1) / 50), 1);
     progress(i + 1, s.sftSteps, stats.loss);
@@ -81,14 +96,10 @@ export async function trainReference(
   return out;
 }
 
-export interface PromptSet {
-  /** Held-out prompts: EOS + the first promptTokens tokens of a held-out sentence. */
-  prompts: number[][];
-}
-
-export function heldOutPrompts(corpus: Corpus, vocab: NarrowVocab, promptTokens: number, offset: number, count: number): number[][] {
+/** Held-out prompts: EOS + the first promptTokens tokens of a held-out sentence (one that goes on). */
+export function heldOutPrompts(corpus: Corpus, vocab: NarrowVocab, promptTokens: number, count: number): number[][] {
   const out: number[][] = [];
-  for (const s of corpus.heldOut.slice(offset)) {
+  for (const s of corpus.heldOut) {
     const ids = vocab.encode(s);
     if (!ids || ids.length <= promptTokens + 1) continue;
     out.push([vocab.eosId, ...ids.subarray(0, promptTokens)]);
@@ -97,55 +108,17 @@ export function heldOutPrompts(corpus: Corpus, vocab: NarrowVocab, promptTokens:
   return out;
 }
 
-/** Continuations without a trailing EOS, and their text. */
-export function continuationText(ids: Int32Array, vocab: NarrowVocab): { ids: number[]; text: string } {
+/**
+ * A fixed-length continuation's ids and its text: where πref ended a sentence (EOS) and began
+ * another, the sentences are joined by a space.
+ */
+export function continuationText(ids: ArrayLike<number>, vocab: NarrowVocab): { ids: number[]; text: string } {
   const list = Array.from(ids);
-  const end = list.indexOf(vocab.eosId);
-  const body = end < 0 ? list : list.slice(0, end);
-  return { ids: body, text: vocab.decode(body) };
-}
-
-export interface PairStats {
-  pairs: number;
-  ties: number;
-  prompts: number;
-}
-
-/** Stage 3: two πref samples per prompt; the more positive continuation is chosen; ties dropped. */
-export async function samplePairs(
-  dir: string,
-  refDir: string,
-  corpus: Corpus,
-  vocab: NarrowVocab,
-  s: DemoSettings,
-  progress: (done: number, total: number) => void = () => {},
-): Promise<PairStats> {
-  const file = path.join(dir, 'pairs.jsonl');
-  const statsFile = path.join(dir, 'pairs-stats.json');
-  if (existsSync(file) && existsSync(statsFile)) return JSON.parse(readFileSync(statsFile, 'utf8')) as PairStats;
-  const ref = await Model.load(refDir);
-  const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts + s.evalPairs, s.pairPrompts);
-  const lines: string[] = [];
-  let ties = 0;
-  for (let i = 0; i < prompts.length; i += 64) {
-    const chunk = prompts.slice(i, i + 64);
-    const batch = [...chunk, ...chunk].map((p) => Int32Array.from(p));
-    const outs = await ref.generate(batch, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 7 + i, eosTokenId: vocab.eosId });
-    chunk.forEach((p, j) => {
-      const a = continuationText(outs[j], vocab);
-      const b = continuationText(outs[j + chunk.length], vocab);
-      if (a.ids.length === 0 || b.ids.length === 0) return void ties++;
-      const ra = sentimentScore(a.text);
-      const rb = sentimentScore(b.text);
-      if (ra === rb) return void ties++;
-      const [chosen, rejected] = ra > rb ? [a, b] : [b, a];
-      lines.push(JSON.stringify({ prompt_ids: p, chosen_ids: chosen.ids, rejected_ids: rejected.ids }));
-    });
-    progress(Math.min(i + 64, prompts.length), prompts.length);
+  const sentences: number[][] = [[]];
+  for (const id of list) {
+    if (id === vocab.eosId) sentences.push([]);
+    else sentences[sentences.length - 1].push(id);
   }
-  ref.dispose();
-  const stats: PairStats = { pairs: lines.length, ties, prompts: prompts.length };
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  writeFileSync(statsFile, `${JSON.stringify(stats)}\n`);
-  return stats;
+  const text = sentences.filter((x) => x.length).map((x) => vocab.decode(x).trim()).join(' ');
+  return { ids: list, text };
 }

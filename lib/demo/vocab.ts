@@ -1,6 +1,6 @@
 // GPT-2's tokenizer narrowed to the tokens a corpus uses, so that a small model's output layer is
 // thousands of rows instead of 50,257 (the demo's report says so). Local ids are dense: 0 is
-// GPT-2's end-of-text token, then the corpus's tokens in order of first use by GPT-2 id.
+// GPT-2's end-of-text token, then the kept tokens in order of GPT-2 id.
 import { Tokenizer } from '../tokenizer.js';
 
 const GPT2_EOS = 50256;
@@ -19,11 +19,15 @@ export class NarrowVocab {
     this.size = this.#toGpt2.length;
   }
 
-  /** The vocabulary of `texts` under GPT-2's tokenizer. */
-  static fromTexts(texts: Iterable<string>, tokenizer = Tokenizer.gpt2()): NarrowVocab {
-    const used = new Set<number>();
-    for (const t of texts) for (const id of tokenizer.encode(t)) if (id !== GPT2_EOS) used.add(id);
-    return new NarrowVocab([...used].sort((a, b) => a - b), tokenizer);
+  /**
+   * The vocabulary of `texts` under GPT-2's tokenizer: every token they use, or the `maxTokens`
+   * most frequent (ties to the lower GPT-2 id); texts with other tokens then do not encode.
+   */
+  static fromTexts(texts: Iterable<string>, tokenizer = Tokenizer.gpt2(), maxTokens = Infinity): NarrowVocab {
+    const counts = new Map<number, number>();
+    for (const t of texts) for (const id of tokenizer.encode(t)) if (id !== GPT2_EOS) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const kept = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, maxTokens);
+    return new NarrowVocab(kept.map(([id]) => id).sort((a, b) => a - b), tokenizer);
   }
 
   /** The GPT-2 ids this vocabulary maps to, for saving alongside a model. */

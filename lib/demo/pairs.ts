@@ -1,0 +1,128 @@
+// Stage 3, the preference pairs: n samples from πref per prompt, scored by the sentiment reward;
+// the best and the worst make a pair when their reward gap is large enough. Two samples per prompt
+// scored by a sparse lexicon tie on most prompts and differ by a word or two on the rest: too little
+// signal for a preference to be learned. The extremes of n samples differ by more, and the gap
+// threshold drops the pairs that still carry little.
+//
+// Samples have a fixed length, as the paper's: πref may end a sentence (EOS) and begin another
+// within it. Chosen and rejected then have as many tokens, so a preference cannot ride on length,
+// and no padding is computed.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Model } from '../model.js';
+import type { Corpus } from './corpus.js';
+import { sentimentScore } from './reward.js';
+import { continuationText, heldOutPrompts, type DemoSettings } from './stages.js';
+import type { NarrowVocab } from './vocab.js';
+
+export interface Scored {
+  ids: number[];
+  reward: number;
+}
+
+export type PairChoice = { chosen: Scored; rejected: Scored; gap: number } | { drop: 'empty' | 'small gap'; gap?: number };
+
+/**
+ * Best-of-n against worst-of-n; ties between equally scored samples go to the earliest, so the
+ * choice is repeatable. Empty samples say nothing about sentiment and are left out.
+ */
+export function bestWorstPair(samples: Scored[], minGap: number): PairChoice {
+  const usable = samples.filter((s) => s.ids.length > 0);
+  if (usable.length < 2) return { drop: 'empty' };
+  let best = usable[0];
+  let worst = usable[0];
+  for (const s of usable) {
+    if (s.reward > best.reward) best = s;
+    if (s.reward < worst.reward) worst = s;
+  }
+  const gap = best.reward - worst.reward;
+  return gap < minGap || gap === 0 ? { drop: 'small gap', gap } : { chosen: best, rejected: worst, gap };
+}
+
+export interface PairStats {
+  prompts: number;
+  samplesPerPrompt: number;
+  minGap: number;
+  pairs: number;
+  /** Prompts with fewer than two non-empty samples. */
+  empty: number;
+  /** Prompts whose best and worst samples differ by less than minGap. */
+  smallGap: number;
+  /** Best − worst reward over every prompt with two non-empty samples: gap → prompts. */
+  gapCounts: Record<string, number>;
+  /** Means over the kept pairs. */
+  chosenReward: number;
+  rejectedReward: number;
+}
+
+/** Tally of choices into PairStats (the kept pairs' means included). */
+export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGap: number): PairStats {
+  const kept = choices.filter((c) => 'chosen' in c);
+  const gapCounts: Record<string, number> = {};
+  for (const c of choices) if (c.gap !== undefined) gapCounts[c.gap] = (gapCounts[c.gap] ?? 0) + 1;
+  const mean = (f: (c: (typeof kept)[number]) => number) => (kept.length ? kept.reduce((a, c) => a + f(c), 0) / kept.length : 0);
+  return {
+    prompts: choices.length,
+    samplesPerPrompt,
+    minGap,
+    pairs: kept.length,
+    empty: choices.filter((c) => 'drop' in c && c.drop === 'empty').length,
+    smallGap: choices.filter((c) => 'drop' in c && c.drop === 'small gap').length,
+    gapCounts,
+    chosenReward: mean((c) => c.chosen.reward),
+    rejectedReward: mean((c) => c.rejected.reward),
+  };
+}
+
+/** Writes DIR/pairs.jsonl (in prompt order) and DIR/pairs-stats.json; reused when both exist. */
+export async function samplePairs(
+  dir: string,
+  refDir: string,
+  corpus: Corpus,
+  vocab: NarrowVocab,
+  s: DemoSettings,
+  progress: (done: number, total: number) => void = () => {},
+): Promise<PairStats> {
+  const file = path.join(dir, 'pairs.jsonl');
+  const statsFile = path.join(dir, 'pairs-stats.json');
+  if (existsSync(file) && existsSync(statsFile)) return JSON.parse(readFileSync(statsFile, 'utf8')) as PairStats;
+  const ref = await Model.load(refDir);
+  // The first evalPrompts held-out prompts are the evaluation's; the pairs use the next ones.
+  const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts + s.pairPrompts).slice(s.evalPrompts);
+  const n = s.samplesPerPrompt;
+  // About 512 rows per generate call: large enough to keep the cores busy, small enough for memory.
+  const chunk = Math.max(1, Math.floor(512 / n));
+  const choices: PairChoice[] = [];
+  const lines: string[] = [];
+  for (let i = 0; i < prompts.length; i += chunk) {
+    const part = prompts.slice(i, i + chunk);
+    const batch = Array.from({ length: n }, () => part.map((p) => Int32Array.from(p))).flat();
+    const outs = await ref.generate(batch, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 7 + i });
+    part.forEach((p, j) => {
+      const samples = Array.from({ length: n }, (_, k) => {
+        const c = continuationText(outs[k * part.length + j], vocab);
+        return { ids: c.ids, reward: sentimentScore(c.text) };
+      });
+      const c = bestWorstPair(samples, s.minGap);
+      choices.push(c);
+      if ('chosen' in c) {
+        lines.push(JSON.stringify({ prompt_ids: p, chosen_ids: c.chosen.ids, rejected_ids: c.rejected.ids, chosen_reward: c.chosen.reward, rejected_reward: c.rejected.reward }));
+      }
+    });
+    progress(Math.min(i + chunk, prompts.length), prompts.length);
+  }
+  ref.dispose();
+  const stats = pairStats(choices, n, s.minGap);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  writeFileSync(statsFile, `${JSON.stringify(stats)}\n`);
+  return stats;
+}
+
+/** The pairs' gaps as "gap: prompts" from smallest up, kept ones marked; for the report. */
+export function gapLine(st: PairStats): string {
+  return Object.entries(st.gapCounts)
+    .map(([g, n]) => [Number(g), n] as const)
+    .sort((a, b) => a[0] - b[0])
+    .map(([g, n]) => `${g}${g >= st.minGap ? '' : ' (dropped)'}: ${n}`)
+    .join(', ');
+}

@@ -1,0 +1,97 @@
+// The verdicts on the paper's claims, by rules fixed before any result was read: TDPO2 (α = 0.5)
+// keeps a smaller KL margin than DPO, its reward–KL frontier dominates DPO's, and every trained
+// method learns the preference (held-out implicit-reward accuracy above chance by more than two
+// standard errors). Each is computed on the means over seeds, as the table shows them, and checked
+// in every seed on its own: on another machine the digits move, and what should hold is the verdict.
+import type { EvalPoint } from './experiment.js';
+
+export const TDPO2 = 'TDPO2 α=0.5';
+export const DPO = 'DPO';
+
+/** The binomial standard error of an accuracy p measured on n independent pairs. */
+export function binomialSe(p: number, n: number): number {
+  return n > 0 ? Math.sqrt((p * (1 - p)) / n) : 0;
+}
+
+/** Is accuracy p on n pairs above chance (0.5) by more than two standard errors? */
+export function aboveChance(p: number, n: number): boolean {
+  return p - 0.5 > 2 * binomialSe(p, n);
+}
+
+/**
+ * Does `a`'s reward-KL frontier weakly dominate `b`'s: for each trained point of b (step > 0; at
+ * step 0 every method is πref itself), a point of a with KL <= and reward >=?
+ */
+export function dominates(a: EvalPoint[], b: EvalPoint[]): { dominated: number; of: number } {
+  const trained = b.filter((q) => q.step > 0);
+  const ok = trained.filter((q) => a.some((p) => p.sampleKl <= q.sampleKl && p.reward >= q.reward));
+  return { dominated: ok.length, of: trained.length };
+}
+
+const lastOf = (points: EvalPoint[], method: string, seed: number) =>
+  points.filter((p) => p.method === method && p.seed === seed).sort((a, b) => b.step - a.step)[0];
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+export interface Verdict {
+  claim: string;
+  answer: 'yes' | 'no' | 'partly';
+  /** In how many seeds the claim holds on that seed's points alone. */
+  seedsHolding: number;
+  seeds: number;
+  detail: string;
+}
+
+export function verdicts(points: EvalPoint[], seeds: number[], methods: string[], evalPairs: number): Verdict[] {
+  const n = seeds.length;
+  const ofSeeds = `${n} seed${n > 1 ? 's' : ''}`;
+  const marginAt = (m: string) => mean(seeds.map((s) => lastOf(points, m, s).klMargin));
+  const [tdpo2, dpo] = [marginAt(TDPO2), marginAt(DPO)];
+  const marginSeeds = seeds.filter((s) => lastOf(points, TDPO2, s).klMargin < lastOf(points, DPO, s).klMargin).length;
+
+  const pooled = dominates(points.filter((p) => p.method === TDPO2), points.filter((p) => p.method === DPO));
+  const domSeeds = seeds.filter((s) => {
+    const d = dominates(points.filter((p) => p.method === TDPO2 && p.seed === s), points.filter((p) => p.method === DPO && p.seed === s));
+    return d.dominated === d.of;
+  }).length;
+
+  const accuracy = methods.map((m) => {
+    const perSeed = seeds.map((s) => lastOf(points, m, s).accuracy);
+    return { m, acc: mean(perSeed), seeds: perSeed.filter((a) => aboveChance(a, evalPairs)).length };
+  });
+  const accAll = accuracy.every((a) => aboveChance(a.acc, evalPairs));
+  const accSeeds = seeds.filter((_, i) => methods.every((m) => aboveChance(lastOf(points, m, seeds[i]).accuracy, evalPairs))).length;
+  const worst = accuracy.reduce((a, b) => (b.acc < a.acc ? b : a));
+
+  return [
+    {
+      claim: 'TDPO2 keeps a smaller KL margin than DPO',
+      answer: tdpo2 < dpo ? 'yes' : 'no',
+      seedsHolding: marginSeeds,
+      seeds: n,
+      detail: `${tdpo2.toFixed(3)} against ${dpo.toFixed(3)} at the last evaluation (mean over ${ofSeeds}); smaller in ${marginSeeds} of ${n} seeds`,
+    },
+    {
+      claim: "TDPO2's reward–KL frontier dominates DPO's",
+      answer: pooled.dominated === pooled.of ? 'yes' : pooled.dominated === 0 ? 'no' : 'partly',
+      seedsHolding: domSeeds,
+      seeds: n,
+      detail:
+        `${pooled.dominated} of ${pooled.of} trained DPO evaluation points (all seeds) have a ${TDPO2} point with no more sample KL ` +
+        `and at least as much reward; within each seed alone it holds in ${domSeeds} of ${n}`,
+    },
+    {
+      claim: 'Every trained method learns the preference',
+      answer: accAll ? 'yes' : 'no',
+      seedsHolding: accSeeds,
+      seeds: n,
+      detail:
+        `held-out implicit-reward accuracy is above 0.5 by more than two standard errors for ${accuracy.filter((a) => aboveChance(a.acc, evalPairs)).length} ` +
+        `of ${methods.length} methods (lowest: ${worst.m}, ${worst.acc.toFixed(3)} ± ${binomialSe(worst.acc, evalPairs).toFixed(3)} on ${evalPairs} pairs); ` +
+        `for every method within a seed in ${accSeeds} of ${n} seeds`,
+    },
+  ];
+}
+
+export function verdictLines(vs: Verdict[]): string[] {
+  return vs.map((v) => `- **${v.claim}:** ${v.answer} — ${v.detail}.`);
+}
