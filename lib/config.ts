@@ -23,6 +23,12 @@ export interface TrainConfig {
     eval_size: number;
     skip_invalid: boolean;
     drop_last: boolean;
+    /**
+     * Batches of pairs of similar length (as transformers' group_by_length): each epoch's order is
+     * cut into batches by length, and the batches are shuffled. Less padding to compute; the
+     * batch composition is less random.
+     */
+    group_by_length: boolean;
   };
   loss: { name: Objective; alpha: number; beta: number };
   batch_size: number;
@@ -54,7 +60,7 @@ export const defaultConfig: TrainConfig = {
   model: '',
   reference: null,
   tokenizer: null,
-  data: { train: '', eval: null, format: 'pairs', eval_size: 256, skip_invalid: false, drop_last: true },
+  data: { train: '', eval: null, format: 'pairs', eval_size: 256, skip_invalid: false, drop_last: true, group_by_length: false },
   loss: { name: defaults.trainStep.loss, alpha: defaults.trainStep.alpha, beta: defaults.trainStep.beta },
   batch_size: 64,
   gradient_accumulation_steps: 1,
@@ -101,6 +107,7 @@ const schema: Record<string, Check> = {
   'data.eval_size': num(0),
   'data.skip_invalid': bool,
   'data.drop_last': bool,
+  'data.group_by_length': bool,
   'loss.name': oneOf(...OBJECTIVES),
   // Their values are checked by src/loss itself (checkLoss below), as the loss API checks them.
   'loss.alpha': isNumber,

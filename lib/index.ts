@@ -19,5 +19,6 @@ export type { TokenizedPair, TruncationOptions } from './data/tokenize.js';
 export { evaluate, train } from './train/trainer.js';
 export type { TrainOptions, TrainResult } from './train/trainer.js';
 export type { Metrics } from './train/metrics.js';
+export type { AlignedLabels, InputLabels } from './native-types.js';
 export { defaultConfig, loadConfig, validateConfig } from './config.js';
 export type { TrainConfig } from './config.js';

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { codedError } from './errors.js';
 import { readSafetensorsHeader } from './io/safetensors.js';
 import { toNativeConfig, type HfConfig } from './models/config.js';
-import { native, type GenerateOptions, type NativeModelHandle, type SequenceLogprobs, type TensorSource } from './native.js';
+import { native, type AlignedLabels, type GenerateOptions, type NativeModelHandle, type SequenceLogprobs, type TensorSource } from './native.js';
 import { defaults, resolveOptions, type ModelDevice, type ModelDtype } from './options.js';
 
 export type { GenerateOptions, ModelDevice, ModelDtype, SequenceLogprobs };
@@ -126,7 +126,7 @@ export class Model {
   async sequenceLogprobs(
     inputIds: Int32Array,
     shape: readonly [number, number],
-    labels: Int32Array,
+    labels: AlignedLabels,
     options: { attentionMask?: Int32Array } = {},
   ): Promise<SequenceLogprobs> {
     return this.#live().sequenceLogprobs(inputIds, shape, labels, options.attentionMask);

@@ -26,6 +26,21 @@ export interface NativeSamplingOptions {
   eosTokenId: number | undefined;
 }
 
+// The two label conventions, one per API, named so that a signature says which it takes. Only the
+// native code shifts: the train step (src/train) turns InputLabels into aligned ones internally.
+
+/**
+ * Labels aligned with the logits: labels[b, t] is the token that logits[b, t, :] score (the next
+ * token after position t); -100 where nothing is scored. Taken by the loss and sequenceLogprobs.
+ */
+export type AlignedLabels = Int32Array;
+/**
+ * Labels as the input rows: labels[b, t] is inputIds[b, t] where that token is a target, -100
+ * elsewhere (prompt, padding); the train step scores it with the logits at [b, t - 1], so
+ * labels[b, 0] is never scored. Taken by training batches (TrainBatch, collatePairs' output).
+ */
+export type InputLabels = Int32Array;
+
 export interface TdpoLossInputs {
   /** Policy logits, [B, T, V] row-major. What is read in place and what is copied: README, "The buffer contract". */
   policyLogits: Float32Array;
@@ -35,7 +50,7 @@ export interface TdpoLossInputs {
    * [B, T]. logits[b, t, :] is scored against labels[b, t] (already aligned: no shift inside);
    * -100 marks a position that is not scored (prompt, padding).
    */
-  labels: Int32Array;
+  labels: AlignedLabels;
   /** [B, T, V] with B even: rows 0..B/2-1 are chosen, B/2..B-1 rejected; pair i = rows i, i+B/2. */
   shape: readonly [number, number, number];
 }
@@ -131,7 +146,7 @@ export interface NativeModelHandle {
   sequenceLogprobs(
     ids: Int32Array,
     shape: readonly [number, number],
-    labels: Int32Array,
+    labels: AlignedLabels,
     attentionMask?: Int32Array,
   ): Promise<SequenceLogprobs>;
   dispose(): void;
@@ -140,7 +155,8 @@ export interface NativeModelHandle {
 
 export interface NativeBatch {
   inputIds: Int32Array;
-  labels: Int32Array;
+  /** Unshifted: see InputLabels. */
+  labels: InputLabels;
   attentionMask?: Int32Array;
   shape: readonly [number, number];
 }

@@ -5,6 +5,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultConfig, loadConfig } from '../lib/index.js';
 import { readPreferences, shuffled, splitHh } from '../lib/data/preferences.js';
+import { tokenizePair } from '../lib/data/tokenize.js';
+import { epochOrder, pairLength } from '../lib/train/data.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-cfg-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -92,5 +94,48 @@ describe('preference data', () => {
     expect(shuffled(xs, 3)).toEqual(shuffled(xs, 3));
     expect(shuffled(xs, 3)).not.toEqual(shuffled(xs, 4));
     expect([...shuffled(xs, 3)].sort((a, b) => a - b)).toEqual(xs);
+  });
+
+  it('SFT lines may leave the rejected response out (and only SFT lines)', async () => {
+    const f = file('sft.jsonl', '{"prompt":"a","chosen":"b"}\n');
+    expect((await readPreferences(f, 'pairs', false, true)).pairs).toEqual([{ prompt: 'a', chosen: 'b', rejected: 'b' }]);
+    await expect(readPreferences(f, 'pairs', false)).rejects.toMatchObject({ code: 'ERR_TDPO_DATA', message: expect.stringContaining(':1: field "rejected" is missing') });
+    const t = file('sft-ids.jsonl', '{"prompt_ids":[1],"chosen_ids":[2,3]}\n');
+    expect((await readPreferences(t, 'tokenized', false, true)).pairs).toEqual([{ promptIds: [1], chosenIds: [2, 3], rejectedIds: [2, 3] }]);
+    // A rejected field that is there is still checked.
+    const bad = file('sft-bad.jsonl', '{"prompt_ids":[1],"chosen_ids":[2],"rejected_ids":"x"}\n');
+    await expect(readPreferences(bad, 'tokenized', false, true)).rejects.toMatchObject({ code: 'ERR_TDPO_DATA' });
+  });
+});
+
+describe('data.group_by_length', () => {
+  const o = { maxLength: 64, maxPromptLength: 8, truncationMode: 'keep_start' } as const;
+  // 100 pairs of 2..24 tokens in a scrambled order.
+  const pairs = Array.from({ length: 100 }, (_, i) => tokenizePair([1], Array(1 + ((i * 37) % 23)).fill(i), [2], 0, o));
+  const config = (group: boolean, seed = 3) => loadConfig(null, [], { model: 'm', data: { ...defaultConfig.data, train: 't', group_by_length: group }, batch_size: 16, seed });
+  const spread = (order: typeof pairs) => {
+    const out: number[] = [];
+    for (let i = 0; i + 16 <= 96; i += 16) {
+      const lens = order.slice(i, i + 16).map(pairLength);
+      out.push(Math.max(...lens) - Math.min(...lens));
+    }
+    return Math.max(...out);
+  };
+
+  it('cuts each epoch into batches of similar length, every pair once, reproducibly', () => {
+    const grouped = epochOrder(pairs, config(true), 0);
+    expect([...grouped].sort((a, b) => a.chosen.inputIds[1] - b.chosen.inputIds[1])).toEqual(pairs);
+    expect(spread(grouped)).toBeLessThanOrEqual(5);
+    expect(spread(epochOrder(pairs, config(false), 0))).toBeGreaterThan(15); // random batches span nearly all 23 lengths
+    expect(epochOrder(pairs, config(true), 0)).toEqual(grouped);
+    expect(epochOrder(pairs, config(true), 1)).not.toEqual(grouped);
+    expect(epochOrder(pairs, config(true, 4), 0)).not.toEqual(grouped);
+  });
+
+  it('leaves the leftover that makes no whole batch last and as without grouping', () => {
+    const plain = epochOrder(pairs, config(false), 2);
+    const grouped = epochOrder(pairs, config(true), 2);
+    expect(grouped.slice(96)).toEqual(plain.slice(96));
+    expect(new Set(grouped.slice(0, 96))).toEqual(new Set(plain.slice(0, 96)));
   });
 });

@@ -2,11 +2,11 @@
 // pair selection, the statistics behind the verdicts, and the charts.
 import { describe, expect, it } from 'vitest';
 import { accuracySpec, chartSpecs, frontierSpec, renderSvg } from '../lib/demo/charts.js';
-import { buildCorpus, encodable, wordnetExamples } from '../lib/demo/corpus.js';
+import { buildCorpus, defaultCorpusOptions, encodable, wordnetExamples } from '../lib/demo/corpus.js';
 import type { EvalPoint } from '../lib/demo/experiment.js';
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, type Scored } from '../lib/demo/pairs.js';
-import { continuationText, lengthBatches } from '../lib/demo/stages.js';
+import { continuationText } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
 import { aboveChance, binomialSe, DPO, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
@@ -25,13 +25,17 @@ describe('demo corpus', () => {
       expect(words).toBeGreaterThanOrEqual(4);
       expect(words).toBeLessThanOrEqual(20);
     }
-    expect(corpus.train).toContain('we were at last able to buy a car');
+    expect([...corpus.train, ...corpus.heldOut]).toContain('we were at last able to buy a car');
   });
-  it('splits deterministically and without overlap', () => {
+  it('splits deterministically, without overlap, each sentence by its own hash', () => {
     const again = buildCorpus();
     expect(again.heldOut.slice(0, 20)).toEqual(corpus.heldOut.slice(0, 20));
     const train = new Set(corpus.train);
     expect(corpus.heldOut.some((s) => train.has(s))).toBe(false);
+    // Dropping sentences from the source moves none of the rest across the split.
+    const fewer = buildCorpus({ ...defaultCorpusOptions, maxWords: 12 });
+    const heldOut = new Set(corpus.heldOut);
+    expect(fewer.train.some((s) => heldOut.has(s))).toBe(false);
   });
 
   it('narrows GPT-2 to the corpus tokens and round-trips every sentence', () => {
@@ -101,19 +105,6 @@ describe('demo pairs: best of n against worst of n', () => {
     expect(st).toMatchObject({ prompts: 4, pairs: 2, empty: 1, smallGap: 1, gapCounts: { 1: 1, 4: 2 }, minGap: 3, samplesPerPrompt: 2 });
     expect(st).toMatchObject({ chosenReward: 1.5, rejectedReward: -2.5 });
     expect(gapLine(st)).toBe('1 (dropped): 1, 4: 2');
-  });
-});
-
-describe('demo length batches', () => {
-  it('cover every row once, in batches of similar length, reproducibly', () => {
-    const rows = Array.from({ length: 100 }, (_, i) => 'x'.repeat(1 + ((i * 37) % 23)));
-    const batches = lengthBatches(rows, (r) => r.length, 16, 3);
-    expect(batches.map((b) => b.length).sort((a, b) => a - b)).toEqual([4, 16, 16, 16, 16, 16, 16]);
-    expect(batches.flat().sort()).toEqual([...rows].sort());
-    const spread = batches.map((b) => Math.max(...b.map((r) => r.length)) - Math.min(...b.map((r) => r.length)));
-    expect(Math.max(...spread)).toBeLessThanOrEqual(5); // random batches of 16 would span nearly all 23 lengths
-    expect(lengthBatches(rows, (r) => r.length, 16, 3)).toEqual(batches);
-    expect(lengthBatches(rows, (r) => r.length, 16, 4)).not.toEqual(batches);
   });
 });
 

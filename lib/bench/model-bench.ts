@@ -127,7 +127,7 @@ export interface TrainBenchReport {
 
 /** One TDPO2 + RMSprop optimizer step (policy forward/backward, reference forward, fused loss) on a GPT-2-small shape. */
 export async function runTrainBench(c: { pairs: number; seq: number; runs: number; seed: number }, progress: (m: string) => void = () => {}): Promise<TrainBenchReport> {
-  const { TrainStep } = await import('../train/train-step.js');
+  const { TrainStep } = await import('../index.js');
   progress('creating a GPT-2-small-shaped policy and its reference (random weights)');
   const policy = await Model.create(gpt2SmallConfig, { seed: c.seed });
   try {

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
-import { Tokenizer } from '../tokenizer.js';
+import { Tokenizer } from '../index.js';
 
 export interface TokenizerBenchConfig {
   /** UTF-8 bytes of each text. */

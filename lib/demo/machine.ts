@@ -4,7 +4,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildInfo, getNumThreads } from '../runtime.js';
+import { buildInfo, getNumThreads } from '../index.js';
 
 function osName(): string {
   try {

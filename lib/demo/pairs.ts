@@ -9,7 +9,7 @@
 // and no padding is computed.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Model } from '../model.js';
+import { Model } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
 import { continuationText, heldOutPrompts, type DemoSettings } from './stages.js';

@@ -1,11 +1,9 @@
 // The demo's settings and its first stage: the reference model πref, a small GPT-2 trained from
-// scratch with our SFT path on the WordNet corpus (the pairs are stage 3, pairs.ts). A stage writes
-// its artefact and is skipped on a rerun when the artefact is there.
-import { existsSync, mkdirSync } from 'node:fs';
+// scratch on the WordNet corpus by train() with loss 'sft' (the pairs are stage 3, pairs.ts). A
+// stage writes its artefact and is reused on a rerun.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { shuffled } from '../data/preferences.js';
-import { Model } from '../model.js';
-import { TrainStep } from '../train/train-step.js';
+import { loadConfig, train } from '../index.js';
 import type { Corpus } from './corpus.js';
 import type { NarrowVocab } from './vocab.js';
 
@@ -46,31 +44,10 @@ export function encodeSentences(sentences: string[], vocab: NarrowVocab, maxLen:
   return rows;
 }
 
-/**
- * Batches of rows of similar length, in a seeded random order. A batch is padded to its longest
- * row, and with rows drawn at random that is about twice the real tokens on this corpus.
- */
-export function lengthBatches<T>(rows: readonly T[], length: (row: T) => number, size: number, seed: number): T[][] {
-  const byLength = shuffled(rows, seed).sort((a, b) => length(a) - length(b));
-  const batches: T[][] = [];
-  for (let i = 0; i < byLength.length; i += size) batches.push(byLength.slice(i, i + size));
-  return shuffled(batches, seed + 1);
-}
+/** The folder of πref once trained (the SFT run's final checkpoint). */
+export const referenceDir = (dir: string): string => path.join(dir, 'reference', 'final');
 
-function sftBatch(rows: Int32Array[], pad: number) {
-  const T = Math.max(...rows.map((r) => r.length));
-  const inputIds = new Int32Array(rows.length * T).fill(pad);
-  const labels = new Int32Array(rows.length * T).fill(-100);
-  const attentionMask = new Int32Array(rows.length * T);
-  rows.forEach((r, b) => {
-    inputIds.set(r, b * T);
-    labels.set(r.subarray(1), b * T + 1); // the leading EOS is context, not a target
-    attentionMask.fill(1, b * T, b * T + r.length);
-  });
-  return { inputIds, labels, attentionMask, shape: [rows.length, T] as const };
-}
-
-/** Stage 2: πref by SFT from scratch. Returns its folder. */
+/** Stage 2: πref by SFT from scratch, through train(). Returns its folder. */
 export async function trainReference(
   dir: string,
   corpus: Corpus,
@@ -78,22 +55,30 @@ export async function trainReference(
   s: DemoSettings,
   progress: (done: number, total: number, loss: number) => void,
 ): Promise<string> {
-  const out = path.join(dir, 'reference');
-  if (existsSync(path.join(out, 'model.safetensors'))) return out;
-  const config = { model_type: 'gpt2', vocab_size: vocab.size, eos_token_id: vocab.eosId, ...modelShape };
-  const model = await Model.create(config, { seed: 1234 });
-  const step = await TrainStep.create(model, { loss: 'sft', optimizer: 'adamw' });
-  const batches = lengthBatches(encodeSentences(corpus.train, vocab, modelShape.n_positions), (r) => r.length, s.sftBatch, 1);
-  for (let i = 0; i < s.sftSteps; i++) {
-    const stats = await step.accumulate(sftBatch(batches[i % batches.length], vocab.eosId));
-    // Linear warm-up then constant: a short, stable schedule for a model trained from scratch.
-    await step.apply(2e-3 * Math.min(1, (i + 1) / 50), 1);
-    progress(i + 1, s.sftSteps, stats.loss);
-  }
   mkdirSync(dir, { recursive: true });
-  await model.save(out);
-  model.dispose();
-  return out;
+  // Each sentence as an SFT line: the leading EOS is the prompt (context, not a target); train()
+  // appends the closing EOS to the response, as for every response.
+  const data = path.join(dir, 'sft.jsonl');
+  const rows = encodeSentences(corpus.train, vocab, modelShape.n_positions);
+  writeFileSync(data, rows.map((r) => JSON.stringify({ prompt_ids: [r[0]], chosen_ids: Array.from(r.subarray(1, -1)) })).join('\n') + '\n');
+  const config = loadConfig(null, [], {
+    model: { model_type: 'gpt2', vocab_size: vocab.size, eos_token_id: vocab.eosId, ...modelShape },
+    data: { train: data, eval: null, format: 'tokenized', eval_size: 0, skip_invalid: false, drop_last: true, group_by_length: true },
+    loss: { name: 'sft', alpha: 0, beta: 0.1 },
+    // AdamW with a linear warm-up over 50 steps, then constant: short and stable from scratch.
+    optimizer: 'adamw',
+    lr: 2e-3,
+    warmup_steps: 49,
+    max_grad_norm: 1,
+    batch_size: s.sftBatch,
+    max_steps: s.sftSteps,
+    max_length: modelShape.n_positions,
+    max_prompt_length: 1,
+    seed: 1234,
+    output_dir: path.join(dir, 'reference'),
+  });
+  await train(config, { resume: true, onStep: (m) => typeof m.loss === 'number' && m.step !== undefined && progress(m.step, s.sftSteps, m.loss) });
+  return referenceDir(dir);
 }
 
 /** Held-out prompts: EOS + the first promptTokens tokens of a held-out sentence (one that goes on). */

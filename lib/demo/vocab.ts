@@ -1,7 +1,7 @@
 // GPT-2's tokenizer narrowed to the tokens a corpus uses, so that a small model's output layer is
 // thousands of rows instead of 50,257 (the demo's report says so). Local ids are dense: 0 is
 // GPT-2's end-of-text token, then the kept tokens in order of GPT-2 id.
-import { Tokenizer } from '../tokenizer.js';
+import { Tokenizer } from '../index.js';
 
 const GPT2_EOS = 50256;
 

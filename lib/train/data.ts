@@ -59,7 +59,7 @@ export function eosOf(policy: Model, tokenizer: Tokenizer | null): number {
 /** Reads the data and holds out the eval split (data.eval, or eval_size pairs of data.train). */
 export async function readData(c: TrainConfig, forEval = false): Promise<{ train: SourcedPair[]; eval: SourcedPair[]; skippedLines: number }> {
   const read = async (file: string) => {
-    const r = await readPreferences(file, c.data.format, c.data.skip_invalid);
+    const r = await readPreferences(file, c.data.format, c.data.skip_invalid, c.loss.name === 'sft');
     return { pairs: r.pairs.map((pair, i): SourcedPair => ({ pair, file, line: r.lines[i] })), skipped: r.skipped.length };
   };
   const tr = await read(c.data.train);
@@ -111,6 +111,30 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
     pairs.push(tokenizePair(fields[0][1], fields[1][1], fields[2][1], eos, o));
   }
   return { pairs, skipped };
+}
+
+/** The length of a pair's rows once collated (the longer of its two). */
+export const pairLength = (p: TokenizedPair): number => Math.max(p.chosen.inputIds.length, p.rejected.inputIds.length);
+
+/** Pairs from shortest to longest (a stable sort: equal lengths keep their order). */
+export const byLength = (pairs: readonly TokenizedPair[]): TokenizedPair[] => [...pairs].sort((a, b) => pairLength(a) - pairLength(b));
+
+/**
+ * The pairs in the order one epoch trains on them: shuffled with the run's seed and the epoch;
+ * with data.group_by_length, the whole batches of that order are then re-cut by length (each batch
+ * pads to its longest pair, and random batches pad about twice the tokens on short, varied data)
+ * and the batches shuffled. The leftover that makes no whole batch stays last and random, as
+ * without grouping: drop_last leaves it out, or it is the smaller last batch.
+ */
+export function epochOrder(pairs: readonly TokenizedPair[], c: TrainConfig, epoch: number): TokenizedPair[] {
+  const seed = c.seed + 1 + epoch;
+  const order = shuffled(pairs, seed);
+  if (!c.data.group_by_length) return order;
+  const whole = order.length - (order.length % c.batch_size);
+  const sorted = byLength(order.slice(0, whole));
+  const batches: TokenizedPair[][] = [];
+  for (let i = 0; i < whole; i += c.batch_size) batches.push(sorted.slice(i, i + c.batch_size));
+  return [...shuffled(batches, seed ^ 0x2545f491).flat(), ...order.slice(whole)];
 }
 
 /** For SFT: the chosen rows only (prompt + chosen response, prompt labels -100). */

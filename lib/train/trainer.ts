@@ -7,12 +7,11 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileS
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { collatePairs, type TokenizedPair } from '../data/tokenize.js';
-import { shuffled } from '../data/preferences.js';
 import { codedError } from '../errors.js';
 import { Model } from '../model.js';
 import { setNumThreads } from '../runtime.js';
 import { earlierCheckpoints, earlierRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
-import { checkMaxLength, eosOf, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
+import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
 import { acquireLock } from './lock.js';
 import { stepMetrics, type Metrics } from './metrics.js';
 import { checkResumeConfig, truncateJsonl, writeFileAtomic, type ConfigChange } from './resume.js';
@@ -69,7 +68,11 @@ async function loadReference(c: TrainConfig): Promise<Model | null> {
   return c.reference ? Model.load(c.reference, { dtype: c.dtype }) : loadModel(c.model, c);
 }
 
-async function evalStats(step: TrainStep, pairs: TokenizedPair[], micro: number, sft: boolean): Promise<Metrics> {
+/** Eval metrics over all `pairs`; with data.group_by_length, batched by length (less padding, the same figures). */
+async function evalStats(step: TrainStep, c: TrainConfig, pairs: TokenizedPair[]): Promise<Metrics> {
+  const sft = c.loss.name === 'sft';
+  const micro = c.batch_size / c.gradient_accumulation_steps;
+  if (c.data.group_by_length) pairs = byLength(pairs);
   const stats: MicroStats[] = [];
   for (let i = 0; i < pairs.length; i += micro) {
     const part = pairs.slice(i, i + micro);
@@ -81,7 +84,6 @@ async function evalStats(step: TrainStep, pairs: TokenizedPair[], micro: number,
 /** Eval metrics of the policy in `modelDir` against the config's reference, without training. */
 export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metrics> {
   if (c.threads) setNumThreads(c.threads);
-  const sft = c.loss.name === 'sft';
   const { eval: evalRaw } = await readData(c, true);
   if (evalRaw.length === 0) throw codedError('RangeError', 'ERR_TDPO_DATA', 'no eval pairs: set data.eval or data.eval_size');
   const policy = await Model.load(modelDir, { dtype: c.dtype });
@@ -92,7 +94,7 @@ export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metric
     const tokenizer = c.data.format !== 'tokenized' ? loadTokenizer(c) : null;
     const { pairs } = tokenizeAll(evalRaw, c, tokenizer, eosOf(policy, tokenizer), vocabSizeOf(policy));
     const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, reference: reference ?? undefined });
-    const m = await evalStats(step, pairs, c.batch_size / c.gradient_accumulation_steps, sft);
+    const m = await evalStats(step, c, pairs);
     const out: Metrics = { pairs: pairs.length };
     for (const [k, v] of Object.entries(m)) out[`eval/${k}`] = v;
     return out;
@@ -255,7 +257,7 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     const runMicro = (pairs: TokenizedPair[], scale: number): Promise<MicroStats> =>
       step.accumulate(sft ? sftBatch(pairs) : collatePairs(pairs), scale);
     const evaluate = async () => {
-      const m = await evalStats(step, evalPairs, micro, sft);
+      const m = await evalStats(step, c, evalPairs);
       const e: Metrics = { step: state.step };
       for (const [k, v] of Object.entries(m)) e[`eval/${k}`] = v;
       write(e);
@@ -276,7 +278,7 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
       }
       const epoch = Math.floor(state.step / batchesPerEpoch);
       if (epoch !== orderEpoch) {
-        order = shuffled(trainPairs, c.seed + 1 + epoch);
+        order = epochOrder(trainPairs, c, epoch);
         orderEpoch = epoch;
       }
       const b = state.step % batchesPerEpoch;
