@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "binding/dist.h"
 #include "binding/errors.h"
 #include "binding/loss.h"
 #include "binding/model.h"
@@ -31,6 +32,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
   InitModel(env, exports);
   InitTrainer(env, exports);
+  InitDist(env, exports);
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   return exports;
 }

@@ -22,6 +22,7 @@ using StatePtr = std::shared_ptr<ModelState>;
 struct InstanceData {
   Napi::FunctionReference model_class;
   Napi::FunctionReference trainer_class;
+  Napi::FunctionReference group_class;
 };
 
 // The state behind a NativeModel passed from JS (throws ERR_TDPO_TYPE / ERR_TDPO_DISPOSED).

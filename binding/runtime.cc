@@ -6,6 +6,7 @@
 #include "binding/convert.h"
 #include "binding/errors.h"
 #include "common/alloc.h"
+#include "distributed/group.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -41,6 +42,11 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("torchVersion", runtime::torch_version());
   out.Set("cuda", runtime::cuda_available());
   out.Set("defaultThreads", runtime::default_num_threads());
+  // c10d backends for distributed training (train's `distributed` option).
+  const std::vector<std::string> names = dist::backends();
+  Napi::Array backends = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); ++i) backends.Set(uint32_t(i), names[i]);
+  out.Set("distributedBackends", backends);
   return out;
 }
 

@@ -7,6 +7,7 @@
 
 #include "binding/async.h"
 #include "binding/convert.h"
+#include "binding/dist.h"
 #include "binding/model.h"
 #include "binding/model_args.h"
 #include "models/causal_lm.h"
@@ -57,7 +58,8 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
                         InstanceMethod<&NativeTrainer::Evaluate>("evaluate"),
                         InstanceMethod<&NativeTrainer::Apply>("apply"),
                         InstanceMethod<&NativeTrainer::SaveOptimizer>("saveOptimizer"),
-                        InstanceMethod<&NativeTrainer::LoadOptimizer>("loadOptimizer")});
+                        InstanceMethod<&NativeTrainer::LoadOptimizer>("loadOptimizer"),
+                        InstanceMethod<&NativeTrainer::SetProcessGroup>("setProcessGroup")});
   }
   explicit NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTrainer>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
@@ -125,6 +127,16 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
             }
           },
           [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    });
+  }
+  // setProcessGroup(group | null): apply() sums the gradients over the group's ranks first.
+  Napi::Value SetProcessGroup(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      std::shared_ptr<dist::Group> g = info[0].IsNull() || info[0].IsUndefined() ? nullptr : unwrap_group(info[0], "group");
+      std::lock_guard<std::mutex> lock(state_->policy->mu);
+      state_->step->set_group(std::move(g));
+      return env.Undefined();
     });
   }
   Napi::Value SaveOptimizer(const Napi::CallbackInfo& info) { return FileCall(info, true); }

@@ -18,6 +18,7 @@ export { collatePairs, tokenizePair } from './data/tokenize.js';
 export type { TokenizedPair, TruncationOptions } from './data/tokenize.js';
 export { evaluate, train } from './train/trainer.js';
 export type { TrainOptions, TrainResult } from './train/trainer.js';
+export type { DistributedOptions } from './train/distributed.js';
 export type { Metrics } from './train/metrics.js';
 export type { AlignedLabels, InputLabels } from './native-types.js';
 export { defaultConfig, loadConfig, validateConfig } from './config.js';

@@ -133,6 +133,8 @@ export interface BuildInfo {
   cuda: boolean;
   /** Intra-op threads used by default: the CPUs this process may run on. */
   defaultThreads: number;
+  /** c10d backends for distributed training: ['gloo'], or [] in a build without Gloo. */
+  distributedBackends: string[];
 }
 
 export interface NativeModelHandle {
@@ -179,9 +181,36 @@ export interface NativeTrainerHandle {
   apply(lr: number, maxGradNorm: number): Promise<number>;
   saveOptimizer(file: string): Promise<void>;
   loadOptimizer(file: string): Promise<void>;
+  /** apply() sums the gradients over the group's ranks first; null: this process alone. */
+  setProcessGroup(group: NativeProcessGroupHandle | null): void;
+}
+
+export interface NativeDistributedOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  timeoutMs: number;
+}
+
+/** A c10d process group (TCPStore rendezvous + ProcessGroupGloo); src/distributed. */
+export interface NativeProcessGroupHandle {
+  /** A new array: `values` summed (or maxed) over every rank. */
+  allreduce(values: Float64Array, op: 'sum' | 'max'): Promise<Float64Array>;
+  /** Every rank's model gets root's parameters. */
+  broadcastModel(model: NativeModelHandle, root: number): Promise<void>;
+  /** Small messages through the rendezvous store. */
+  send(key: string, value: string): Promise<void>;
+  /** Waits for `key`; rejects at once when a rank has called abort(), with its message. */
+  recv(key: string, timeoutMs: number): Promise<string>;
+  abort(message: string): Promise<void>;
+  close(): Promise<void>;
+  /** The collectives so far: calls, bytes reduced or broadcast, milliseconds spent. */
+  stats(): { calls: number; bytes: number; ms: number };
 }
 
 export interface NativeAddon {
+  createProcessGroup(options: NativeDistributedOptions): Promise<NativeProcessGroupHandle>;
   createTrainer(
     policy: NativeModelHandle,
     reference: NativeModelHandle | null,

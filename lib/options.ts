@@ -25,6 +25,9 @@ export const defaults = {
   trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0 },
   model: { dtype: 'float32' as ModelDtype, device: 'cpu' as ModelDevice, seed: 0 },
   sampling: { maxNewTokens: 32, temperature: 1, topP: 1, topK: 0, seed: 0, useCache: true, eosTokenId: undefined as number | undefined },
+  // rank and worldSize have no default (the binding refuses them missing). The timeout bounds the
+  // rendezvous and every collective: how long a rank waits for a peer that died or hangs.
+  distributed: { rank: undefined as number | undefined, worldSize: undefined as number | undefined, masterAddr: '127.0.0.1', masterPort: 29500, timeoutMs: 30_000 },
 } as const;
 
 function nearest(key: string, names: string[]): string | undefined {

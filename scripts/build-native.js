@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
-const APT = 'sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread';
+const APT = 'sudo apt-get install -y cmake g++ libtorch-dev libopenblas0-pthread libgloo-dev';
 
 let argv = process.argv.slice(2);
 const installMode = argv.includes('--install');

@@ -33,7 +33,7 @@ trap cleanup EXIT
 
 if [ ! -f "$root/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake" ]; then
   say "debootstrap trixie with libtorch-dev into $root"
-  debootstrap --variant=minbase --include=g++,cmake,make,libtorch-dev,libopenblas0-pthread \
+  debootstrap --variant=minbase --include=g++,cmake,make,libtorch-dev,libopenblas0-pthread,libgloo-dev \
     trixie "$root" http://deb.debian.org/debian > "$root.debootstrap.log" 2>&1 \
     || { tail -20 "$root.debootstrap.log"; say "debootstrap failed"; exit 1; }
   rm -f "$root.debootstrap.log"

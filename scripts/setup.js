@@ -25,8 +25,10 @@ function run(cmd, args, opts = {}) {
 }
 
 // 1. System packages. The prebuilt binary links Debian's libtorch 1.13; OpenBLAS keeps libtorch's
-// matmul off the reference BLAS (~30x slower). A user libtorch (TDPO_TORCH_DIR) skips the apt step.
-const SYSTEM_PACKAGES = ['libtorch-dev', 'libopenblas0-pthread'];
+// matmul off the reference BLAS (~30x slower). libgloo-dev is for building only: its headers let
+// the addon compile c10d's ProcessGroupGloo (distributed training); the Gloo code it runs is inside
+// libtorch. A user libtorch (TDPO_TORCH_DIR) skips the apt step.
+const SYSTEM_PACKAGES = ['libtorch-dev', 'libopenblas0-pthread', 'libgloo-dev'];
 function missingPackages() {
   return SYSTEM_PACKAGES.filter((p) => {
     const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' });

@@ -45,6 +45,26 @@ describe('layers', () => {
     expect(bad).toEqual([]);
   });
 
+  it('no import circle anywhere in lib/', () => {
+    const graph = new Map(files(lib).map((f) => [path.relative(lib, f).replace(/\.ts$/, ''), imports(f)]));
+    const cycles: string[] = [];
+    const state = new Map<string, 'open' | 'done'>();
+    const stack: string[] = [];
+    const visit = (n: string) => {
+      state.set(n, 'open');
+      stack.push(n);
+      for (const m of graph.get(n) ?? []) {
+        if (!graph.has(m)) continue;
+        if (state.get(m) === 'open') cycles.push([...stack.slice(stack.indexOf(m)), m].join(' -> '));
+        else if (!state.has(m)) visit(m);
+      }
+      stack.pop();
+      state.set(n, 'done');
+    };
+    for (const n of graph.keys()) if (!state.has(n)) visit(n);
+    expect(cycles).toEqual([]);
+  });
+
   it('finds the imports it checks (the scan is not vacuous)', () => {
     expect(imports(path.join(lib, 'cli', 'demo.ts'))).toContain(path.join('demo', 'stages'));
     expect(imports(path.join(lib, 'demo', 'stages.ts'))).toContain('index');

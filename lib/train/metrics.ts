@@ -1,28 +1,64 @@
-// The official metric names, from the per-pair statistics of one step's micro-batches.
+// The official metric names, from the per-pair statistics of one step's micro-batches. They are
+// computed from sums (metricSums) so that data-parallel ranks can add theirs with one allreduce
+// and log exactly what one process would log for the whole batch (distributed.ts).
 import type { MicroStats } from './train-step.js';
 
 export type Metrics = Record<string, number>;
 
-const mean = (xs: ArrayLike<number>) => (xs.length ? Array.from(xs).reduce((a, b) => a + b, 0) / xs.length : 0);
-const cat = (parts: Float32Array[]) => parts.flatMap((p) => Array.from(p));
+const sum = (xs: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += xs[i];
+  return s;
+};
 
-export function stepMetrics(micro: MicroStats[], sft: boolean): Metrics {
-  const loss = mean(micro.map((m) => m.loss));
-  if (sft) return { loss };
-  const cr = cat(micro.map((m) => m.chosenRewards));
-  const rr = cat(micro.map((m) => m.rejectedRewards));
-  const ck = mean(cat(micro.map((m) => m.chosenKl)));
-  const rk = mean(cat(micro.map((m) => m.rejectedKl)));
+/**
+ * Preference: [pairs, Σ loss, Σ chosen reward, Σ rejected reward, Σ correct, Σ margin, Σ chosen KL,
+ * Σ rejected KL, Σ chosen logp, Σ rejected logp], each over pairs (a micro-batch's loss is its
+ * mean over pairs, so it counts once per pair: the loss the gradient is taken of). SFT:
+ * [micro-batches, Σ micro-batch loss].
+ */
+export function metricSums(micro: MicroStats[], sft: boolean): number[] {
+  if (sft) return [micro.length, sum(micro.map((m) => m.loss))];
+  const s = new Array<number>(10).fill(0);
+  for (const m of micro) {
+    const n = m.chosenRewards.length;
+    s[0] += n;
+    s[1] += m.loss * n;
+    for (let i = 0; i < n; i++) {
+      const c = m.chosenRewards[i];
+      const r = m.rejectedRewards[i];
+      s[2] += c;
+      s[3] += r;
+      s[4] += c > r ? 1 : 0;
+      s[5] += c - r;
+    }
+    s[6] += sum(m.chosenKl);
+    s[7] += sum(m.rejectedKl);
+    s[8] += sum(m.chosenLogps);
+    s[9] += sum(m.rejectedLogps);
+  }
+  return s;
+}
+
+export function metricsFromSums(s: ArrayLike<number>, sft: boolean): Metrics {
+  const n = s[0] || 1;
+  if (sft) return { loss: s[1] / n };
+  const ck = s[6] / n;
+  const rk = s[7] / n;
   return {
-    loss,
-    'rewards/chosen': mean(cr),
-    'rewards/rejected': mean(rr),
-    'rewards/accuracies': mean(cr.map((c, i) => (c > rr[i] ? 1 : 0))),
-    'rewards/margins': mean(cr.map((c, i) => c - rr[i])),
+    loss: s[1] / n,
+    'rewards/chosen': s[2] / n,
+    'rewards/rejected': s[3] / n,
+    'rewards/accuracies': s[4] / n,
+    'rewards/margins': s[5] / n,
     'kl/chosen': ck,
     'kl/rejected': rk,
     'kl/margin': Math.abs(ck - rk),
-    'logps/chosen': mean(cat(micro.map((m) => m.chosenLogps))),
-    'logps/rejected': mean(cat(micro.map((m) => m.rejectedLogps))),
+    'logps/chosen': s[8] / n,
+    'logps/rejected': s[9] / n,
   };
+}
+
+export function stepMetrics(micro: MicroStats[], sft: boolean): Metrics {
+  return metricsFromSums(metricSums(micro, sft), sft);
 }

@@ -1,7 +1,7 @@
 // TrainStep: the native train step (src/train) for one policy model. The training loop decides
 // what runs: which micro-batches, the learning rate of each update, when to evaluate and save.
 import { type Model, nativeHandleOf } from '../model.js';
-import { native, type MicroStats, type NativeBatch, type NativeTrainerHandle } from '../native.js';
+import { native, type MicroStats, type NativeBatch, type NativeProcessGroupHandle, type NativeTrainerHandle } from '../native.js';
 import { defaults, resolveOptions, type Objective, type OptimizerName } from '../options.js';
 
 export type { Objective, OptimizerName };
@@ -61,5 +61,10 @@ export class TrainStep {
 
   loadOptimizer(file: string): Promise<void> {
     return this.#native.loadOptimizer(file);
+  }
+
+  /** Data-parallel: apply() first sums the gradients over the group's ranks (distributed.ts). */
+  setProcessGroup(group: NativeProcessGroupHandle | null): void {
+    this.#native.setProcessGroup(group);
   }
 }

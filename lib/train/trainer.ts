@@ -13,7 +13,8 @@ import { setNumThreads } from '../runtime.js';
 import { earlierCheckpoints, earlierRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
 import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
 import { acquireLock } from './lock.js';
-import { stepMetrics, type Metrics } from './metrics.js';
+import { commMetrics, Distributed, onMain, reduceEval, reduceStep, type DistributedOptions } from './distributed.js';
+import { type Metrics } from './metrics.js';
 import { checkResumeConfig, truncateJsonl, writeFileAtomic, type ConfigChange } from './resume.js';
 import { SAMPLES_FILE, writeSamples } from './samples.js';
 import { TrainStep, type MicroStats } from './train-step.js';
@@ -42,6 +43,12 @@ export interface TrainOptions {
   overwrite?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /**
+   * Data-parallel training: this process is one of worldSize ranks (every rank calls train with
+   * the same config and data). batch_size stays the global batch; rank 0 writes the run's files.
+   * See distributed.ts and the README's "Training on many processes".
+   */
+  distributed?: DistributedOptions;
 }
 
 export interface TrainResult {
@@ -69,16 +76,17 @@ async function loadReference(c: TrainConfig): Promise<Model | null> {
 }
 
 /** Eval metrics over all `pairs`; with data.group_by_length, batched by length (less padding, the same figures). */
-async function evalStats(step: TrainStep, c: TrainConfig, pairs: TokenizedPair[]): Promise<Metrics> {
+async function evalStats(step: TrainStep, c: TrainConfig, pairs: TokenizedPair[], dist: Distributed | null = null): Promise<Metrics> {
   const sft = c.loss.name === 'sft';
   const micro = c.batch_size / c.gradient_accumulation_steps;
   if (c.data.group_by_length) pairs = byLength(pairs);
+  if (dist) pairs = dist.shard(pairs);
   const stats: MicroStats[] = [];
   for (let i = 0; i < pairs.length; i += micro) {
     const part = pairs.slice(i, i + micro);
     stats.push(await step.evaluate(sft ? sftBatch(part) : collatePairs(part)));
   }
-  return stepMetrics(stats, sft);
+  return reduceEval(dist, stats, sft);
 }
 
 /** Eval metrics of the policy in `modelDir` against the config's reference, without training. */
@@ -110,13 +118,28 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     throw codedError('TypeError', 'ERR_TDPO_OPTION', 'resume and overwrite exclude each other: resume continues the run in output_dir, overwrite removes it and starts over');
   }
   if (c.threads) setNumThreads(c.threads);
-  mkdirSync(c.output_dir, { recursive: true });
-  const lock = acquireLock(c.output_dir, log);
+  const dist = options.distributed ? await Distributed.start(options.distributed, c, log) : null;
   try {
-    return await run(c, options, log);
+    // Rank 0 alone writes output_dir, so it alone holds the lock.
+    if (dist && !dist.isMain) return await runFinished(c, options, log, dist);
+    mkdirSync(c.output_dir, { recursive: true });
+    const lock = acquireLock(c.output_dir, log);
+    try {
+      return await runFinished(c, options, log, dist);
+    } finally {
+      lock.release();
+    }
+  } catch (err) {
+    throw dist ? await dist.fail(err) : err;
   } finally {
-    lock.release();
+    await dist?.close();
   }
+}
+
+async function runFinished(c: TrainConfig, options: TrainOptions, log: (line: string) => void, dist: Distributed | null): Promise<TrainResult> {
+  const result = await run(c, options, log, dist);
+  await dist?.finish();
+  return result;
 }
 
 /** The last training step's metrics in metrics.jsonl, or null. */
@@ -174,7 +197,8 @@ function checkOverwriteInputs(c: TrainConfig, out: string): void {
   }
 }
 
-async function run(c: TrainConfig, options: TrainOptions, log: (line: string) => void): Promise<TrainResult> {
+async function run(c: TrainConfig, options: TrainOptions, log: (line: string) => void, dist: Distributed | null): Promise<TrainResult> {
+  const main = !dist || dist.isMain;
   const out = c.output_dir;
   const metricsFile = path.join(out, 'metrics.jsonl');
   const sft = c.loss.name === 'sft';
@@ -184,14 +208,16 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
   // A fresh run into an earlier run's folder is refused before anything is written.
   let from: (Checkpoint & { final: boolean }) | null = null;
   let changes: ConfigChange[] = [];
-  if (options.overwrite) checkOverwriteInputs(c, out);
-  else if (!options.resume) refuseEarlierRun(out);
-  if (options.resume) {
+  // Distributed: rank 0 alone decides (it alone repairs and reads the run's files); all follow it.
+  if (options.overwrite && main) checkOverwriteInputs(c, out);
+  else if (!options.resume && main) refuseEarlierRun(out);
+  if (options.resume && main) {
     recoverCheckpointTemps(out, log);
     from = resumePoint(out);
     if (from) changes = checkResumeConfig(out, c, options.allowChange ?? [], log);
     else log(`--resume: no checkpoint in ${out}; starting at step 0`);
   }
+  if (dist) ({ from, changes } = await dist.onMain('plan', () => ({ from, changes })));
   const complete = (cp: Checkpoint): TrainResult => {
     log(`${out} is complete: ${cp.dir} holds step ${cp.state.step}; nothing to do (to train further, raise max_steps and pass --allow-change max_steps)`);
     return { steps: cp.state.step, examples: cp.state.examples, outputDir: cp.dir, stopped: false, skippedLines: 0, lastMetrics: lastStepMetrics(metricsFile), alreadyComplete: true };
@@ -223,14 +249,15 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     const totalSteps = c.max_steps ?? c.n_epochs * batchesPerEpoch;
     if (from?.final && totalSteps <= from.state.step) return complete(from);
 
-    // From here on the run writes to output_dir.
-    if (options.overwrite) {
+    // From here on the run writes to output_dir (rank 0 alone, when distributed).
+    if (options.overwrite && main) {
       const removed = removeEarlierRun(out);
       if (removed.length) log(`--overwrite: removed the earlier run in ${out}: ${listNames(removed, 12)}`);
     }
-    recoverCheckpointTemps(out, log);
-    writeFileAtomic(path.join(out, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
+    if (main) recoverCheckpointTemps(out, log);
+    if (main) writeFileAtomic(path.join(out, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
     const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, optimizer: c.optimizer, reference: reference ?? undefined });
+    await dist?.attach(step, policy);
     let state: TrainerState = { step: 0, examples: 0, seed: c.seed, version: 1 };
     if (from) {
       const optimizerChange = changes.find((ch) => ch.key === 'optimizer');
@@ -241,27 +268,27 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
       }
       state = from.state;
       // Drop what an interrupted run wrote after this checkpoint, so each file reads as one run.
-      truncateJsonl(metricsFile, state.step, log);
-      truncateJsonl(path.join(out, SAMPLES_FILE), state.step, log);
+      if (main) truncateJsonl(metricsFile, state.step, log);
+      if (main) truncateJsonl(path.join(out, SAMPLES_FILE), state.step, log);
       log(`resuming from ${from.dir} (step ${state.step})`);
-    } else {
+    } else if (main) {
       writeFileSync(metricsFile, '');
       rmSync(path.join(out, SAMPLES_FILE), { force: true });
     }
 
     const write = (m: Metrics) => {
-      appendFileSync(metricsFile, `${JSON.stringify(m)}\n`);
+      if (main) appendFileSync(metricsFile, `${JSON.stringify(m)}\n`);
       options.onStep?.(m);
     };
     const micro = c.batch_size / c.gradient_accumulation_steps;
     const runMicro = (pairs: TokenizedPair[], scale: number): Promise<MicroStats> =>
       step.accumulate(sft ? sftBatch(pairs) : collatePairs(pairs), scale);
     const evaluate = async () => {
-      const m = await evalStats(step, c, evalPairs);
+      const m = await evalStats(step, c, evalPairs, dist);
       const e: Metrics = { step: state.step };
       for (const [k, v] of Object.entries(m)) e[`eval/${k}`] = v;
       write(e);
-      if (c.samples > 0) await writeSamples(c, state.step, evalPairs, { policy, reference, tokenizer, eos });
+      if (c.samples > 0) await onMain(dist, 'samples', () => writeSamples(c, state.step, evalPairs, { policy, reference, tokenizer, eos }));
       log(`eval step ${state.step}: loss ${m.loss.toFixed(4)}${sft ? '' : `, reward accuracy ${m['rewards/accuracies'].toFixed(3)}, kl margin ${m['kl/margin'].toFixed(3)}`}`);
     };
 
@@ -269,10 +296,11 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     let orderEpoch = -1;
     let last: Metrics | null = null;
     let stopped = false;
+    let stopAll = false; // distributed: some rank was asked to stop (every rank stops after the same step)
     const started = Date.now();
     const startStep = state.step;
     while (state.step < totalSteps) {
-      if (options.signal?.aborted) {
+      if (dist ? stopAll : options.signal?.aborted) {
         stopped = true;
         break;
       }
@@ -284,28 +312,32 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
       const b = state.step % batchesPerEpoch;
       const pairs = order.slice(b * c.batch_size, (b + 1) * c.batch_size);
       const t0 = Date.now();
+      const comm0 = dist?.stats();
       const stats: MicroStats[] = [];
-      for (let i = 0; i < pairs.length; i += micro) {
-        const part = pairs.slice(i, i + micro);
+      // Distributed: this rank's share, weighed by the global batch, so the ranks' sum is its mean.
+      const mine = dist ? dist.shard(pairs) : pairs;
+      for (let i = 0; i < mine.length; i += micro) {
+        const part = mine.slice(i, i + micro);
         stats.push(await runMicro(part, part.length / pairs.length));
       }
       // Linear warm-up from 0, as the official code's LambdaLR: min(1, (step + 1) / (warmup + 1)).
       const lr = c.lr * Math.min(1, (state.step + 1) / (c.warmup_steps + 1));
       const gradNorm = await step.apply(lr, c.max_grad_norm);
       state = { ...state, step: state.step + 1, examples: state.examples + pairs.length };
-      last = { ...stepMetrics(stats, sft), grad_norm: gradNorm, lr, examples_per_second: pairs.length / ((Date.now() - t0) / 1e3), step: state.step, examples: state.examples };
+      const reduced = await reduceStep(dist, stats, sft, options.signal?.aborted ?? false);
+      stopAll = reduced.stop;
+      last = { ...reduced.metrics, grad_norm: gradNorm, lr, examples_per_second: pairs.length / ((Date.now() - t0) / 1e3), ...commMetrics(comm0, dist), step: state.step, examples: state.examples };
       write(last);
       const done = state.step - startStep;
       const eta = ((Date.now() - started) / done) * (totalSteps - state.step);
       log(`step ${state.step}/${totalSteps} loss ${last.loss.toFixed(4)}${sft ? '' : ` acc ${last['rewards/accuracies'].toFixed(2)} kl margin ${last['kl/margin'].toFixed(3)}`} eta ${(eta / 1000).toFixed(0)}s`);
       if (c.eval_every > 0 && evalPairs.length > 0 && state.step % c.eval_every === 0) await evaluate();
       if (c.save_every > 0 && state.step % c.save_every === 0 && state.step < totalSteps) {
-        await saveCheckpoint(out, `step-${state.step}`, policy, step, state);
+        await onMain(dist, 'save', () => saveCheckpoint(out, `step-${state.step}`, policy, step, state));
       }
     }
-    const finalDir = stopped
-      ? await saveCheckpoint(out, `step-${state.step}`, policy, step, state)
-      : await saveCheckpoint(out, 'final', policy, step, state);
+    const finalDir = await onMain(dist, 'save', () =>
+      stopped ? saveCheckpoint(out, `step-${state.step}`, policy, step, state) : saveCheckpoint(out, 'final', policy, step, state));
     log(stopped ? `stopped at step ${state.step}; checkpoint ${finalDir}` : `done: ${finalDir}`);
     return { steps: state.step, examples: state.examples, outputDir: finalDir, stopped, skippedLines, lastMetrics: last, alreadyComplete: false };
   } finally {

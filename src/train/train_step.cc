@@ -112,6 +112,15 @@ double TrainStep::apply(double lr, double max_grad_norm) {
   if (std::isnan(max_grad_norm)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
   std::vector<at::Tensor> params = policy_->params();
   double norm = 0;
+  if (group_ && group_->size() > 1) {
+    // A rank whose share of the batch was empty (an uneven last batch) has no gradients yet.
+    std::vector<at::Tensor> grads;
+    for (auto& p : params) {
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+    group_->allreduce(grads, dist::Op::Sum);
+  }
   {
     at::NoGradGuard no_grad;
     double sq = 0;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "distributed/group.h"
 #include "loss/tdpo_loss.h"
 #include "models/causal_lm.h"
 
@@ -51,8 +52,13 @@ class TrainStep {
   // The same statistics without gradients (evaluation).
   MicroStats evaluate(const MicroBatch& batch) const;
   // Clips the accumulated gradient to max_grad_norm (<= 0: no clipping), applies the optimizer
-  // with this learning rate, clears the gradients; returns the norm before clipping.
+  // with this learning rate, clears the gradients; returns the norm before clipping. With a
+  // process group, the gradients are first summed over its ranks (bucketed allreduce after the
+  // backward passes): the loop weighs each rank's micro-batches so that the sum is the global
+  // batch's mean, then every rank clips by the same global norm and takes the same step.
   double apply(double lr, double max_grad_norm);
+  // Data-parallel training over `group` (null: this process alone).
+  void set_group(std::shared_ptr<dist::Group> group) { group_ = std::move(group); }
 
   void save_optimizer(const std::string& path) const;
   void load_optimizer(const std::string& path);
@@ -63,6 +69,7 @@ class TrainStep {
   std::shared_ptr<models::CausalLM> policy_, reference_;
   StepOptions options_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::shared_ptr<dist::Group> group_;
 };
 
 }  // namespace tdpo::train

@@ -1,0 +1,341 @@
+#include "distributed/group.h"
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "common/error.h"
+
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#endif
+
+namespace tdpo::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr const char* kAbortKey = "tdpo/abort";
+
+// A native failure's message without libtorch's backtrace (everything after the first line that
+// starts "Exception raised from").
+std::string message_of(std::exception_ptr ep) {
+  std::string m;
+  try {
+    std::rethrow_exception(ep);
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const c10::Error& e) {
+    m = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    m = e.what();
+  } catch (...) {
+    m = "unknown error";
+  }
+  const size_t cut = m.find("\nException raised from");
+  if (cut != std::string::npos) m.resize(cut);
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+Error distributed_error(const std::string& message) {
+  return Error(ErrorKind::Generic, "ERR_TDPO_DISTRIBUTED", message);
+}
+
+std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+std::string string_of(const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); }
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
+}  // namespace
+
+void validate(const GroupOptions& o) {
+  auto bad = [](const std::string& field, const std::string& want, const std::string& got) {
+    throw range_error("ERR_TDPO_OPTION", "distributed." + field + " must be " + want + ", got " + got);
+  };
+  if (o.world_size < 1) bad("worldSize", "an integer >= 1", std::to_string(o.world_size));
+  if (o.rank < 0 || o.rank >= o.world_size)
+    bad("rank", "an integer in [0, worldSize) = [0, " + std::to_string(o.world_size) + ")", std::to_string(o.rank));
+  if (o.master_addr.empty()) bad("masterAddr", "a host name or address", "''");
+  if (o.master_port < 1 || o.master_port > 65535) bad("masterPort", "an integer in [1, 65535]", std::to_string(o.master_port));
+  if (o.timeout_ms < 1) bad("timeoutMs", "an integer >= 1", std::to_string(o.timeout_ms));
+}
+
+std::vector<std::string> backends() {
+#ifdef USE_C10D_GLOO
+  return {"gloo"};
+#else
+  return {};
+#endif
+}
+
+#ifdef USE_C10D_GLOO
+struct Group::Impl {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+};
+#else
+struct Group::Impl {};
+#endif
+
+void Group::fail(const std::string& what, std::exception_ptr cause) const {
+  throw distributed_error("rank " + std::to_string(options_.rank) + ": " + what + ": " + message_of(cause));
+}
+
+Group::Group(const GroupOptions& options)
+    : options_(options), impl_(std::make_unique<Impl>()), start_(std::chrono::steady_clock::now()) {
+  validate(options_);
+#ifndef USE_C10D_GLOO
+  throw distributed_error("this build of tdpo has no distributed backend (it was compiled without Gloo's headers: install libgloo-dev and rebuild)");
+#else
+  const std::chrono::milliseconds timeout(options_.timeout_ms);
+  const std::string where = options_.master_addr + ":" + std::to_string(options_.master_port);
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = static_cast<std::uint16_t>(options_.master_port);
+    so.isServer = options_.rank == 0;
+    so.numWorkers = static_cast<std::size_t>(options_.world_size);
+    // Our own join below instead: c10d 1.13's wait for workers overran its timeout and named nobody.
+    so.waitWorkers = false;
+    so.timeout = timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(options_.master_addr, so);
+  } catch (...) {
+    fail(options_.rank == 0 ? "the rendezvous server at " + where + " (rank 0 hosts it) failed"
+                            : "cannot join the rendezvous at " + where,
+         std::current_exception());
+  }
+  join(where);
+  try {
+    auto go = c10d::ProcessGroupGloo::Options::create(timeout);
+    // As torch.distributed: GLOO_SOCKET_IFNAME names the interface; on one machine, loopback.
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    go->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                          : is_loopback(options_.master_addr)
+                              ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                              : c10d::ProcessGroupGloo::createDefaultDevice());
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("tdpo/gloo", impl_->store);
+    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, options_.rank, options_.world_size, go);
+  } catch (...) {
+    fail("the Gloo process group (" + std::to_string(options_.world_size) + " ranks, rendezvous " + where + ") failed",
+         std::current_exception());
+  }
+#endif
+}
+
+// Every rank announces itself and waits for all the others, within the timeout counted from the
+// start of the rendezvous; a rank that never arrives is named.
+void Group::join(const std::string& where) {
+#ifdef USE_C10D_GLOO
+  const auto deadline = start_ + std::chrono::milliseconds(options_.timeout_ms);
+  std::vector<std::string> keys;
+  for (int r = 0; r < options_.world_size; ++r) keys.push_back("tdpo/joined/" + std::to_string(r));
+  auto sleep = std::chrono::milliseconds(2);
+  const std::string world = std::to_string(options_.world_size);
+  bool compared = options_.rank == 0;
+  try {
+    impl_->store->set(keys[options_.rank], bytes_of(world));
+    while (!impl_->store->check(keys)) {
+      // Each rank announces its world size; one that differs from rank 0's would wait in vain.
+      if (!compared && impl_->store->check({keys[0]})) {
+        const std::string theirs = string_of(impl_->store->get(keys[0]));
+        if (theirs != world)
+          throw distributed_error("rank " + std::to_string(options_.rank) + ": this rank's worldSize is " + world +
+                                  " but rank 0's is " + theirs + " (rendezvous " + where + ")");
+        compared = true;
+      }
+      if (Clock::now() > deadline) {
+        std::string missing;
+        int n = 0;
+        for (int r = 0; r < options_.world_size; ++r) {
+          if (impl_->store->check({keys[r]})) continue;
+          if (++n <= 8) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        }
+        if (n > 8) missing += " and " + std::to_string(n - 8) + " more";
+        throw distributed_error("rank " + std::to_string(options_.rank) + ": timed out after " +
+                                std::to_string(options_.timeout_ms) + " ms waiting for every rank to join the rendezvous at " +
+                                where + ": rank" + (n > 1 ? "s " : " ") + missing + " never arrived (" +
+                                std::to_string(options_.world_size - n) + " of " + std::to_string(options_.world_size) + " joined)");
+      }
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(sleep * 2, std::chrono::milliseconds(50));
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (...) {
+    fail("the rendezvous at " + where + " failed (is rank 0 gone?)", std::current_exception());
+  }
+#endif
+}
+
+Group::~Group() { close(); }
+
+void Group::close() noexcept {
+#ifdef USE_C10D_GLOO
+  try {
+    c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+    c10::intrusive_ptr<c10d::TCPStore> store;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pg = std::move(impl_->pg);
+      store = std::move(impl_->store);
+    }
+    // Destroyed outside the lock: the process group waits for its queued work first.
+  } catch (...) {
+  }
+#endif
+}
+
+CommStats Group::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+template <typename Start>
+void Group::bucketed(std::vector<at::Tensor>& tensors, int64_t bucket_bytes, const char* what, Start start) {
+#ifdef USE_C10D_GLOO
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pg = impl_->pg;
+  }
+  if (!pg) throw distributed_error("rank " + std::to_string(options_.rank) + ": " + what + " after the process group was closed");
+  const auto t0 = Clock::now();
+  struct Bucket {
+    std::vector<size_t> members;
+    int64_t bytes = 0;
+    at::Tensor flat;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  std::vector<Bucket> buckets;
+  int64_t total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const at::Tensor& t = tensors[i];
+    const int64_t n = static_cast<int64_t>(t.numel() * t.element_size());
+    if (buckets.empty() || buckets.back().bytes + n > bucket_bytes ||
+        tensors[buckets.back().members.front()].scalar_type() != t.scalar_type()) {
+      buckets.emplace_back();
+    }
+    buckets.back().members.push_back(i);
+    buckets.back().bytes += n;
+    total += n;
+  }
+  try {
+    at::NoGradGuard no_grad;
+    // All buckets in flight at once; Gloo runs them in order on its own threads.
+    for (Bucket& b : buckets) {
+      std::vector<at::Tensor> parts;
+      for (size_t i : b.members) parts.push_back(tensors[i].reshape({-1}));
+      b.flat = at::cat(parts);
+      std::vector<at::Tensor> arg{b.flat};
+      b.work = start(*pg, arg);
+    }
+    for (Bucket& b : buckets) {
+      b.work->wait();
+      int64_t offset = 0;
+      for (size_t i : b.members) {
+        at::Tensor& t = tensors[i];
+        t.copy_(b.flat.narrow(0, offset, t.numel()).view(t.sizes()));
+        offset += t.numel();
+      }
+    }
+  } catch (...) {
+    fail(what, std::current_exception());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.calls += 1;
+  stats_.bytes += total;
+  stats_.ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+#else
+  throw distributed_error("no distributed backend in this build");
+#endif
+}
+
+void Group::allreduce(std::vector<at::Tensor>& tensors, Op op, int64_t bucket_bytes) {
+#ifdef USE_C10D_GLOO
+  c10d::AllreduceOptions ao;
+  ao.reduceOp = op == Op::Sum ? c10d::ReduceOp::SUM : c10d::ReduceOp::MAX;
+  ao.timeout = std::chrono::milliseconds(options_.timeout_ms);
+  bucketed(tensors, bucket_bytes, "allreduce", [&](c10d::ProcessGroupGloo& pg, std::vector<at::Tensor>& arg) {
+    return pg.allreduce(arg, ao);
+  });
+#else
+  throw distributed_error("no distributed backend in this build");
+#endif
+}
+
+void Group::broadcast(std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes) {
+#ifdef USE_C10D_GLOO
+  c10d::BroadcastOptions bo;
+  bo.rootRank = root;
+  bo.timeout = std::chrono::milliseconds(options_.timeout_ms);
+  bucketed(tensors, bucket_bytes, "broadcast", [&](c10d::ProcessGroupGloo& pg, std::vector<at::Tensor>& arg) {
+    return pg.broadcast(arg, bo);
+  });
+#else
+  throw distributed_error("no distributed backend in this build");
+#endif
+}
+
+void Group::send(const std::string& key, const std::string& value) {
+#ifdef USE_C10D_GLOO
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!impl_->store) throw distributed_error("rank " + std::to_string(options_.rank) + ": send after the process group was closed");
+  try {
+    impl_->store->set(key, bytes_of(value));
+  } catch (...) {
+    fail("lost the rendezvous store at " + options_.master_addr + ":" + std::to_string(options_.master_port) +
+             " (rank 0 hosts it; is rank 0 gone?)",
+         std::current_exception());
+  }
+#else
+  throw distributed_error("no distributed backend in this build");
+#endif
+}
+
+std::string Group::recv(const std::string& key, int64_t timeout_ms) {
+#ifdef USE_C10D_GLOO
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto sleep = std::chrono::milliseconds(2);
+  for (;;) {
+    std::string aborted;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!impl_->store) throw distributed_error("rank " + std::to_string(options_.rank) + ": recv after the process group was closed");
+      try {
+        // Polled rather than a blocking get: a peer's abort must end the wait at once.
+        if (impl_->store->check({key})) return string_of(impl_->store->get(key));
+        if (impl_->store->check({kAbortKey})) aborted = string_of(impl_->store->get(kAbortKey));
+      } catch (...) {
+        fail("lost the rendezvous store at " + options_.master_addr + ":" + std::to_string(options_.master_port) +
+                 " (rank 0 hosts it; is rank 0 gone?)",
+             std::current_exception());
+      }
+    }
+    if (!aborted.empty()) throw distributed_error(aborted);
+    if (Clock::now() > deadline) {
+      throw distributed_error("rank " + std::to_string(options_.rank) + ": timed out after " + std::to_string(timeout_ms) +
+                              " ms waiting for '" + key + "' from another rank");
+    }
+    std::this_thread::sleep_for(sleep);
+    sleep = std::min(sleep * 2, std::chrono::milliseconds(50));
+  }
+#else
+  throw distributed_error("no distributed backend in this build");
+#endif
+}
+
+void Group::abort(const std::string& message) noexcept {
+#ifdef USE_C10D_GLOO
+  try {
+    std::lock_guard<std::mutex> lock(mu_);
+    // The first failure is the cause; later ones are usually its echo.
+    if (impl_->store && !impl_->store->check({kAbortKey})) impl_->store->set(kAbortKey, bytes_of(message));
+  } catch (...) {
+  }
+#endif
+}
+
+}  // namespace tdpo::dist
