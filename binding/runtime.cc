@@ -7,6 +7,7 @@
 #include "binding/errors.h"
 #include "common/alloc.h"
 #include "distributed/group.h"
+#include "loss/tdpo_loss.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -47,6 +48,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Array backends = Napi::Array::New(env, names.size());
   for (size_t i = 0; i < names.size(); ++i) backends.Set(uint32_t(i), names[i]);
   out.Set("distributedBackends", backends);
+  out.Set("kernelIsa", loss::kernel_isa());
   return out;
 }
 

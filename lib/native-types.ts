@@ -135,6 +135,8 @@ export interface BuildInfo {
   defaultThreads: number;
   /** c10d backends for distributed training: ['gloo'], or [] in a build without Gloo. */
   distributedBackends: string[];
+  /** The fused loss kernel's instruction set on this CPU: 'avx512', 'avx2', 'sse2' or 'generic'. */
+  kernelIsa: string;
 }
 
 export interface NativeModelHandle {

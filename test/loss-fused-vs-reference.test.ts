@@ -1,6 +1,8 @@
 // The fused kernel against the libtorch composition, on random cases that exercise its edges.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tdpoLossSync, type TdpoVariant } from '../lib/index.js';
+import { buildInfo, tdpoLossSync, type TdpoVariant } from '../lib/index.js';
 import { PAIR_FIELDS, randomInputs, relError, type CaseSpec } from './helpers.js';
 
 const variants: TdpoVariant[] = ['tdpo2', 'tdpo1', 'dpo'];
@@ -63,4 +65,51 @@ describe('fused equals reference', () => {
     expect(out.grad![0]).toBeCloseTo(-0.05 * (1 - p0), 6);
     expect(out.grad![1]).toBeCloseTo(-0.05 * (0 - (1 - p0)), 6);
   });
+});
+
+// The float kernel is built once per instruction set with that set's vector width (src/loss/simd.h)
+// and picked at load; TDPO_KERNEL_ISA asks for a narrower one, so every kernel this CPU can run is
+// checked against the reference here, each in a child process (the choice is made once).
+describe("every instruction set's kernel", () => {
+  const distEntry = path.resolve(__dirname, '..', 'dist', 'cjs', 'index.js');
+  const script = `
+    const t = require(${JSON.stringify(distEntry)});
+    let s = 7;
+    const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296);
+    const worst = {};
+    for (const [B, T, V] of [[4, 7, 97], [2, 3, 50257], [4, 5, 3]]) {
+      const n = B * T * V, z = new Float32Array(n), r = new Float32Array(n), labels = new Int32Array(B * T);
+      for (let i = 0; i < n; i++) { z[i] = (rand() - 0.5) * 12; r[i] = z[i] + (rand() - 0.5) * 3; if (V > 50 && rand() < 0.1) r[i] = -Infinity; }
+      for (let i = 0; i < B * T; i++) { labels[i] = i % T === 0 ? -100 : Math.floor(rand() * V); if (labels[i] >= 0) r[i * V + labels[i]] = 0; }
+      for (const variant of ['tdpo2', 'tdpo1', 'dpo']) {
+        const o = { variant, beta: 0.1, alpha: 0.5, grad: true };
+        const f = t.tdpoLossSync({ policyLogits: z, referenceLogits: r, labels, shape: [B, T, V] }, { ...o, implementation: 'fused' });
+        const g = t.tdpoLossSync({ policyLogits: z, referenceLogits: r, labels, shape: [B, T, V] }, { ...o, implementation: 'reference' });
+        let num = 0, den = 0;
+        for (let i = 0; i < n; i++) { num += (f.grad[i] - g.grad[i]) ** 2; den += g.grad[i] ** 2; }
+        const kl = Math.max(...[...f.chosenKl, ...f.rejectedKl].map((x, i) => Math.abs(x - [...g.chosenKl, ...g.rejectedKl][i]) / Math.max(1e-3, Math.abs(x))));
+        const e = Math.max(Math.abs(f.loss - g.loss) / Math.max(1e-6, Math.abs(g.loss)), Math.sqrt(num / Math.max(den, 1e-30)), kl);
+        worst[variant] = Math.max(worst[variant] ?? 0, e);
+      }
+    }
+    console.log(JSON.stringify({ isa: t.buildInfo().kernelIsa, worst }));`;
+  const isas = ['avx512', 'avx2', 'sse2'];
+  const own = buildInfo().kernelIsa;
+
+  it('names the kernel it runs', () => {
+    expect([...isas, 'generic']).toContain(own);
+  });
+
+  for (const isa of isas) {
+    it(`${isa} equals the reference (or is not offered by this CPU)`, () => {
+      const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, TDPO_KERNEL_ISA: isa }, encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { isa: string; worst: Record<string, number> };
+      if (own === 'generic') return expect(out.isa).toBe('generic');
+      // A request wider than this CPU is ignored: the child then runs the widest it has.
+      if (isas.indexOf(isa) < isas.indexOf(own)) return expect(out.isa).toBe(own);
+      expect(out.isa).toBe(isa);
+      for (const [variant, e] of Object.entries(out.worst)) expect(e, variant).toBeLessThan(1e-4);
+    });
+  }
 });

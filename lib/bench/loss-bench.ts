@@ -47,6 +47,8 @@ export interface AsyncContractResult {
 export interface LossBenchReport {
   config: LossBenchConfig;
   torchVersion: string;
+  /** The fused kernel's instruction set (buildInfo().kernelIsa): figures depend on it. */
+  kernelIsa: string;
   node: string;
   inputBytes: number;
   gradBytes: number;
@@ -246,6 +248,7 @@ export function runLossBench(
   return {
     config,
     torchVersion: buildInfo().torchVersion,
+    kernelIsa: buildInfo().kernelIsa,
     node: process.version,
     inputBytes,
     gradBytes,

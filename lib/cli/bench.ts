@@ -93,7 +93,7 @@ export function formatReport(r: LossBenchReport): string {
     .join('\n');
   const base = get('fused', true).baseRssBytes;
   return [
-    `tdpo bench: B=${c.batch} T=${c.seq} V=${c.vocab} fp32 ${c.variant}, ${c.threads} threads, ` +
+    `tdpo bench: B=${c.batch} T=${c.seq} V=${c.vocab} fp32 ${c.variant}, ${c.threads} threads, ${r.kernelIsa} kernel, ` +
       `libtorch ${r.torchVersion}, node ${r.node}; median of ${c.runs} runs after ${c.warmup} warm-up`,
     '',
     table,

@@ -14,13 +14,15 @@
 //             with c = dL/d log p(y) and a = dL/d KL at that row, from the pair objective.
 //
 // Rows run in parallel (at::parallel_for, so the intra-op thread count applies); within a row the
-// vocabulary is processed in 64-byte vectors. Rows that are not scored are only checked for
+// vocabulary is processed in vectors of one register (simd.h). Rows that are not scored are only checked for
 // NaN / +inf (the contract rejects those anywhere) and get a zero gradient.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "common/error.h"
 #include "loss/simd.h"
@@ -43,190 +45,237 @@ namespace {
 
 using detail::RowStats;
 
-using simd::kLanes;
-using simd::Vec;
-
 // Vectors per block: the running max is updated (and the sums rescaled) once per block, so the
 // rescaling exp is amortised over kBlock vectors while the block stays in L1.
 constexpr int kBlock = 8;
 
-template <typename T>
-struct Online {
-  // Per lane: running maxima, sums of exp, and sum e^(r - m_r) ((r - m_r) - (z - m_z)), where an
-  // -inf max stands as 0 (drop_neg_inf) so that every difference stays defined.
-  Vec<T> mz, mr, sz, sr, acc;
-  Vec<T> bad;                  // > 0 in lanes that saw NaN or +inf
+// The kernels for scalar type T in vectors of B bytes (simd.h). Every member is always_inline, so
+// each per-ISA entry point below compiles its own copy with that ISA's instructions.
+template <typename T, int B>
+struct Kernel {
+  using V = simd::Vec<T, B>;
+  static constexpr int L = simd::kLanes<T, B>;
+
+  struct Online {
+    // Per lane: running maxima, sums of exp, and sum e^(r - m_r) ((r - m_r) - (z - m_z)), where an
+    // -inf max stands as 0 (drop_neg_inf) so that every difference stays defined.
+    V mz, mr, sz, sr, acc;
+    V bad;  // > 0 in lanes that saw NaN or +inf
+  };
+
+  static TDPO_INLINE V splat(T x) { return simd::splat<V>(x); }
+
+  static TDPO_INLINE V drop_neg_inf(V m) {
+    // exp(x - m) with m = -inf would be exp(NaN) for x = -inf; use 0 instead (all sums are 0 then).
+    return m == splat(-std::numeric_limits<T>::infinity()) ? splat(0) : m;
+  }
+
+  static TDPO_INLINE void absorb_block(Online& s, const T* z, const T* r) {
+    const V inf = splat(std::numeric_limits<T>::infinity());
+    V bz = simd::load<V>(z), br = simd::load<V>(r);
+    for (int k = 1; k < kBlock; ++k) {
+      bz = simd::vmax(bz, simd::load<V>(z + k * L));
+      br = simd::vmax(br, simd::load<V>(r + k * L));
+    }
+    const V nz = simd::vmax(s.mz, bz), nr = simd::vmax(s.mr, br);
+    const V nz0 = drop_neg_inf(nz), nr0 = drop_neg_inf(nr);
+    // Rescale what was accumulated under the old max. old = -inf gives factor 0 on sums that are 0.
+    const V fz = simd::vexp(s.mz - nz0), fr = simd::vexp(s.mr - nr0);
+    // Each accumulated difference moves by (nz0 - mz0) - (nr0 - mr0) with the new maxima.
+    const V shift = (nz0 - drop_neg_inf(s.mz)) - (nr0 - drop_neg_inf(s.mr));
+    // A factor that underflows to 0 drops terms whose q is now 0, infinite ones (p = 0) included.
+    s.acc = fr != splat(0) ? fr * (s.acc + s.sr * shift) : splat(0);
+    s.sz *= fz;
+    s.sr *= fr;
+    s.mz = nz;
+    s.mr = nr;
+    for (int k = 0; k < kBlock; ++k) {
+      const V zk = simd::load<V>(z + k * L), rk = simd::load<V>(r + k * L);
+      // !(x < inf) is NaN or +inf in one compare; a float count keeps GCC on vector code (integer
+      // mask vectors made it fall back to one scalar compare per lane).
+      s.bad += zk < inf ? splat(0) : splat(1);
+      s.bad += rk < inf ? splat(0) : splat(1);
+      const V dz = zk - nz0, dr = rk - nr0;
+      const V ez = simd::vexp(dz), er = simd::vexp(dr);
+      s.sz += ez;
+      s.sr += er;
+      s.acc += er != splat(0) ? er * (dr - dz) : splat(0);
+    }
+  }
+
+  static TDPO_INLINE RowStats row_forward(const T* z, const T* r, int64_t n, int32_t y) {
+    constexpr int W = kBlock * L;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    Online s;
+    s.mz = s.mr = splat(ninf);
+    s.sz = s.sr = s.acc = splat(0);
+    s.bad = splat(0);
+    int64_t i = 0;
+    for (; i + W <= n; i += W) absorb_block(s, z + i, r + i);
+    if (i < n) {
+      // The tail, padded with -inf: contributes exactly nothing to any sum.
+      alignas(64) T tz[W], tr[W];
+      std::fill(tz, tz + W, ninf);
+      std::fill(tr, tr + W, ninf);
+      std::copy(z + i, z + n, tz);
+      std::copy(r + i, r + n, tr);
+      absorb_block(s, tz, tr);
+    }
+    RowStats out{};
+    out.bad = false;
+    double mz = -INFINITY, mr = -INFINITY;
+    for (int l = 0; l < L; ++l) {
+      out.bad |= s.bad[l] != 0;  // counts of NaN / +inf (never NaN themselves)
+      mz = std::max(mz, double(s.mz[l]));
+      mr = std::max(mr, double(s.mr[l]));
+    }
+    out.max_z = mz;
+    out.max_r = mr;
+    if (out.bad || mz == -INFINITY || mr == -INFINITY) return out;
+    double sz = 0, sr = 0, acc = 0;
+    for (int l = 0; l < L; ++l) {
+      if (s.mz[l] != ninf) sz += double(s.sz[l]) * std::exp(double(s.mz[l]) - mz);
+      if (s.mr[l] != ninf) {
+        const double f = std::exp(double(s.mr[l]) - mr);
+        if (f == 0) continue;
+        // The lane's differences were taken against its own maxima (-inf standing as 0).
+        const double mzl = s.mz[l] == ninf ? 0.0 : double(s.mz[l]);
+        sr += double(s.sr[l]) * f;
+        acc += f * (double(s.acc[l]) + double(s.sr[l]) * ((mz - mzl) - (mr - double(s.mr[l]))));
+      }
+    }
+    out.logsum_z = std::log(sz);
+    out.logsum_r = std::log(sr);
+    out.logp = (double(z[y]) - mz) - out.logsum_z;
+    out.logq = (double(r[y]) - mr) - out.logsum_r;
+    out.kl = acc / sr + (out.logsum_z - out.logsum_r);
+    // Not reached with finite inputs; kept so that no NaN KL can leave this function.
+    if (std::isnan(out.kl)) out.kl = INFINITY;
+    return out;
+  }
+
+  static TDPO_INLINE void row_backward(const T* z, const T* r, int64_t n, int32_t y, T mz, T lsz,
+                                       T mr, T lsr, T c, T a, T* g) {
+    const V vmz = splat(mz), vlz = splat(lsz);
+    const V vmr = splat(mr), vlr = splat(lsr);
+    const V vac = splat(a - c), va = splat(a);
+    int64_t i = 0;
+    if (a == 0) {  // DPO, and TDPO2's chosen rows: the KL term has no gradient, skip reading r.
+      for (; i + L <= n; i += L) simd::store(g + i, vac * simd::vexp((simd::load<V>(z + i) - vmz) - vlz));
+    } else {
+      for (; i + L <= n; i += L) {
+        const V p = simd::vexp((simd::load<V>(z + i) - vmz) - vlz);
+        const V q = simd::vexp((simd::load<V>(r + i) - vmr) - vlr);
+        simd::store(g + i, vac * p - va * q);
+      }
+    }
+    if (i < n) {
+      alignas(64) T tz[L], tr[L], tg[L];
+      std::fill(tz, tz + L, -std::numeric_limits<T>::infinity());
+      std::fill(tr, tr + L, -std::numeric_limits<T>::infinity());
+      std::copy(z + i, z + n, tz);
+      std::copy(r + i, r + n, tr);
+      const V p = simd::vexp((simd::load<V>(tz) - vmz) - vlz);
+      const V q = simd::vexp((simd::load<V>(tr) - vmr) - vlr);
+      simd::store(tg, vac * p - va * q);
+      std::copy(tg, tg + (n - i), g + i);
+    }
+    g[y] += c;
+  }
+
+  static TDPO_INLINE RowCheck check_row(const T* x, int64_t n) {
+    const T inf = std::numeric_limits<T>::infinity();
+    V bad = splat(0), mx = splat(-inf);
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+      const V v = simd::load<V>(x + i);
+      bad += v < splat(inf) ? splat(0) : splat(1);
+      mx = simd::vmax(mx, v);
+    }
+    RowCheck out{false, true};
+    for (int l = 0; l < L; ++l) {
+      out.invalid |= bad[l] != 0;
+      out.all_neg_inf &= mx[l] == -inf;
+    }
+    for (; i < n; ++i) {
+      out.invalid |= !(x[i] < inf);
+      out.all_neg_inf &= x[i] == -inf;
+    }
+    return out;
+  }
 };
 
-template <typename T>
-TDPO_INLINE Vec<T> drop_neg_inf(Vec<T> m) {
-  // exp(x - m) with m = -inf would be exp(NaN) for x = -inf; use 0 instead (all sums are 0 then).
-  return m == simd::splat<T>(-std::numeric_limits<T>::infinity()) ? simd::splat<T>(0) : m;
+// The float kernels, one entry point per instruction set with that set's register width, picked
+// once at load (a function pointer per kernel); double (tests only) runs one portable build.
+struct FloatKernels {
+  RowStats (*forward)(const float*, const float*, int64_t, int32_t);
+  void (*backward)(const float*, const float*, int64_t, int32_t, float, float, float, float, float,
+                   float, float*);
+  RowCheck (*check)(const float*, int64_t);
+  const char* isa;
+};
+
+#define TDPO_FLOAT_KERNELS(NAME, TARGET, BYTES)                                                   \
+  TARGET RowStats forward_##NAME(const float* z, const float* r, int64_t n, int32_t y) {         \
+    return Kernel<float, BYTES>::row_forward(z, r, n, y);                                         \
+  }                                                                                              \
+  TARGET void backward_##NAME(const float* z, const float* r, int64_t n, int32_t y, float mz,    \
+                              float lsz, float mr, float lsr, float c, float a, float* g) {      \
+    Kernel<float, BYTES>::row_backward(z, r, n, y, mz, lsz, mr, lsr, c, a, g);                    \
+  }                                                                                              \
+  TARGET RowCheck check_##NAME(const float* x, int64_t n) {                                      \
+    return Kernel<float, BYTES>::check_row(x, n);                                                 \
+  }
+
+#if TDPO_PER_ISA
+TDPO_FLOAT_KERNELS(avx512, __attribute__((target("arch=x86-64-v4"))), 64)
+TDPO_FLOAT_KERNELS(avx2, __attribute__((target("arch=x86-64-v3"))), 32)
+TDPO_FLOAT_KERNELS(sse2, , 16)
+
+// TDPO_KERNEL_ISA=avx2 or sse2 asks for a narrower kernel than the CPU allows (tests run every
+// kernel this way); a wider one than the CPU has, or another name, is ignored.
+FloatKernels pick_float_kernels() {
+  __builtin_cpu_init();
+  const char* env = std::getenv("TDPO_KERNEL_ISA");
+  const std::string want = env ? env : "";
+  const bool v4 = __builtin_cpu_supports("x86-64-v4") && (want.empty() || want == "avx512");
+  const bool v3 = __builtin_cpu_supports("x86-64-v3") && want != "sse2";
+  if (v4) return {forward_avx512, backward_avx512, check_avx512, "avx512"};
+  if (v3) return {forward_avx2, backward_avx2, check_avx2, "avx2"};
+  return {forward_sse2, backward_sse2, check_sse2, "sse2"};
+}
+#else
+TDPO_FLOAT_KERNELS(generic, , 64)
+FloatKernels pick_float_kernels() { return {forward_generic, backward_generic, check_generic, "generic"}; }
+#endif
+#undef TDPO_FLOAT_KERNELS
+
+const FloatKernels& float_kernels() {
+  static const FloatKernels k = pick_float_kernels();
+  return k;
 }
 
-template <typename T>
-TDPO_INLINE void absorb_block(Online<T>& s, const T* z, const T* r) {
-  constexpr int L = kLanes<T>;
-  const Vec<T> inf = simd::splat<T>(std::numeric_limits<T>::infinity());
-  Vec<T> bz = simd::load(z), br = simd::load(r);
-  for (int k = 1; k < kBlock; ++k) {
-    bz = simd::vmax(bz, simd::load(z + k * L));
-    br = simd::vmax(br, simd::load(r + k * L));
-  }
-  const Vec<T> nz = simd::vmax(s.mz, bz), nr = simd::vmax(s.mr, br);
-  const Vec<T> nz0 = drop_neg_inf<T>(nz), nr0 = drop_neg_inf<T>(nr);
-  // Rescale what was accumulated under the old max. old = -inf gives factor 0 on sums that are 0.
-  const Vec<T> fz = simd::vexp(s.mz - nz0), fr = simd::vexp(s.mr - nr0);
-  // Each accumulated difference moves by (nz0 - mz0) - (nr0 - mr0) with the new maxima.
-  const Vec<T> shift = (nz0 - drop_neg_inf<T>(s.mz)) - (nr0 - drop_neg_inf<T>(s.mr));
-  // A factor that underflows to 0 drops terms whose q is now 0, infinite ones (p = 0) included.
-  s.acc = fr != simd::splat<T>(0) ? fr * (s.acc + s.sr * shift) : simd::splat<T>(0);
-  s.sz *= fz;
-  s.sr *= fr;
-  s.mz = nz;
-  s.mr = nr;
-  for (int k = 0; k < kBlock; ++k) {
-    const Vec<T> zk = simd::load(z + k * L), rk = simd::load(r + k * L);
-    // !(x < inf) is NaN or +inf in one compare; a float count keeps GCC on vector code (integer
-    // mask vectors made it fall back to one scalar compare per lane).
-    s.bad += zk < inf ? simd::splat<T>(0) : simd::splat<T>(1);
-    s.bad += rk < inf ? simd::splat<T>(0) : simd::splat<T>(1);
-    const Vec<T> dz = zk - nz0, dr = rk - nr0;
-    const Vec<T> ez = simd::vexp(dz), er = simd::vexp(dr);
-    s.sz += ez;
-    s.sr += er;
-    s.acc += er != simd::splat<T>(0) ? er * (dr - dz) : simd::splat<T>(0);
-  }
-}
-
-template <typename T>
-TDPO_INLINE RowStats row_forward_impl(const T* z, const T* r, int64_t n, int32_t y) {
-  constexpr int W = kBlock * kLanes<T>;
-  const T ninf = -std::numeric_limits<T>::infinity();
-  Online<T> s;
-  s.mz = s.mr = simd::splat<T>(ninf);
-  s.sz = s.sr = s.acc = simd::splat<T>(0);
-  s.bad = simd::splat<T>(0);
-  int64_t i = 0;
-  for (; i + W <= n; i += W) absorb_block(s, z + i, r + i);
-  if (i < n) {
-    // The tail, padded with -inf: contributes exactly nothing to any sum.
-    alignas(64) T tz[W], tr[W];
-    std::fill(tz, tz + W, ninf);
-    std::fill(tr, tr + W, ninf);
-    std::copy(z + i, z + n, tz);
-    std::copy(r + i, r + n, tr);
-    absorb_block(s, tz, tr);
-  }
-  RowStats out{};
-  out.bad = false;
-  double mz = -INFINITY, mr = -INFINITY;
-  for (int l = 0; l < kLanes<T>; ++l) {
-    out.bad |= s.bad[l] != 0;  // counts of NaN / +inf (never NaN themselves)
-    mz = std::max(mz, double(s.mz[l]));
-    mr = std::max(mr, double(s.mr[l]));
-  }
-  out.max_z = mz;
-  out.max_r = mr;
-  if (out.bad || mz == -INFINITY || mr == -INFINITY) return out;
-  double sz = 0, sr = 0, acc = 0;
-  for (int l = 0; l < kLanes<T>; ++l) {
-    if (s.mz[l] != ninf) sz += double(s.sz[l]) * std::exp(double(s.mz[l]) - mz);
-    if (s.mr[l] != ninf) {
-      const double f = std::exp(double(s.mr[l]) - mr);
-      if (f == 0) continue;
-      // The lane's differences were taken against its own maxima (-inf standing as 0).
-      const double mzl = s.mz[l] == ninf ? 0.0 : double(s.mz[l]);
-      sr += double(s.sr[l]) * f;
-      acc += f * (double(s.acc[l]) + double(s.sr[l]) * ((mz - mzl) - (mr - double(s.mr[l]))));
-    }
-  }
-  out.logsum_z = std::log(sz);
-  out.logsum_r = std::log(sr);
-  out.logp = (double(z[y]) - mz) - out.logsum_z;
-  out.logq = (double(r[y]) - mr) - out.logsum_r;
-  out.kl = acc / sr + (out.logsum_z - out.logsum_r);
-  // Not reached with finite inputs; kept so that no NaN KL can leave this function.
-  if (std::isnan(out.kl)) out.kl = INFINITY;
-  return out;
-}
-
-template <typename T>
-TDPO_INLINE void row_backward_impl(const T* z, const T* r, int64_t n, int32_t y, T mz, T lsz, T mr,
-                                   T lsr, T c, T a, T* g) {
-  constexpr int L = kLanes<T>;
-  const Vec<T> vmz = simd::splat(mz), vlz = simd::splat(lsz);
-  const Vec<T> vmr = simd::splat(mr), vlr = simd::splat(lsr);
-  const Vec<T> vac = simd::splat<T>(a - c), va = simd::splat(a);
-  int64_t i = 0;
-  if (a == 0) {  // DPO, and TDPO2's chosen rows: the KL term has no gradient, skip reading r.
-    for (; i + L <= n; i += L) simd::store(g + i, vac * simd::vexp((simd::load(z + i) - vmz) - vlz));
-  } else {
-    for (; i + L <= n; i += L) {
-      const Vec<T> p = simd::vexp((simd::load(z + i) - vmz) - vlz);
-      const Vec<T> q = simd::vexp((simd::load(r + i) - vmr) - vlr);
-      simd::store(g + i, vac * p - va * q);
-    }
-  }
-  if (i < n) {
-    alignas(64) T tz[L], tr[L], tg[L];
-    std::fill(tz, tz + L, -std::numeric_limits<T>::infinity());
-    std::fill(tr, tr + L, -std::numeric_limits<T>::infinity());
-    std::copy(z + i, z + n, tz);
-    std::copy(r + i, r + n, tr);
-    const Vec<T> p = simd::vexp((simd::load(tz) - vmz) - vlz);
-    const Vec<T> q = simd::vexp((simd::load(tr) - vmr) - vlr);
-    simd::store(tg, vac * p - va * q);
-    std::copy(tg, tg + (n - i), g + i);
-  }
-  g[y] += c;
-}
-
-// The float kernels are cloned per instruction set; double (tests only) is not.
-TDPO_KERNEL_CLONES RowStats row_forward(const float* z, const float* r, int64_t n, int32_t y) {
-  return row_forward_impl(z, r, n, y);
+RowStats row_forward(const float* z, const float* r, int64_t n, int32_t y) {
+  return float_kernels().forward(z, r, n, y);
 }
 RowStats row_forward(const double* z, const double* r, int64_t n, int32_t y) {
-  return row_forward_impl(z, r, n, y);
+  return Kernel<double, 64>::row_forward(z, r, n, y);
 }
-TDPO_KERNEL_CLONES void row_backward(const float* z, const float* r, int64_t n, int32_t y, float mz,
-                                     float lsz, float mr, float lsr, float c, float a, float* g) {
-  row_backward_impl(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
+void row_backward(const float* z, const float* r, int64_t n, int32_t y, float mz, float lsz,
+                  float mr, float lsr, float c, float a, float* g) {
+  float_kernels().backward(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
 }
 void row_backward(const double* z, const double* r, int64_t n, int32_t y, double mz, double lsz,
                   double mr, double lsr, double c, double a, double* g) {
-  row_backward_impl(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
-}
-
-template <typename T>
-TDPO_INLINE RowCheck check_row_impl(const T* x, int64_t n) {
-  constexpr int L = kLanes<T>;
-  const T inf = std::numeric_limits<T>::infinity();
-  Vec<T> bad = simd::splat<T>(0), mx = simd::splat<T>(-inf);
-  int64_t i = 0;
-  for (; i + L <= n; i += L) {
-    const Vec<T> v = simd::load(x + i);
-    bad += v < simd::splat(inf) ? simd::splat<T>(0) : simd::splat<T>(1);
-    mx = simd::vmax(mx, v);
-  }
-  RowCheck out{false, true};
-  for (int l = 0; l < L; ++l) {
-    out.invalid |= bad[l] != 0;
-    out.all_neg_inf &= mx[l] == -inf;
-  }
-  for (; i < n; ++i) {
-    out.invalid |= !(x[i] < inf);
-    out.all_neg_inf &= x[i] == -inf;
-  }
-  return out;
+  Kernel<double, 64>::row_backward(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
 }
 
 }  // namespace
 
-TDPO_KERNEL_CLONES RowCheck check_row(const float* data, int64_t n) {
-  return check_row_impl(data, n);
-}
-RowCheck check_row(const double* data, int64_t n) { return check_row_impl(data, n); }
+RowCheck check_row(const float* data, int64_t n) { return float_kernels().check(data, n); }
+RowCheck check_row(const double* data, int64_t n) { return Kernel<double, 64>::check_row(data, n); }
+
+const char* kernel_isa() { return float_kernels().isa; }
 
 template <typename T>
 Result fused(const Inputs<T>& in, const Options& opt) {

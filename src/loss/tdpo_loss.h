@@ -92,6 +92,10 @@ struct RowCheck {
 RowCheck check_row(const float* data, int64_t n);
 RowCheck check_row(const double* data, int64_t n);
 
+// The instruction set the float kernel runs with on this CPU: "avx512", "avx2", "sse2" (x86-64) or
+// "generic"; benchmark figures depend on it.
+const char* kernel_isa();
+
 // Throws ERR_TDPO_LOGITS when either model's logit at a scored label is -inf.
 template <typename T>
 void check_labelled_logits(const Inputs<T>& in);
