@@ -1,16 +1,18 @@
 // Folders that tdpo saves, loaded by Hugging Face transformers itself (AutoModelForCausalLM), give
-// the logits tdpo computes. Needs a Python with torch and transformers (TDPO_PYTHON, default
-// python3); skipped where there is none, as on the development machine: the GPU machine has one
-// (scripts/device/check.sh runs this there).
+// the logits tdpo computes. Needs a Python with torch and transformers: the one npm test makes in
+// .venv-interop/ (scripts/interop-python.js; CI fails without it), or TDPO_PYTHON; skipped where
+// there is none (a bare vitest run without that set-up).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/index.js';
 import { dirOf, golden, logitError } from './model-fixtures.js';
 
-const python = process.env.TDPO_PYTHON ?? 'python3';
+// npm test makes .venv-interop/ (scripts/interop-python.js); TDPO_PYTHON names another Python.
+const venvPython = path.join(__dirname, '..', '.venv-interop', 'bin', 'python');
+const python = process.env.TDPO_PYTHON ?? (existsSync(venvPython) ? venvPython : 'python3');
 const hasTransformers = spawnSync(python, ['-c', 'import torch, transformers'], { stdio: 'ignore' }).status === 0;
 const tmp = mkdtempSync(path.join(tmpdir(), 'tdpo-hf-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
