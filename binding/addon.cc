@@ -10,6 +10,7 @@
 #include "binding/trainer.h"
 #include "binding/runtime.h"
 #include "common/alloc.h"
+#include "loss/tdpo_loss.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -21,6 +22,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // TDPO_CPU_CACHE_MB sets the cap (0 disables); default 2 GiB.
   const char* cap_mb = std::getenv("TDPO_CPU_CACHE_MB");
   install_caching_allocator((cap_mb ? std::strtoull(cap_mb, nullptr, 10) : 2048ull) << 20);
+  // The loss kernel's instruction set is chosen here, on the main thread, while no other thread
+  // can be changing the environment (TDPO_KERNEL_ISA is read with getenv).
+  loss::kernel_isa();
 
   exports.Set("tdpoLossSync", Napi::Function::New(env, LossSync, "tdpoLossSync"));
   exports.Set("tdpoLoss", Napi::Function::New(env, LossAsync, "tdpoLoss"));

@@ -20,7 +20,7 @@ const PACKAGES = ['torch', 'transformers', 'safetensors'];
 const log = (msg) => console.error(`setup: ${msg}`);
 
 function giveUp(reason) {
-  if (process.env.CI) {
+  if (process.env.CI && process.env.CI !== 'false') {
     console.error(`setup: the transformers interop Python could not be made: ${reason}`);
     process.exit(1);
   }
@@ -28,7 +28,9 @@ function giveUp(reason) {
   process.exit(0);
 }
 
-if (process.env.TDPO_PYTHON || process.env.TDPO_INTEROP === '0' || existsSync(ready)) process.exit(0);
+if (process.env.TDPO_PYTHON || process.env.TDPO_INTEROP === '0') process.exit(0);
+// Made before and still importing (a python3 upgrade can break a venv): nothing to do.
+if (existsSync(ready) && spawnSync(python, ['-c', 'import torch, transformers, safetensors'], { stdio: 'ignore' }).status === 0) process.exit(0);
 
 const sh = (cmd, args, opts = {}) => spawnSync(cmd, args, { encoding: 'utf8', cwd: root, ...opts });
 if (sh('python3', ['-c', 'import venv, ensurepip']).status !== 0) giveUp('python3 with venv and ensurepip is not installed');
@@ -54,6 +56,6 @@ if (pip.status !== 0) {
   giveUp(`pip install ${PACKAGES.join(' ')} failed (${pip.status ?? pip.signal}):\n${tail}`);
 }
 const check = sh(python, ['-c', 'import torch, transformers, safetensors; print(torch.__version__, transformers.__version__)']);
-if (check.status !== 0) giveUp(`the new environment cannot import them: ${check.stderr.trim().split('\n').pop()}`);
+if (check.status !== 0) giveUp(`the new environment cannot import them: ${String(check.stderr ?? '').trim().split('\n').pop()}`);
 log(`.venv-interop: torch ${check.stdout.trim().replace(' ', ', transformers ')}`);
 writeFileSync(ready, `${check.stdout.trim()}\n`);

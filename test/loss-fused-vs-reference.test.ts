@@ -101,7 +101,8 @@ describe("every instruction set's kernel", () => {
   });
 
   for (const isa of isas) {
-    it(`${isa} equals the reference (or is not offered by this CPU)`, () => {
+    // With TDPO_KERNEL_ISA set for the whole run, this process's own kernel is not the CPU's widest.
+    it.skipIf(!!process.env.TDPO_KERNEL_ISA)(`${isa} equals the reference (or is not offered by this CPU)`, () => {
       const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, TDPO_KERNEL_ISA: isa }, encoding: 'utf8', timeout: 60_000 });
       expect(r.status, r.stderr).toBe(0);
       const out = JSON.parse(r.stdout) as { isa: string; worst: Record<string, number> };

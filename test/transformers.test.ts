@@ -34,6 +34,11 @@ function transformersLogits(requests: Request[]): { transformers: string; logits
   return JSON.parse(readFileSync(out, 'utf8'));
 }
 
+// Under CI the interop Python must be there (npm test makes it): a skip would hide a broken one.
+it.runIf(!!process.env.CI && process.env.CI !== 'false')('CI has the interop Python', () => {
+  expect(hasTransformers, `${python} cannot import torch and transformers`).toBe(true);
+});
+
 describe.skipIf(!hasTransformers)('transformers loads what tdpo saves', () => {
   it('the golden checkpoints, saved by tdpo: same logits, with and without padding', async () => {
     const requests: Request[] = [];

@@ -237,7 +237,8 @@ TDPO_FLOAT_KERNELS(sse2, , 16)
 FloatKernels pick_float_kernels() {
   __builtin_cpu_init();
   const char* env = std::getenv("TDPO_KERNEL_ISA");
-  const std::string want = env ? env : "";
+  std::string want = env ? env : "";
+  if (want != "avx512" && want != "avx2" && want != "sse2") want.clear();
   const bool v4 = __builtin_cpu_supports("x86-64-v4") && (want.empty() || want == "avx512");
   const bool v3 = __builtin_cpu_supports("x86-64-v3") && want != "sse2";
   if (v4) return {forward_avx512, backward_avx512, check_avx512, "avx512"};
@@ -245,7 +246,14 @@ FloatKernels pick_float_kernels() {
   return {forward_sse2, backward_sse2, check_sse2, "sse2"};
 }
 #else
+// Elsewhere one build, with the width of the widest vector registers the compiler targets.
+#if defined(__AVX512F__)
 TDPO_FLOAT_KERNELS(generic, , 64)
+#elif defined(__AVX__)
+TDPO_FLOAT_KERNELS(generic, , 32)
+#else
+TDPO_FLOAT_KERNELS(generic, , 16)
+#endif
 FloatKernels pick_float_kernels() { return {forward_generic, backward_generic, check_generic, "generic"}; }
 #endif
 #undef TDPO_FLOAT_KERNELS
