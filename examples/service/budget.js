@@ -70,6 +70,16 @@ export class Budget {
     };
   }
 
+  /** `fn()` holding a slot and `bytes` of the budget (acquire), released however it ends. */
+  async run(bytes, fn) {
+    const release = this.acquire(bytes);
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
   /** Vital signs; the event-loop figures cover the time since the previous call (a scrape interval). */
   stats() {
     const h = this.loop;

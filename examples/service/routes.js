@@ -59,15 +59,12 @@ export function createHandler(ctx) {
       if (Number.isInteger(maxNew) && maxNew > limits.maxNewTokens) throw field(`options.maxNewTokens is ${maxNew}, over this service's limit of ${limits.maxNewTokens}`);
       // At most a row of logits per position (the prefill's, then one per step) and the KV cache,
       // which is small next to them.
-      const release = budget.acquire(logitBytes(1, prompt.length + maxNew) + 2 ** 20);
-      try {
+      return budget.run(logitBytes(1, prompt.length + maxNew) + 2 ** 20, async () => {
         const eos = tokenizer?.eosTokenId ?? model.config.eos_token_id;
         const [out] = await model.generate([Int32Array.from(prompt)], { ...(Number.isInteger(eos) ? { eosTokenId: eos } : {}), ...options });
         const ids = Array.from(out);
         return { tokens: ids, text: tokenizer ? tokenizer.decode(ids, { skipUnknown: true }) : null };
-      } finally {
-        release();
-      }
+      });
     },
 
     'POST /logprobs': async (req) => {
@@ -81,13 +78,10 @@ export function createHandler(ctx) {
       // Aligned labels: the logits at t score the token at t + 1; only the completion is scored.
       const labels = new Int32Array(T).fill(-100);
       for (let t = prompt.length - 1; t < T - 1; t++) labels[t] = ids[t + 1];
-      const release = budget.acquire(logitBytes(1, T) * 2);
-      try {
+      return budget.run(logitBytes(1, T) * 2, async () => {
         const r = await model.sequenceLogprobs(Int32Array.from(ids), [1, T], labels);
         return { tokens: completion, logprobs: Array.from(r.tokenLogprobs.subarray(prompt.length - 1, T - 1)), sum: r.sums[0] };
-      } finally {
-        release();
-      }
+      });
     },
 
     'POST /loss': async (req) => {
@@ -104,13 +98,10 @@ export function createHandler(ctx) {
       const pair = tokenizePair(prompt, chosen, rejected, eos, { maxLength: positions, maxPromptLength: Math.floor(positions / 2), truncationMode: 'keep_end' });
       const batch = collatePairs([pair]);
       const [B, T] = batch.shape;
-      const release = budget.acquire(logitBytes(B, T) * 2);
-      try {
+      return budget.run(logitBytes(B, T) * 2, async () => {
         const s = await (await scorer(options)).evaluate(batch);
         return { loss: s.loss, chosenReward: s.chosenRewards[0], rejectedReward: s.rejectedRewards[0], chosenKl: s.chosenKl[0], rejectedKl: s.rejectedKl[0], chosenLogps: s.chosenLogps[0], rejectedLogps: s.rejectedLogps[0] };
-      } finally {
-        release();
-      }
+      });
     },
 
     'POST /jobs': async (req, res) => {

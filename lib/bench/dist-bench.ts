@@ -4,11 +4,11 @@
 // each step's time in collectives and the bytes reduced come from train()'s dist/ metrics.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
 import { buildInfo } from '../index.js';
+import { freePort } from '../cli/launch.js';
 import type { DistChildSpec } from './dist-child.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
@@ -43,15 +43,6 @@ export interface DistBenchReport {
   config: DistBenchConfig;
   torchVersion: string;
   rows: DistBenchRow[];
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /**

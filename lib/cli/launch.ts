@@ -55,7 +55,7 @@ export function workerFromEnv(flags: LaunchFlags, env: NodeJS.ProcessEnv = proce
 }
 
 /** A port that was free a moment ago (for a one-machine run that names none). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

@@ -113,17 +113,22 @@ export class Distributed {
       return value;
     }
     // Rank 0 may write a large checkpoint meanwhile; its death ends the wait at once (the store goes).
-    return JSON.parse(await this.#live().recv(key, Math.max(10 * this.timeoutMs, 600_000))) as T;
+    return JSON.parse(await this.#live().recv(key, this.#mainWorkMs)) as T;
   }
 
   /** At the end: rank 0, which hosts the store, leaves only once every rank is done with it. */
   async finish(): Promise<void> {
     const g = this.#live();
     await g.send(`tdpo/finished/${this.rank}`, '1');
-    if (this.isMain) for (let r = 1; r < this.worldSize; r++) await g.recv(`tdpo/finished/${r}`, Math.max(10 * this.timeoutMs, 600_000));
+    if (this.isMain) for (let r = 1; r < this.worldSize; r++) await g.recv(`tdpo/finished/${r}`, this.#mainWorkMs);
   }
 
-  /** The collectives so far (the bench). */
+  /** How long a rank waits for another's file work (a checkpoint can be large): 10 timeouts, at least 10 minutes. */
+  get #mainWorkMs(): number {
+    return Math.max(10 * this.timeoutMs, 600_000);
+  }
+
+  /** The collectives so far: calls, bytes, milliseconds (the dist/ metrics of each step). */
   stats(): { calls: number; bytes: number; ms: number } {
     return this.#group?.stats() ?? { calls: 0, bytes: 0, ms: 0 };
   }

@@ -58,7 +58,3 @@ export function metricsFromSums(s: ArrayLike<number>, sft: boolean): Metrics {
     'logps/rejected': s[9] / n,
   };
 }
-
-export function stepMetrics(micro: MicroStats[], sft: boolean): Metrics {
-  return metricsFromSums(metricSums(micro, sft), sft);
-}
