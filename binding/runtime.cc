@@ -7,6 +7,7 @@
 #include "binding/errors.h"
 #include "common/alloc.h"
 #include "distributed/group.h"
+#include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
 #include "runtime/runtime.h"
 
@@ -49,6 +50,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < names.size(); ++i) backends.Set(uint32_t(i), names[i]);
   out.Set("distributedBackends", backends);
   out.Set("kernelIsa", loss::kernel_isa());
+  out.Set("fusedLinearRows", loss::cpu_row_math());
   return out;
 }
 

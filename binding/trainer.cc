@@ -5,6 +5,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "binding/async.h"
 #include "binding/convert.h"
 #include "binding/dist.h"
@@ -159,12 +161,14 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
     o.alpha = number_field(opt, "alpha", "options");
     o.optimizer = string_field(opt, "optimizer", "options");
     o.weight_decay = number_field(opt, "weightDecay", "options");
+    o.fused_linear = bool_field(opt, "fusedLinear", "options");
+    o.gradient_checkpointing = bool_field(opt, "gradientCheckpointing", "options");
+    // Fractions are allowed (tests cut chunks of a few rows); whole bytes, at least one.
+    const double chunk_mb = number_field(opt, "chunkMb", "options");
+    if (!(chunk_mb * 1048576.0 >= 1 && chunk_mb <= 1073741824.0))
+      throw range_error("ERR_TDPO_OPTION", "options.chunkMb must be a number in [2^-20, 2^30] (MB), got " + js_number(chunk_mb));
+    o.chunk_bytes = int64_t(std::llround(chunk_mb * 1048576.0));
     train::validate(o);
-    // The fused loss kernel reads CPU memory; training on a GPU needs a GPU loss first.
-    for (const StatePtr& m : {policy, reference}) {
-      if (m && m->model->device().type() != at::kCPU)
-        throw range_error("ERR_TDPO_OPTION", "training runs on the CPU: load the policy and reference with device 'cpu'");
-    }
     if (reference && reference->model->config().vocab_size != policy->model->config().vocab_size)
       throw range_error("ERR_TDPO_OPTION", "the reference model's vocabulary differs from the policy's");
     auto out = std::make_shared<TrainerState>();
@@ -178,7 +182,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
             ref = reference->model;
           } else if (o.objective != train::Objective::Sft) {
             // A frozen copy of the starting policy.
-            auto copy = models::make_model(policy->model->config(), policy->model->dtype());
+            auto copy = models::make_model(policy->model->config(), policy->model->dtype(), policy->model->device());
             at::NoGradGuard no_grad;
             for (size_t i = 0; i < copy->params().size(); ++i) copy->params()[i].copy_(policy->model->params()[i]);
             ref = std::move(copy);

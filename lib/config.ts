@@ -30,7 +30,13 @@ export interface TrainConfig {
      */
     group_by_length: boolean;
   };
-  loss: { name: Objective; alpha: number; beta: number };
+  /**
+   * fused_linear: the loss from the final hidden states, computing the logits of at most chunk_mb
+   * (policy + reference, float32) at a time; false materialises [B, T, V] logits (for comparison).
+   */
+  loss: { name: Objective; alpha: number; beta: number; fused_linear: boolean; chunk_mb: number };
+  /** Recompute each transformer block's forward during the backward pass: less activation memory, more time. */
+  gradient_checkpointing: boolean;
   batch_size: number;
   gradient_accumulation_steps: number;
   optimizer: OptimizerName;
@@ -61,7 +67,8 @@ export const defaultConfig: TrainConfig = {
   reference: null,
   tokenizer: null,
   data: { train: '', eval: null, format: 'pairs', eval_size: 256, skip_invalid: false, drop_last: true, group_by_length: false },
-  loss: { name: defaults.trainStep.loss, alpha: defaults.trainStep.alpha, beta: defaults.trainStep.beta },
+  loss: { name: defaults.trainStep.loss, alpha: defaults.trainStep.alpha, beta: defaults.trainStep.beta, fused_linear: defaults.trainStep.fusedLinear, chunk_mb: defaults.trainStep.chunkMb },
+  gradient_checkpointing: defaults.trainStep.gradientCheckpointing,
   batch_size: 64,
   gradient_accumulation_steps: 1,
   optimizer: defaults.trainStep.optimizer,
@@ -112,6 +119,9 @@ const schema: Record<string, Check> = {
   // Their values are checked by src/loss itself (checkLoss below), as the loss API checks them.
   'loss.alpha': isNumber,
   'loss.beta': isNumber,
+  'loss.fused_linear': bool,
+  'loss.chunk_mb': num(0, true),
+  gradient_checkpointing: bool,
   batch_size: int(1),
   gradient_accumulation_steps: int(1),
   optimizer: oneOf(...OPTIMIZERS),
@@ -277,8 +287,11 @@ function yamlErrorLine(file: string, err: unknown): string {
   return pos ? `${file}:${pos.line}:${pos.col}: ${first}` : `${file}: ${first}`;
 }
 
-/** Defaults, then the file (YAML or JSON), then each override in order; validated. */
-export function loadConfig(file: string | null, overrides: string[] = [], inline: Partial<TrainConfig> = {}): TrainConfig {
+/** Config given in code: any keys, a section's keys merged one by one into the defaults. */
+export type ConfigInput = Omit<Partial<TrainConfig>, 'data' | 'loss'> & { data?: Partial<TrainConfig['data']>; loss?: Partial<TrainConfig['loss']> };
+
+/** Defaults, then `inline`, then the file (YAML or JSON), then each override in order; validated. */
+export function loadConfig(file: string | null, overrides: string[] = [], inline: ConfigInput = {}): TrainConfig {
   let fromFile: Record<string, unknown> = {};
   if (file) {
     let text: string;

@@ -137,6 +137,11 @@ export interface BuildInfo {
   distributedBackends: string[];
   /** The fused loss kernel's instruction set on this CPU: 'avx512', 'avx2', 'sse2' or 'generic'. */
   kernelIsa: string;
+  /**
+   * The fused linear loss's per-row math on the CPU: 'kernel' (the SIMD rows), or 'aten' (libtorch
+   * ops, what CUDA runs) when TDPO_FUSED_LINEAR_ROWS=aten was set at load (for tests).
+   */
+  fusedLinearRows: 'kernel' | 'aten';
 }
 
 export interface NativeModelHandle {

@@ -2,6 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { buildInfo } from '../lib/index.js';
 
 const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -60,11 +61,32 @@ describe('tdpo bench --model', () => {
 });
 
 describe('tdpo bench --train', () => {
-  it('reports train-step throughput (tiny settings)', () => {
-    const r = run(['bench', '--train', '--json', '--pairs', '1', '-T', '8', '--runs', '1']);
+  it('reports one configuration, in a child process, with --fused-linear (tiny settings)', () => {
+    const r = run(['bench', '--train', '--json', '--pairs', '1', '-T', '8', '--runs', '1', '--fused-linear', 'on', '--chunk-mb', '8', '--threads', '1']);
     expect(r.status, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
-    expect(report.config).toMatchObject({ pairs: 1, seq: 8, runs: 1, loss: 'tdpo2' });
-    expect(report.pairsPerSecond).toBeGreaterThan(0);
+    expect(report.config).toMatchObject({ pairs: 1, seq: 8, runs: 1, loss: 'tdpo2', chunkMb: 8, threads: 1, device: 'cpu', dtype: 'float32' });
+    expect(report.rows).toHaveLength(1);
+    expect(report.rows[0]).toMatchObject({ name: 'fused linear', fusedLinear: true, gradientCheckpointing: false, vsMaterialised: null });
+    expect(report.rows[0].pairsPerSecond).toBeGreaterThan(0);
+    expect(report.logitsBytes).toBe(2 * 8 * 50257 * 4);
+  });
+
+  it.skipIf(buildInfo().cuda)("a refused device is one line of error, not a stack", () => {
+    const r = run(['bench', '--train', '--device', 'cuda', '--fused-linear', 'on', '--pairs', '1', '-T', '8', '--runs', '1']);
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('tdpo: '))).toHaveLength(1);
+    expect(lines.filter((l) => /^\s+at /.test(l))).toEqual([]);
+    expect(lines[lines.length - 1]).toMatch(/^tdpo: train bench \(fused linear\): options\.device 'cuda'/);
+  });
+
+  it('rejects bad --train flags with one line and exit code 2', () => {
+    for (const args of [['--train', '--fused-linear', 'maybe'], ['--train', '--chunk-mb', '0'], ['--train', '--dtype', 'fp8'], ['--fused-linear', 'on'], ['--train', '--nproc-per-node', '2', '--gradient-checkpointing']]) {
+      const r = run(['bench', ...args]);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^tdpo: /);
+    }
   });
 });

@@ -28,7 +28,7 @@ describe('config', () => {
   it('reads YAML, then applies --set overrides in order', () => {
     const f = file('a.yaml', 'model: ./m\ndata:\n  train: t.jsonl\nloss:\n  name: dpo\nbatch_size: 8\n');
     const c = loadConfig(f, ['loss.beta=0.25', 'batch_size=16', 'data.eval=e.jsonl', 'max_steps=null', 'loss.name=tdpo1']);
-    expect(c.loss).toEqual({ name: 'tdpo1', alpha: 0.5, beta: 0.25 });
+    expect(c.loss).toEqual({ name: 'tdpo1', alpha: 0.5, beta: 0.25, fused_linear: true, chunk_mb: 512 });
     expect(c.batch_size).toBe(16);
     expect(c.data).toMatchObject({ train: 't.jsonl', eval: 'e.jsonl', format: 'pairs' });
     expect(c.max_steps).toBeNull();
@@ -46,6 +46,9 @@ describe('config', () => {
     ['a bad choice', ['loss.name=ppo'], 'loss.name must be one of "tdpo2", "tdpo1", "dpo", "sft"'],
     ['beta <= 0', ['loss.beta=0'], 'loss.beta must be a finite number > 0'],
     ['an accumulation that does not divide the batch', ['gradient_accumulation_steps=3'], 'multiple of gradient_accumulation_steps'],
+    ['a non-boolean fused_linear', ['loss.fused_linear=maybe'], 'loss.fused_linear must be true or false'],
+    ['a zero chunk budget', ['loss.chunk_mb=0'], 'loss.chunk_mb must be a number > 0, got 0'],
+    ['a non-boolean gradient_checkpointing', ['gradient_checkpointing=1'], 'gradient_checkpointing must be true or false'],
   ];
   for (const [name, sets, message] of bad) {
     it(`rejects ${name}`, () => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInfo, loadConfig, train, type TrainConfig } from '../lib/index.js';
-import { rng } from './helpers.js';
+import { readWeights, rng } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-dist-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -98,21 +98,6 @@ async function freePort(): Promise<number> {
 }
 
 const readMetrics = (out: string) => readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
-
-/** Every tensor of a safetensors file as float32 values, by name. */
-function readWeights(file: string): Map<string, Float32Array> {
-  const buf = readFileSync(file);
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
-  const out = new Map<string, Float32Array>();
-  for (const [name, t] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    expect(t.dtype).toBe('F32');
-    const bytes = buf.subarray(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
-    out.set(name, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
-  }
-  return out;
-}
 
 /**
  * ||a - b|| / ||a|| over all the weights. (Not per tensor: a bias that starts at 0 has a tiny norm,

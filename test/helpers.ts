@@ -1,5 +1,21 @@
-// Shared test fixtures: seeded random inputs for the loss.
+// Shared test fixtures: seeded random inputs for the loss; weights read back from saved models.
+import { readFileSync } from 'node:fs';
 import type { TdpoLossInputs } from '../lib/index.js';
+
+/** Every tensor of a safetensors file as float32 values, by name (throws on another dtype). */
+export function readWeights(file: string): Map<string, Float32Array> {
+  const buf = readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+  const out = new Map<string, Float32Array>();
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    if (t.dtype !== 'F32') throw new Error(`${file}: ${name} is ${t.dtype}, not F32`);
+    const bytes = buf.subarray(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
+    out.set(name, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+  }
+  return out;
+}
 
 /** mulberry32: a small seeded PRNG, so failures reproduce. */
 export function rng(seed: number): () => number {

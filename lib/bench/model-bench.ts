@@ -1,5 +1,5 @@
 // Model runner benchmark: forward throughput of a GPT-2-small-shaped model, and generation with
-// and without the key/value cache.
+// and without the key/value cache. (The train step's bench is train-bench.ts.)
 import { buildInfo, getNumThreads, Model, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 
@@ -16,6 +16,17 @@ export interface ModelBenchConfig {
 
 export const defaultModelBenchConfig: ModelBenchConfig = { batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0, device: 'cpu', dtype: 'float32' };
 
+/** A GPT-2-family model config (Hugging Face names) as the benches use it. */
+export interface BenchModelConfig {
+  model_type: string;
+  vocab_size: number;
+  n_positions: number;
+  n_embd: number;
+  n_layer: number;
+  n_head: number;
+  [key: string]: unknown;
+}
+
 /** GPT-2 small: 124M parameters. */
 export const gpt2SmallConfig = {
   model_type: 'gpt2',
@@ -26,7 +37,7 @@ export const gpt2SmallConfig = {
   n_head: 12,
   activation_function: 'gelu_new',
   layer_norm_epsilon: 1e-5,
-};
+} satisfies BenchModelConfig;
 
 export interface ModelBenchReport {
   config: ModelBenchConfig & { threads: number };
@@ -42,7 +53,8 @@ export interface ModelBenchReport {
   };
 }
 
-function randomIds(n: number, vocab: number, seed: number): Int32Array {
+/** `n` token ids in [0, vocab), from `seed` alone. */
+export function randomIds(n: number, vocab: number, seed: number): Int32Array {
   const ids = new Int32Array(n);
   let s = seed * 2654435761 + 1;
   for (let i = 0; i < n; i++) {
@@ -113,55 +125,5 @@ export function formatModelReport(r: ModelBenchReport): string {
     `  with the key/value cache     ${median(r.generate.cachedMs).toFixed(0)} ms = ${r.generate.cachedTokensPerSecond.toFixed(1)} new tokens/s`,
     `  re-running the sequence      ${r.generate.uncachedMs.toFixed(0)} ms = ${r.generate.uncachedTokensPerSecond.toFixed(1)} new tokens/s`,
     `  cache speed-up per new token ${r.generate.speedup.toFixed(1)}x (prompt prefill included in both)`,
-  ].join('\n');
-}
-
-export interface TrainBenchReport {
-  config: { pairs: number; seq: number; runs: number; threads: number; loss: string };
-  torchVersion: string;
-  timesMs: number[];
-  medianMs: number;
-  pairsPerSecond: number;
-  tokensPerSecond: number;
-}
-
-/** One TDPO2 + RMSprop optimizer step (policy forward/backward, reference forward, fused loss) on a GPT-2-small shape. */
-export async function runTrainBench(c: { pairs: number; seq: number; runs: number; seed: number }, progress: (m: string) => void = () => {}): Promise<TrainBenchReport> {
-  const { TrainStep } = await import('../index.js');
-  progress('creating a GPT-2-small-shaped policy and its reference (random weights)');
-  const policy = await Model.create(gpt2SmallConfig, { seed: c.seed });
-  try {
-    const step = await TrainStep.create(policy, { loss: 'tdpo2', optimizer: 'rmsprop' });
-    const B = 2 * c.pairs;
-    const inputIds = randomIds(B * c.seq, gpt2SmallConfig.vocab_size, c.seed + 2);
-    const labels = Int32Array.from(inputIds, (x, i) => (i % c.seq < c.seq / 4 ? -100 : x)); // a quarter prompt
-    const batch = { inputIds, labels, shape: [B, c.seq] as const };
-    progress(`train steps, ${c.pairs} pairs x T=${c.seq}`);
-    const once = async () => {
-      await step.accumulate(batch);
-      await step.apply(5e-6, 10);
-    };
-    await once(); // warm-up
-    const timesMs: number[] = [];
-    for (let i = 0; i < c.runs; i++) timesMs.push(await timed(once));
-    const ms = median(timesMs);
-    return {
-      config: { pairs: c.pairs, seq: c.seq, runs: c.runs, threads: getNumThreads(), loss: 'tdpo2' },
-      torchVersion: buildInfo().torchVersion,
-      timesMs,
-      medianMs: ms,
-      pairsPerSecond: c.pairs / (ms / 1e3),
-      tokensPerSecond: (B * c.seq) / (ms / 1e3),
-    };
-  } finally {
-    policy.dispose();
-  }
-}
-
-export function formatTrainReport(r: TrainBenchReport): string {
-  return [
-    `tdpo bench --train: one TDPO2 + RMSprop step on a GPT-2-small shape (policy forward+backward, reference forward, fused loss), fp32, ${r.config.threads} threads, libtorch ${r.torchVersion}; median of ${r.config.runs} runs after a warm-up`,
-    '',
-    `${r.config.pairs} pairs (${2 * r.config.pairs} sequences) x T=${r.config.seq}: ${(r.medianMs / 1e3).toFixed(2)} s per step = ${r.pairsPerSecond.toFixed(2)} pairs/s (${r.tokensPerSecond.toFixed(0)} tokens/s)`,
   ].join('\n');
 }

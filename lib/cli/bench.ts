@@ -1,7 +1,8 @@
 // `tdpo bench`: the fused-vs-reference loss benchmark (see lib/bench/loss-bench.ts).
 import { parseArgs } from 'node:util';
 import { defaultLossBenchConfig, formatAsyncContract, runLossBench, type LossBenchConfig, type LossBenchReport } from '../bench/loss-bench.js';
-import { defaultModelBenchConfig, formatModelReport, formatTrainReport, runModelBench, runTrainBench } from '../bench/model-bench.js';
+import { defaultModelBenchConfig, formatModelReport, runModelBench } from '../bench/model-bench.js';
+import { defaultTrainBenchConfig, formatTrainReport, runTrainBench, type TrainBenchConfig } from '../bench/train-bench.js';
 import { CliError, oneOf, positiveInt } from './errors.js';
 
 export const benchHelp = `Usage: tdpo bench [options]
@@ -13,9 +14,14 @@ machine's memory-copy bandwidth, and peak RSS.
 
 With --model: a GPT-2-small-shaped model (random weights) instead: forward tokens/s at B=8,
 T=128, and generation tokens/s with the key/value cache against re-running the whole sequence.
-With --train: one TDPO2 + RMSprop train step on that shape (--pairs, default 2; -T, default 128):
-pairs/s. With --train --nproc-per-node N: the same global batch (--pairs, default 2N) by 1 process
-x N threads and by N processes x 1 thread (c10d, Gloo on loopback): step time, pairs/s, the
+With --train: TDPO2 + RMSprop train steps on that shape (--pairs, default 2; -T, default 128;
+--runs, default 3) in three configurations, each in its own process: materialised [B, T, V]
+logits; the fused linear + loss (the logits of a chunk of rows at a time, from the final hidden
+states); the fused linear with gradient checkpointing. Step time, pairs/s, tokens/s, RSS before
+the first step and peak RSS, and each row's time and peak RSS against the materialised row's.
+--fused-linear or --gradient-checkpointing runs that one configuration instead.
+With --train --nproc-per-node N: the same global batch (--pairs, default 2N) by 1 process x N
+threads and by N processes x 1 thread (c10d, Gloo on loopback): step time, pairs/s, the
 allreduce's share of the step and the bytes it reduces.
 With --service (in a checkout): the reference HTTP service, examples/service, driven with
 autocannon on loopback while a training job runs in it: throughput and p50/p99 of /generate, /loss
@@ -34,6 +40,11 @@ Options:
       --soak N          with --service: soak for N seconds (600 = the 10-minute soak)
       --pairs N         with --train: preference pairs per step      default 2
       --nproc-per-node N with --train: compare N processes with 1 (data parallel)
+      --fused-linear on|off     with --train: only the fused linear (on) or the
+                                materialised logits (off)
+      --gradient-checkpointing  with --train: only with gradient checkpointing (and the
+                                fused linear unless --fused-linear off)
+      --chunk-mb N      with --train: the fused linear's chunk of logits in MB  default ${defaultTrainBenchConfig.chunkMb}
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
   -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}
@@ -43,8 +54,8 @@ Options:
       --threads N       intra-op threads                   default: all available CPUs
       --prompt-tokens N with --model: generation prompt length   default 128
       --new-tokens N    with --model: tokens generated           default 32
-      --device NAME     with --model: cpu | cuda                 default cpu
-      --dtype NAME      with --model: float32 | bfloat16         default float32
+      --device NAME     with --model or --train: cpu | cuda      default cpu
+      --dtype NAME      with --model or --train: float32 | bfloat16  default float32
       --json            print the report as JSON
   -h, --help            this text
 `;
@@ -124,6 +135,9 @@ export async function benchCommand(argv: string[]): Promise<number> {
       model: { type: 'boolean', default: false },
       train: { type: 'boolean', default: false },
       'nproc-per-node': { type: 'string' },
+      'fused-linear': { type: 'string' },
+      'gradient-checkpointing': { type: 'boolean' },
+      'chunk-mb': { type: 'string' },
       tokenizer: { type: 'boolean', default: false },
       service: { type: 'boolean', default: false },
       seconds: { type: 'string' },
@@ -144,6 +158,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const progress = values.json
     ? () => {}
     : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
+  const trainOnly = (['fused-linear', 'gradient-checkpointing', 'chunk-mb'] as const).filter((k) => values[k] !== undefined);
+  if (trainOnly.length > 0 && (!values.train || values['nproc-per-node'] !== undefined)) {
+    throw new CliError(`--${trainOnly[0]} goes with --train (without --nproc-per-node)`);
+  }
   if (values.service) {
     const { runServiceBench } = await import('../bench/service-bench.js');
     return runServiceBench({
@@ -173,11 +191,19 @@ export async function benchCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (values.train) {
-    const tc = { pairs: 2, seq: 128, runs: 3, seed: 0 };
+    const tc: TrainBenchConfig = { ...defaultTrainBenchConfig };
     if (values.pairs !== undefined) tc.pairs = positiveInt(values.pairs, '--pairs');
     if (values.seq !== undefined) tc.seq = positiveInt(values.seq, '--seq');
     if (values.runs !== undefined) tc.runs = positiveInt(values.runs, '--runs');
-    if (values.threads !== undefined) (await import('../index.js')).setNumThreads(positiveInt(values.threads, '--threads'));
+    if (values.threads !== undefined) tc.threads = positiveInt(values.threads, '--threads');
+    if (values['chunk-mb'] !== undefined) tc.chunkMb = positiveInt(values['chunk-mb'], '--chunk-mb');
+    if (values.device !== undefined) tc.device = oneOf(values.device, ['cpu', 'cuda'] as const, '--device');
+    if (values.dtype !== undefined) tc.dtype = oneOf(values.dtype, ['float32', 'bfloat16'] as const, '--dtype');
+    const fused = values['fused-linear'] !== undefined ? oneOf(values['fused-linear'], ['on', 'off'] as const, '--fused-linear') : undefined;
+    const checkpointing = values['gradient-checkpointing'];
+    if (fused !== undefined || checkpointing !== undefined) {
+      tc.variants = [{ fusedLinear: fused !== 'off', gradientCheckpointing: checkpointing === true }];
+    }
     const report = await runTrainBench(tc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatTrainReport(report)}\n`);
     return 0;

@@ -12,7 +12,8 @@ import { codedError } from '../errors.js';
  * or writes. `threads` (the machine's cores; at most the last bits of floating-point sums move),
  * `output_dir` (where the run is, e.g. a moved folder).
  */
-export const FREE_TO_CHANGE: readonly string[] = ['threads', 'output_dir'];
+// How the same step is computed (threads, memory/time trade-offs), not what it computes.
+export const FREE_TO_CHANGE: readonly string[] = ['threads', 'output_dir', 'loss.fused_linear', 'loss.chunk_mb', 'gradient_checkpointing'];
 
 export interface ConfigChange {
   /** Dotted: `loss.name`, `model.n_embd`. */

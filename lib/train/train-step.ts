@@ -14,6 +14,16 @@ export interface TrainStepOptions {
   /** Default 'rmsprop' (PyTorch defaults: alpha 0.99, eps 1e-8), as the official code. */
   optimizer?: OptimizerName;
   weightDecay?: number;
+  /**
+   * Default true: the preference loss from the final hidden states and the output projection, the
+   * logits of a chunk of rows at a time (src/loss/fused_linear.h); false materialises [B, T, V]
+   * logits for the policy, the reference and the gradient. SFT always materialises.
+   */
+  fusedLinear?: boolean;
+  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default 512. */
+  chunkMb?: number;
+  /** Default false: recompute each block's forward during backward (activation memory: one block plus the block inputs). */
+  gradientCheckpointing?: boolean;
   /** The frozen reference; default: a copy of the policy as it is when the step is created. */
   reference?: Model;
 }

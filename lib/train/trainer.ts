@@ -101,7 +101,7 @@ export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metric
     checkMaxLength(c, [['policy', policy], ['reference', reference]]);
     const tokenizer = c.data.format !== 'tokenized' ? loadTokenizer(c) : null;
     const { pairs } = tokenizeAll(evalRaw, c, tokenizer, eosOf(policy, tokenizer), vocabSizeOf(policy));
-    const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, reference: reference ?? undefined });
+    const step = await TrainStep.create(policy, { ...stepOptions(c), reference: reference ?? undefined });
     const m = await evalStats(step, c, pairs);
     const out: Metrics = { pairs: pairs.length };
     for (const [k, v] of Object.entries(m)) out[`eval/${k}`] = v;
@@ -143,6 +143,16 @@ async function runFinished(c: TrainConfig, options: TrainOptions, log: (line: st
 }
 
 /** The last training step's metrics in metrics.jsonl, or null. */
+/** The config's train-step options (the optimizer is added where the step trains). */
+const stepOptions = (c: TrainConfig) => ({
+  loss: c.loss.name,
+  beta: c.loss.beta,
+  alpha: c.loss.alpha,
+  fusedLinear: c.loss.fused_linear,
+  chunkMb: c.loss.chunk_mb,
+  gradientCheckpointing: c.gradient_checkpointing,
+});
+
 function lastStepMetrics(file: string): Metrics | null {
   if (!existsSync(file)) return null;
   const lines = readFileSync(file, 'utf8').split('\n').reverse();
@@ -256,7 +266,7 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     }
     if (main) recoverCheckpointTemps(out, log);
     if (main) writeFileAtomic(path.join(out, 'config.json'), `${JSON.stringify(c, null, 2)}\n`);
-    const step = await TrainStep.create(policy, { loss: c.loss.name, beta: c.loss.beta, alpha: c.loss.alpha, optimizer: c.optimizer, reference: reference ?? undefined });
+    const step = await TrainStep.create(policy, { ...stepOptions(c), optimizer: c.optimizer, reference: reference ?? undefined });
     await dist?.attach(step, policy);
     let state: TrainerState = { step: 0, examples: 0, seed: c.seed, version: 1 };
     if (from) {

@@ -25,22 +25,11 @@
 #include <string>
 
 #include "common/error.h"
+#include "loss/row_kernel.h"
 #include "loss/simd.h"
 #include "loss/tdpo_loss.h"
 
 namespace tdpo::loss {
-namespace detail {
-
-// lse = max + log(sum): kept apart so that the backward pass computes exp((x - max) - log sum),
-// where x - max is exact near the max, instead of x - lse with lse rounded to the inputs' precision
-// (at logit scale 1e4 a float lse is off by ~1e-3, which would shift every probability by 0.1%).
-struct RowStats {
-  double max_z, logsum_z, max_r, logsum_r, logp, logq, kl;
-  bool bad;  // NaN or +inf somewhere in z or r
-};
-
-}  // namespace detail
-
 namespace {
 
 using detail::RowStats;
@@ -174,7 +163,7 @@ struct Kernel {
       std::fill(tz, tz + L, -std::numeric_limits<T>::infinity());
       std::fill(tr, tr + L, -std::numeric_limits<T>::infinity());
       std::copy(z + i, z + n, tz);
-      std::copy(r + i, r + n, tr);
+      if (a != 0) std::copy(r + i, r + n, tr);  // else q is not needed (and r may be null)
       const V p = simd::vexp((simd::load<V>(tz) - vmz) - vlz);
       const V q = simd::vexp((simd::load<V>(tr) - vmr) - vlr);
       simd::store(tg, vac * p - va * q);
@@ -263,6 +252,9 @@ const FloatKernels& float_kernels() {
   return k;
 }
 
+}  // namespace
+
+namespace detail {
 RowStats row_forward(const float* z, const float* r, int64_t n, int32_t y) {
   return float_kernels().forward(z, r, n, y);
 }
@@ -278,7 +270,10 @@ void row_backward(const double* z, const double* r, int64_t n, int32_t y, double
   Kernel<double, 64>::row_backward(z, r, n, y, mz, lsz, mr, lsr, c, a, g);
 }
 
-}  // namespace
+}  // namespace detail
+
+using detail::row_backward;
+using detail::row_forward;
 
 RowCheck check_row(const float* data, int64_t n) { return float_kernels().check(data, n); }
 RowCheck check_row(const double* data, int64_t n) { return Kernel<double, 64>::check_row(data, n); }

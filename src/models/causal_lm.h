@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -45,14 +46,31 @@ class CausalLM {
   // [B, T] int64 ids, optional [B, T] attention mask (1 = real token, 0 = padding; keys only,
   // positions are 0..T-1 as in the Hugging Face forward) -> [B, T, V] logits in the model's dtype.
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask) const {
-    const int64_t T = ids.size(1);
-    return forward(ids, attention_mask, at::arange(T, ids.options()).expand({ids.size(0), T}), nullptr);
+    return forward(ids, attention_mask, default_positions(ids), nullptr);
   }
   // The general form: `positions` [B, T] (position ids of the new tokens), `attention_mask`
   // [B, past + T] over every key, and a cache that holds `past` positions and receives these.
   // Inputs live on the model's device.
-  virtual at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask,
-                             const at::Tensor& positions, KVCache* cache) const = 0;
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
+                     KVCache* cache) const {
+    return at::matmul(hidden(ids, attention_mask, positions, cache), output_weight().t());
+  }
+
+  // The final hidden states [B, T, C] (after the last norm): logits = hidden @ output_weight()^T.
+  // The fused linear loss takes these instead of the logits.
+  at::Tensor hidden(const at::Tensor& ids, const at::Tensor& attention_mask) const {
+    return hidden(ids, attention_mask, default_positions(ids), nullptr);
+  }
+  virtual at::Tensor hidden(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
+                            KVCache* cache) const = 0;
+  // The output projection [V, C] (GPT-2's tied wte, GPT-NeoX's embed_out).
+  virtual const at::Tensor& output_weight() const = 0;
+
+  // With gradients enabled and no cache, each block's forward runs without keeping its
+  // activations and runs again during the backward pass (recompute.h): activation memory falls to
+  // the block inputs plus one block's worth, for about one more forward pass of time.
+  void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
+  bool gradient_checkpointing() const { return checkpointing_; }
 
   // Parameters in canonical order, with their canonical names.
   const std::vector<ParamSpec>& specs() const { return specs_; }
@@ -63,12 +81,21 @@ class CausalLM {
   CausalLM(ModelConfig config, std::vector<ParamSpec> specs, at::ScalarType dtype, at::Device device)
       : config_(std::move(config)), specs_(std::move(specs)), dtype_(dtype), device_(device) {}
   const at::Tensor& p(size_t i) const { return params_[i]; }
+  static at::Tensor default_positions(const at::Tensor& ids) {
+    const int64_t T = ids.size(1);
+    return at::arange(T, ids.options()).expand({ids.size(0), T});
+  }
+  // Runs one transformer block, `block(x)`, whose parameters are params_[first, first + count):
+  // under gradient checkpointing through recompute_in_backward, else directly.
+  at::Tensor run_block(const std::function<at::Tensor(const at::Tensor&)>& block, const at::Tensor& x,
+                       size_t first, size_t count, const KVCache* cache) const;
 
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
   std::vector<at::Tensor> params_;
   at::ScalarType dtype_;
   at::Device device_;
+  bool checkpointing_ = false;
 };
 
 // Throws ERR_TDPO_CONFIG for an unknown model_type or inconsistent sizes.

@@ -12,9 +12,10 @@ class Gpt2 : public CausalLM {
  public:
   Gpt2(const ModelConfig& c, at::ScalarType dtype, at::Device device)
       : CausalLM(c, gpt2_param_specs(c), dtype, device) {}
-  using CausalLM::forward;
-  at::Tensor forward(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
-                     KVCache* cache) const override;
+  using CausalLM::hidden;
+  at::Tensor hidden(const at::Tensor& ids, const at::Tensor& attention_mask, const at::Tensor& positions,
+                    KVCache* cache) const override;
+  const at::Tensor& output_weight() const override;
 };
 
 }  // namespace tdpo::models

@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "io/atomic_file.h"
+#include "loss/fused_linear.h"
 
 namespace tdpo::train {
 
@@ -21,6 +22,9 @@ void validate(const StepOptions& o) {
   if (!(o.weight_decay >= 0 && std::isfinite(o.weight_decay))) {
     throw range_error("ERR_TDPO_OPTION", "options.weightDecay must be a finite number >= 0, got " + js_number(o.weight_decay));
   }
+  if (o.fused_linear && o.chunk_bytes <= 0) {
+    throw range_error("ERR_TDPO_OPTION", "options.chunkMb must be > 0");
+  }
 }
 
 TrainStep::TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<models::CausalLM> reference,
@@ -30,6 +34,17 @@ TrainStep::TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<m
   if (options_.objective != Objective::Sft && !reference_) {
     throw range_error("ERR_TDPO_OPTION", "a preference objective needs a reference model");
   }
+  if (reference_ && reference_->device() != policy_->device()) {
+    throw range_error("ERR_TDPO_OPTION", "the reference model is on " + reference_->device().str() + ", the policy on " +
+                                             policy_->device().str() + ": load both on one device");
+  }
+  // The materialised path's loss is the CPU kernel over host logits; the fused linear path runs
+  // on any device.
+  if (options_.objective != Objective::Sft && !options_.fused_linear && !policy_->device().is_cpu()) {
+    throw range_error("ERR_TDPO_OPTION", "fusedLinear: false (materialised logits) trains on the CPU only; on " +
+                                             policy_->device().str() + " use the fused linear loss (the default)");
+  }
+  policy_->set_gradient_checkpointing(options_.gradient_checkpointing);
   std::vector<at::Tensor> params;
   for (auto& p : policy_->params()) {
     p.requires_grad_(true);
@@ -58,12 +73,16 @@ at::Tensor shift_labels(const at::Tensor& labels) {
 }
 }  // namespace
 
-MicroStats TrainStep::run(const MicroBatch& batch, bool backward, double scale) const {
-  MicroStats out;
+MicroStats TrainStep::run(const MicroBatch& host_batch, bool backward, double scale) const {
+  // One crossing to the policy's device per micro-batch (nothing moves on the CPU).
+  const at::Device device = policy_->device();
+  auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  const MicroBatch batch{on_device(host_batch.ids), on_device(host_batch.attention_mask), on_device(host_batch.labels)};
   const at::Tensor target = shift_labels(batch.labels);
   torch::AutoGradMode grad_mode(backward);
-  at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
   if (options_.objective == Objective::Sft) {
+    MicroStats out;
+    at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
     at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}),
                                              {}, at::Reduction::Mean, loss::kIgnoreIndex);
     out.loss = loss.item<double>();
@@ -71,6 +90,36 @@ MicroStats TrainStep::run(const MicroBatch& batch, bool backward, double scale) 
     if (backward) (loss * scale).backward();
     return out;
   }
+  return options_.fused_linear ? run_fused_linear(batch, target, backward, scale)
+                               : run_materialised(batch, target, backward, scale);
+}
+
+namespace {
+MicroStats pair_stats(loss::Result&& res) {
+  MicroStats out;
+  out.loss = res.loss;
+  out.chosen_rewards = std::move(res.chosen_rewards);
+  out.rejected_rewards = std::move(res.rejected_rewards);
+  out.chosen_kl = std::move(res.chosen_kl);
+  out.rejected_kl = std::move(res.rejected_kl);
+  out.chosen_logps = std::move(res.chosen_logps);
+  out.rejected_logps = std::move(res.rejected_logps);
+  return out;
+}
+
+loss::Options loss_options(const StepOptions& o, bool grad) {
+  loss::Options lo;
+  lo.objective = o.objective;
+  lo.beta = o.beta;
+  lo.alpha = o.alpha;
+  lo.grad = grad;
+  return lo;
+}
+}  // namespace
+
+MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor& target, bool backward,
+                                       double scale) const {
+  at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
   at::Tensor ref_logits;
   {
     at::NoGradGuard no_grad;
@@ -85,22 +134,44 @@ MicroStats TrainStep::run(const MicroBatch& batch, bool backward, double scale) 
   in.batch = logits.size(0);
   in.seq = logits.size(1);
   in.vocab = logits.size(2);
-  loss::Options lo;
-  lo.objective = options_.objective;
-  lo.beta = options_.beta;
-  lo.alpha = options_.alpha;
-  lo.grad = backward;
-  loss::Result res = loss::fused(in, lo);
+  loss::Result res = loss::fused(in, loss_options(options_, backward));
   // The fused kernel gives d loss / d logits; autograd carries it into the parameters.
   if (backward) logits.backward(res.grad.mul_(scale));
-  out.loss = res.loss;
-  out.chosen_rewards = std::move(res.chosen_rewards);
-  out.rejected_rewards = std::move(res.rejected_rewards);
-  out.chosen_kl = std::move(res.chosen_kl);
-  out.rejected_kl = std::move(res.rejected_kl);
-  out.chosen_logps = std::move(res.chosen_logps);
-  out.rejected_logps = std::move(res.rejected_logps);
-  return out;
+  return pair_stats(std::move(res));
+}
+
+MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor& target, bool backward,
+                                       double scale) const {
+  const at::Tensor hidden = policy_->hidden(batch.ids, batch.attention_mask);
+  at::Tensor ref_hidden;
+  {
+    at::NoGradGuard no_grad;
+    ref_hidden = reference_->hidden(batch.ids, batch.attention_mask);
+  }
+  loss::LinearInputs in;
+  in.policy_hidden = hidden.detach().reshape({-1, hidden.size(-1)});
+  in.policy_weight = policy_->output_weight().detach();
+  in.reference_hidden = ref_hidden.reshape({-1, ref_hidden.size(-1)});
+  in.reference_weight = reference_->output_weight();
+  in.labels = target;
+  loss::LinearOptions lo;
+  lo.loss = loss_options(options_, backward);
+  lo.chunk_bytes = options_.chunk_bytes;
+  lo.grad_scale = scale;
+  loss::LinearResult res = loss::fused_linear(in, lo);
+  if (backward) {
+    // The projection's gradient goes straight to the parameter (GPT-2's tied wte also collects
+    // its embedding gradient from the backward pass through the hidden states).
+    hidden.backward(res.grad_hidden.view_as(hidden));
+    at::NoGradGuard no_grad;
+    const at::Tensor& w = policy_->output_weight();
+    if (w.grad().defined()) {
+      w.mutable_grad().add_(res.grad_weight);
+    } else {
+      w.mutable_grad() = res.grad_weight;
+    }
+  }
+  return pair_stats(std::move(res.stats));
 }
 
 MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) { return run(batch, true, scale); }

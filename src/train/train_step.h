@@ -23,6 +23,11 @@ struct StepOptions {
   double beta = NAN, alpha = NAN;  // unused by SFT
   std::string optimizer;           // rmsprop | adamw | sgd
   double weight_decay = NAN;
+  // Preference objectives: the loss from the final hidden states, chunk by chunk
+  // (loss/fused_linear.h); false materialises [B, T, V] logits. SFT always materialises.
+  bool fused_linear = true;
+  int64_t chunk_bytes = 0;  // with fused_linear: > 0
+  bool gradient_checkpointing = false;
 };
 // Throws ERR_TDPO_OPTION naming the field ("options.beta", ...).
 void validate(const StepOptions& options);
@@ -43,7 +48,8 @@ struct MicroStats {
 
 class TrainStep {
  public:
-  // policy's parameters get requires_grad; reference (frozen) may be null for SFT.
+  // policy's parameters get requires_grad (and its gradient checkpointing is set as the options
+  // say); reference (frozen) may be null for SFT.
   TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<models::CausalLM> reference,
             StepOptions options);
 
@@ -65,6 +71,8 @@ class TrainStep {
 
  private:
   MicroStats run(const MicroBatch& batch, bool backward, double scale) const;
+  MicroStats run_materialised(const MicroBatch& batch, const at::Tensor& target, bool backward, double scale) const;
+  MicroStats run_fused_linear(const MicroBatch& batch, const at::Tensor& target, bool backward, double scale) const;
 
   std::shared_ptr<models::CausalLM> policy_, reference_;
   StepOptions options_;

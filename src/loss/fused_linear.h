@@ -1,0 +1,67 @@
+// The fused linear TDPO loss: the preference loss from the final hidden states and the output
+// projections of the policy and the reference, computing the logits of at most a chunk of rows at
+// a time. Never materialises [B, T, V] logits, for either model or for the gradient.
+//
+// How a row's coefficients are had. A row's gradient c (1[v = y] - p) + a (p - q) needs c and a,
+// which depend on its whole pair's sums (fused.cc). Rows that are not scored (prompt, padding) are
+// dropped first; then:
+//   - whole pairs per chunk: consecutive pairs are grouped while their scored rows fit the chunk;
+//     the chunk's logits are computed once, the pairs' sums and coefficients follow, and the
+//     gradient is written over the policy's logits in place and multiplied into the hidden states'
+//     and the projection's gradients. No recomputation: the same matmuls as the materialised path
+//     (one forward per model, two backward for the policy), on scored rows only.
+//   - a pair larger than a chunk: two passes over row chunks of that pair, statistics first, then
+//     the gradient with the policy's logits recomputed, and the reference's only for rows whose KL
+//     term has a gradient (none under DPO, the rejected rows only under TDPO2).
+// The chunk budget bounds the policy's and the reference's float32 logits of one chunk. 512 MB
+// holds a whole pair of 2 x 512 scored positions at GPT-2's and Pythia's vocabularies (50k), so
+// the paper's settings never recompute; the step time at budgets from 128 MB to 2 GB is measured
+// by `npx tdpo bench --train --chunk-mb N` (README).
+//
+// Per-row math: the fused kernel's SIMD rows (row_kernel.h) for CPU tensors; libtorch ops on any
+// other device (CUDA), where the same chunking and pair objective run unchanged.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "loss/tdpo_loss.h"
+
+namespace tdpo::loss {
+
+struct LinearInputs {
+  at::Tensor policy_hidden;     // [B * T, H] final hidden states (after the last norm)
+  at::Tensor policy_weight;     // [V, H]: logits = hidden @ weight^T
+  at::Tensor reference_hidden;  // [B * T, H']
+  at::Tensor reference_weight;  // [V, H']
+  at::Tensor labels;            // [B, T] aligned with the rows (no shift), -100 = not scored
+};
+
+enum class RowMath { Auto, Kernel, Aten };  // Auto: Kernel for CPU tensors, Aten elsewhere
+
+struct LinearOptions {
+  Options loss;                 // objective, beta, alpha; grad: compute the gradients
+  int64_t chunk_bytes = 0;      // > 0: the logits of one chunk (policy + reference, float32)
+  double grad_scale = 1;        // multiplies the gradients (1 / micro-batches per step)
+  RowMath rows = RowMath::Auto;
+};
+
+struct LinearResult {
+  Result stats;            // loss and per-pair statistics, as loss::fused returns them (no grad)
+  at::Tensor grad_hidden;  // [B * T, H] d loss / d policy_hidden (0 on rows not scored); with grad
+  at::Tensor grad_weight;  // [V, H] d loss / d policy_weight; with grad
+  int64_t chunks = 0;           // chunks of logits computed (second passes included)
+  int64_t recomputed_rows = 0;  // rows whose policy logits were computed twice
+};
+
+// What RowMath::Auto runs on CPU tensors: the kernel, or libtorch's ops when the environment has
+// TDPO_FUSED_LINEAR_ROWS=aten (read once, at the first call; the tests run the CUDA path's math
+// on the CPU this way). "kernel" or "aten".
+const char* cpu_row_math();
+
+// Throws ERR_TDPO_OPTION / ERR_TDPO_SHAPE / ERR_TDPO_LABEL for bad inputs, ERR_TDPO_LOGITS for
+// non-finite logits (a diverged model), naming the batch row and position.
+LinearResult fused_linear(const LinearInputs& in, const LinearOptions& opt);
+
+}  // namespace tdpo::loss
