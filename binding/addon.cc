@@ -36,6 +36,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
   exports.Set("releaseCachedMemory",
               Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
+  exports.Set("cudaPeakBytes", Napi::Function::New(env, CudaPeakBytes, "cudaPeakBytes"));
   InitModel(env, exports);
   InitTrainer(env, exports);
   InitDist(env, exports);

@@ -1,5 +1,6 @@
 #include "binding/model_args.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "binding/convert.h"
@@ -22,6 +23,21 @@ models::ModelConfig parse_config(Napi::Value v) {
     c.rotary_pct = number_field(o, "rotaryPct", "config");
     c.rotary_base = number_field(o, "rotaryBase", "config");
     c.parallel_residual = bool_field(o, "parallelResidual", "config");
+  }
+  if (c.model_type == "llama") {
+    c.rotary_base = number_field(o, "rotaryBase", "config");
+    c.kv_heads = int_field(o, "kvHeads", "config", 0);
+    c.head_dim = int_field(o, "headDim", "config", 0);
+    c.tie_embeddings = bool_field(o, "tieEmbeddings", "config");
+    c.qkv_bias = bool_field(o, "qkvBias", "config");
+    c.o_bias = bool_field(o, "oBias", "config");
+    c.mlp_bias = bool_field(o, "mlpBias", "config");
+    c.rope_type = string_field(o, "ropeType", "config");
+    c.rope_factor = number_field(o, "ropeFactor", "config");
+    c.rope_low_freq_factor = number_field(o, "ropeLowFreqFactor", "config");
+    c.rope_high_freq_factor = number_field(o, "ropeHighFreqFactor", "config");
+    c.rope_original_max_positions = int_field(o, "ropeOriginalMaxPositions", "config", 0);
+    c.sliding_window = int_field(o, "slidingWindow", "config", 0);
   }
   models::validate_config(c);
   return c;
@@ -55,17 +71,28 @@ std::vector<io::TensorSource> parse_sources(Napi::Value v) {
   return out;
 }
 
-// 'cpu', or 'cuda' when this libtorch was built with CUDA and sees a GPU.
+// 'cpu', or 'cuda' / 'cuda:N' when this libtorch was built with CUDA and sees that GPU.
 at::Device parse_model_device(Napi::Object options) {
   const std::string d = string_field(options, "device", "options");
   if (d == "cpu") return at::kCPU;
-  if (d != "cuda") throw range_error("ERR_TDPO_OPTION", "options.device must be 'cpu' or 'cuda', got '" + d + "'");
+  int index = 0;
+  if (d != "cuda") {
+    // Digits only: at::Device's own parser aborts on some malformed strings in libtorch 1.13.
+    const bool numbered = d.size() > 5 && d.size() <= 8 && d.compare(0, 5, "cuda:") == 0 &&
+                          std::all_of(d.begin() + 5, d.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!numbered) throw range_error("ERR_TDPO_OPTION", "options.device must be 'cpu', 'cuda' or 'cuda:N', got '" + d + "'");
+    index = std::stoi(d.substr(5));
+  }
   if (!runtime::cuda_available()) {
-    throw range_error("ERR_TDPO_OPTION", "options.device 'cuda': this libtorch (" + runtime::torch_version() +
+    throw range_error("ERR_TDPO_OPTION", "options.device '" + d + "': this libtorch (" + runtime::torch_version() +
                                              ") has no CUDA device; rebuild against a CUDA libtorch (TDPO_TORCH_DIR) on a "
                                              "machine with a GPU, or use 'cpu'");
   }
-  return at::kCUDA;
+  if (index >= runtime::cuda_device_count()) {
+    throw range_error("ERR_TDPO_OPTION", "options.device '" + d + "': this machine has " +
+                                             std::to_string(runtime::cuda_device_count()) + " CUDA device(s)");
+  }
+  return at::Device(at::kCUDA, static_cast<at::DeviceIndex>(index));
 }
 
 at::ScalarType parse_model_dtype(Napi::Object options) {

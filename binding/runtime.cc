@@ -1,4 +1,4 @@
-// setNumThreads / getNumThreads / releaseCachedMemory / buildInfo.
+// setNumThreads / getNumThreads / releaseCachedMemory / cudaPeakBytes / buildInfo.
 #include "binding/runtime.h"
 
 #include <cmath>
@@ -34,6 +34,20 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), runtime::get_num_threads());
 }
 
+// cudaPeakBytes(index, reset): the device's peak allocated bytes (-1: unknown), then optionally
+// starts a new peak.
+Napi::Value CudaPeakBytes(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const double i = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : NAN;
+    if (!(i >= 0 && i < 1024 && std::floor(i) == i)) {
+      throw range_error("ERR_TDPO_OPTION", "cudaPeakBytes(index): index must be a device index, got " + describe(info[0]));
+    }
+    const int64_t peak = runtime::cuda_peak_bytes(static_cast<int>(i));
+    if (info[1].ToBoolean()) runtime::reset_cuda_peak(static_cast<int>(i));
+    return Napi::Number::New(info.Env(), static_cast<double>(peak));
+  });
+}
+
 Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(release_cached_memory()));
 }
@@ -43,6 +57,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("torchVersion", runtime::torch_version());
   out.Set("cuda", runtime::cuda_available());
+  out.Set("cudaDevices", runtime::cuda_device_count());
   out.Set("defaultThreads", runtime::default_num_threads());
   // c10d backends for distributed training (train's `distributed` option).
   const std::vector<std::string> names = dist::backends();

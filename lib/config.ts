@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { codedError, showValue } from './errors.js';
 import { native } from './native.js';
-import { defaults, OBJECTIVES, OPTIMIZERS, type ModelDtype, type Objective, type OptimizerName } from './options.js';
+import { defaults, OBJECTIVES, OPTIMIZERS, type ModelDevice, type ModelDtype, type Objective, type OptimizerName } from './options.js';
 
 export interface TrainConfig {
   /** A Hugging Face folder, or an inline config.json object for a freshly initialised model. */
@@ -18,7 +18,7 @@ export interface TrainConfig {
     train: string;
     eval: string | null;
     /** pairs: {prompt, chosen, rejected}; hh: Anthropic HH {chosen, rejected}; tokenized: {prompt_ids, chosen_ids, rejected_ids}. */
-    format: 'pairs' | 'hh' | 'tokenized';
+    format: 'pairs' | 'hh' | 'tokenized' | 'conversation';
     /** Held out from `train` when `eval` is null: a count (>= 1) or a fraction (< 1). */
     eval_size: number;
     skip_invalid: boolean;
@@ -59,7 +59,8 @@ export interface TrainConfig {
   output_dir: string;
   threads: number | null;
   dtype: ModelDtype;
-  device: 'cpu';
+  /** 'cpu', 'cuda' (under torchrun or --nproc-per-node: cuda:LOCAL_RANK) or 'cuda:N'. */
+  device: ModelDevice;
 }
 
 export const defaultConfig: TrainConfig = {
@@ -88,7 +89,7 @@ export const defaultConfig: TrainConfig = {
   output_dir: 'tdpo-output',
   threads: null,
   dtype: defaults.model.dtype,
-  device: 'cpu',
+  device: defaults.model.device,
 };
 
 export { showValue };
@@ -110,7 +111,7 @@ const schema: Record<string, Check> = {
   tokenizer: nullable(str),
   'data.train': str,
   'data.eval': nullable(str),
-  'data.format': oneOf('pairs', 'hh', 'tokenized'),
+  'data.format': oneOf('pairs', 'hh', 'tokenized', 'conversation'),
   'data.eval_size': num(0),
   'data.skip_invalid': bool,
   'data.drop_last': bool,
@@ -141,7 +142,7 @@ const schema: Record<string, Check> = {
   output_dir: str,
   threads: nullable(int(1)),
   dtype: oneOf('float32', 'bfloat16'),
-  device: oneOf('cpu'),
+  device: (v) => (typeof v === 'string' && /^(cpu|cuda|cuda:\d{1,3})$/.test(v) ? null : "must be 'cpu', 'cuda' or 'cuda:N'"),
 };
 const sections = new Set(['data', 'loss']);
 

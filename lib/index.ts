@@ -7,11 +7,11 @@ export type {
   TdpoLossResult,
   TdpoVariant,
 } from './loss.js';
-export { buildInfo, getNumThreads, releaseCachedMemory, setNumThreads } from './runtime.js';
+export { buildInfo, cudaPeakBytes, getNumThreads, releaseCachedMemory, setNumThreads } from './runtime.js';
 export type { BuildInfo } from './runtime.js';
 export { Model } from './model.js';
 export type { ForwardResult, GenerateOptions, ModelDevice, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';
-export { Tokenizer } from './tokenizer.js';
+export { Tokenizer, type ChatMessage } from './tokenizer.js';
 export { TrainStep } from './train/train-step.js';
 export type { MicroStats, Objective, OptimizerName, TrainBatch, TrainStepOptions } from './train/train-step.js';
 export { collatePairs, tokenizePair } from './data/tokenize.js';

@@ -113,7 +113,7 @@ export interface TensorSource {
 }
 
 export interface NativeModelConfig {
-  modelType: 'gpt2' | 'gpt_neox';
+  modelType: 'gpt2' | 'gpt_neox' | 'llama';
   vocabSize: number;
   maxPositions: number;
   hidden: number;
@@ -124,6 +124,21 @@ export interface NativeModelConfig {
   rotaryPct?: number;
   rotaryBase?: number;
   parallelResidual?: boolean;
+  // Llama family (also Qwen2, Mistral).
+  kvHeads?: number;
+  /** 0: hidden / heads. */
+  headDim?: number;
+  tieEmbeddings?: boolean;
+  qkvBias?: boolean;
+  oBias?: boolean;
+  mlpBias?: boolean;
+  ropeType?: 'default' | 'linear' | 'llama3';
+  ropeFactor?: number;
+  ropeLowFreqFactor?: number;
+  ropeHighFreqFactor?: number;
+  ropeOriginalMaxPositions?: number;
+  /** 0: none; otherwise longer sequences are refused (the window is not implemented). */
+  slidingWindow?: number;
 }
 
 export interface BuildInfo {
@@ -131,6 +146,8 @@ export interface BuildInfo {
   torchVersion: string;
   /** Whether libtorch sees a CUDA device. */
   cuda: boolean;
+  /** How many CUDA devices libtorch sees ('cuda:0' … 'cuda:N-1'). */
+  cudaDevices: number;
   /** Intra-op threads used by default: the CPUs this process may run on. */
   defaultThreads: number;
   /** c10d backends for distributed training: ['gloo'], or [] in a build without Gloo. */
@@ -138,8 +155,9 @@ export interface BuildInfo {
   /** The fused loss kernel's instruction set on this CPU: 'avx512', 'avx2', 'sse2' or 'generic'. */
   kernelIsa: string;
   /**
-   * The fused linear loss's per-row math on the CPU: 'kernel' (the SIMD rows), or 'aten' (libtorch
-   * ops, what CUDA runs) when TDPO_FUSED_LINEAR_ROWS=aten was set at load (for tests).
+   * The train step's loss math on the CPU: 'kernel' (the SIMD rows), or 'aten' (libtorch ops, what
+   * CUDA runs, for the fused linear rows and the materialised composition) when
+   * TDPO_FUSED_LINEAR_ROWS=aten was set at load (for tests).
    */
   fusedLinearRows: 'kernel' | 'aten';
 }
@@ -233,6 +251,7 @@ export interface NativeAddon {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   releaseCachedMemory(): number;
+  cudaPeakBytes(index: number, reset: boolean): number;
   buildInfo(): BuildInfo;
 }
 

@@ -15,7 +15,7 @@ export const OPTIMIZERS = ['rmsprop', 'adamw', 'sgd'] as const;
 export type OptimizerName = (typeof OPTIMIZERS)[number];
 export type TdpoImplementation = 'fused' | 'reference';
 export type ModelDtype = 'float32' | 'bfloat16';
-export type ModelDevice = 'cpu' | 'cuda';
+export type ModelDevice = 'cpu' | 'cuda' | `cuda:${number}`;
 
 /** The paper's values (Zeng et al. 2024; the official code's defaults). */
 const paper = { variant: 'tdpo2' as TdpoVariant, beta: 0.1, alpha: 0.5, optimizer: 'rmsprop' as OptimizerName };

@@ -21,6 +21,16 @@ export function releaseCachedMemory(): number {
   return native.releaseCachedMemory();
 }
 
+/**
+ * The most bytes CUDA device `index`'s caching allocator has had allocated since the last reset
+ * (as torch.cuda.max_memory_allocated); `reset` then starts a new peak. null where the addon
+ * cannot say: no such device, or a libtorch older than 2.9 (before its device-agnostic statistics).
+ */
+export function cudaPeakBytes(index = 0, reset = false): number | null {
+  const n = native.cudaPeakBytes(index, reset);
+  return n < 0 ? null : n;
+}
+
 /** What the loaded binary was built against. */
 export function buildInfo(): BuildInfo {
   return native.buildInfo();

@@ -8,20 +8,59 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from './errors.js';
 import { loadGpt2 } from './tokenizer/gpt2-ranks.js';
+import { ChatTemplate, readChatTemplate, tokenText, type ChatMessage } from './tokenizer/chat.js';
 import { type Backend, loadTokenizerJson } from './tokenizer/hf-json.js';
+
+export type { ChatMessage };
 
 let gpt2: { backend: Backend; eosTokenId: number | undefined; vocabSize: number } | undefined;
 
+/** What tokenizer_config.json says beyond the vocabulary. */
+interface Specials {
+  bosTokenId?: number;
+  addBosToken?: boolean;
+  chat?: ChatTemplate | null;
+}
+
 export class Tokenizer {
   readonly #backend: Backend;
-  /** Token id of the end-of-text token, when the tokenizer has one. */
+  readonly #chat: ChatTemplate | null;
+  /** Token id of the end-of-text token (tokenizer_config.json's eos_token, else <|endoftext|>), when the tokenizer has one. */
   readonly eosTokenId: number | undefined;
+  /** tokenizer_config.json's bos_token, when it has one. */
+  readonly bosTokenId: number | undefined;
+  /**
+   * tokenizer_config.json's add_bos_token (Llama-style tokenizers: true): the text data formats
+   * then start each prompt with bosTokenId, as transformers' tokenizer(prompt) would. encode()
+   * itself never adds special tokens.
+   */
+  readonly addBosToken: boolean;
   readonly vocabSize: number;
 
-  private constructor(backend: Backend, eosTokenId: number | undefined, vocabSize: number) {
+  private constructor(backend: Backend, eosTokenId: number | undefined, vocabSize: number, specials: Specials = {}) {
     this.#backend = backend;
     this.eosTokenId = eosTokenId;
     this.vocabSize = vocabSize;
+    this.bosTokenId = specials.bosTokenId;
+    this.addBosToken = specials.addBosToken === true && specials.bosTokenId !== undefined;
+    this.#chat = specials.chat ?? null;
+  }
+
+  /** Whether tokenizer_config.json (or chat_template.jinja) carried a chat template. */
+  get hasChatTemplate(): boolean {
+    return this.#chat !== null;
+  }
+
+  /**
+   * The conversation as text, rendered with the tokenizer's chat template as transformers'
+   * apply_chat_template(messages, tokenize=False, add_generation_prompt) renders it.
+   * ERR_TDPO_TOKENIZER without a template; ERR_TDPO_DATA when the template refuses the messages.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+    if (!this.#chat) {
+      throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', "this tokenizer has no chat template (tokenizer_config.json's chat_template, or chat_template.jinja): conversational data needs one");
+    }
+    return this.#chat.render(messages, options.addGenerationPrompt === true);
   }
 
   /**
@@ -43,9 +82,12 @@ export class Tokenizer {
     const json = read(file);
     const configFile = path.join(path.dirname(file), 'tokenizer_config.json');
     const config = existsSync(configFile) ? read(configFile) : {};
+    const source = readChatTemplate(path.dirname(file), config);
+    const specials = { bos_token: tokenText(config.bos_token), eos_token: tokenText(config.eos_token), unk_token: tokenText(config.unk_token), pad_token: tokenText(config.pad_token) };
+    const chat = source === null ? null : new ChatTemplate(source, specials, configFile);
     try {
-      const { backend, eosTokenId, vocabSize } = loadTokenizerJson(file, json, config);
-      return new Tokenizer(backend, eosTokenId, vocabSize);
+      const { backend, eosTokenId, bosTokenId, vocabSize } = loadTokenizerJson(file, json, config);
+      return new Tokenizer(backend, eosTokenId, vocabSize, { bosTokenId, addBosToken: config.add_bos_token === true, chat });
     } catch (err) {
       if ((err as { code?: unknown }).code) throw err;
       // a malformed file that got past the checks: still the file's fault, with the code

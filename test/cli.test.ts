@@ -58,6 +58,15 @@ describe('tdpo bench --model', () => {
     expect(report.generate.uncachedTokensPerSecond).toBeGreaterThan(0);
     expect(report.config).toMatchObject({ device: 'cpu', dtype: 'float32' });
   });
+
+  it('--arch llama: the SmolLM-135M shape (tiny settings)', () => {
+    const r = run(['bench', '--model', '--arch', 'llama', '--json', '-B', '1', '-T', '8', '--runs', '1', '--prompt-tokens', '4', '--new-tokens', '2']);
+    expect(r.status, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.parameters).toBe(134515008); // SmolLM-135M: tied embeddings, 30 layers, GQA 9/3
+    expect(report.forward.gflops).toBeGreaterThan(0);
+    expect(report.config.arch).toBe('llama');
+  });
 });
 
 describe('tdpo bench --train', () => {
@@ -81,8 +90,8 @@ describe('tdpo bench --train', () => {
     expect(lines[lines.length - 1]).toMatch(/^tdpo: train bench \(fused linear\): options\.device 'cuda'/);
   });
 
-  it('rejects bad --train flags with one line and exit code 2', () => {
-    for (const args of [['--train', '--fused-linear', 'maybe'], ['--train', '--chunk-mb', '0'], ['--train', '--dtype', 'fp8'], ['--fused-linear', 'on'], ['--train', '--nproc-per-node', '2', '--gradient-checkpointing']]) {
+  it('rejects bad --train and --model flags with one line and exit code 2', () => {
+    for (const args of [['--train', '--fused-linear', 'maybe'], ['--train', '--chunk-mb', '0'], ['--train', '--dtype', 'fp8'], ['--fused-linear', 'on'], ['--train', '--nproc-per-node', '2', '--gradient-checkpointing'], ['--train', '--shape', 'gpt5'], ['--shape', 'pythia-1b'], ['--train', '--device', 'tpu'], ['--model', '--arch', 'mamba'], ['--arch', 'llama'], ['--model', '--device', 'cuda:x']]) {
       const r = run(['bench', ...args]);
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

@@ -32,6 +32,7 @@ describe('config', () => {
     expect(c.batch_size).toBe(16);
     expect(c.data).toMatchObject({ train: 't.jsonl', eval: 'e.jsonl', format: 'pairs' });
     expect(c.max_steps).toBeNull();
+    expect(loadConfig(f, ['device=cuda:1', 'dtype=bfloat16', 'gradient_checkpointing=true'])).toMatchObject({ device: 'cuda:1', dtype: 'bfloat16', gradient_checkpointing: true });
   });
 
   it('reads JSON too', () => {
@@ -49,6 +50,7 @@ describe('config', () => {
     ['a non-boolean fused_linear', ['loss.fused_linear=maybe'], 'loss.fused_linear must be true or false'],
     ['a zero chunk budget', ['loss.chunk_mb=0'], 'loss.chunk_mb must be a number > 0, got 0'],
     ['a non-boolean gradient_checkpointing', ['gradient_checkpointing=1'], 'gradient_checkpointing must be true or false'],
+    ['an unknown device', ['device=gpu'], "device must be 'cpu', 'cuda' or 'cuda:N'"],
   ];
   for (const [name, sets, message] of bad) {
     it(`rejects ${name}`, () => {

@@ -6,7 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildInfo, Model, TrainStep } from '../lib/index.js';
+import { buildInfo, collatePairs, cudaPeakBytes, Model, tokenizePair, TrainStep, type ModelDevice, type ModelDtype, type TrainStepOptions } from '../lib/index.js';
+import { readWeights } from './helpers.js';
 import { dirOf, golden, logitError } from './model-fixtures.js';
 
 const dryRun = process.env.TDPO_TEST_DEVICE === 'cpu';
@@ -26,10 +27,18 @@ describe('without CUDA', () => {
     });
   });
   it('an unknown device is a clear error', async () => {
-    await expect(Model.load(dirOf('gpt2-tiny'), { device: 'tpu' as 'cpu' })).rejects.toMatchObject({
-      code: 'ERR_TDPO_OPTION',
-      message: expect.stringContaining("options.device must be 'cpu' or 'cuda'"),
-    });
+    for (const bad of ['tpu', 'cuda:', 'cuda:x', 'cuda:-1', 'cuda:1e3', 'cuda:123456789']) {
+      await expect(Model.load(dirOf('gpt2-tiny'), { device: bad as 'cpu' })).rejects.toMatchObject({
+        code: 'ERR_TDPO_OPTION',
+        message: expect.stringContaining("options.device must be 'cpu', 'cuda' or 'cuda:N'"),
+      });
+    }
+  });
+  it.skipIf(cuda)("'cuda:N' without CUDA is a clear error; there is no allocator peak to report", async () => {
+    await expect(Model.load(dirOf('gpt2-tiny'), { device: 'cuda:0' })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringContaining('has no CUDA device') });
+    expect(cudaPeakBytes(0)).toBeNull();
+    expect(() => cudaPeakBytes(-1)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_OPTION' }));
+    expect(buildInfo().cudaDevices).toBe(0);
   });
 });
 
@@ -109,9 +118,100 @@ describe.skipIf(!cuda && !dryRun)(`on ${device}`, () => {
     await expect(m.forward(ids, c.shape)).rejects.toMatchObject({ code: 'ERR_TDPO_DISPOSED' });
   });
 
-  it.skipIf(dryRun)('training refuses a CUDA model, naming the device', async () => {
-    const m = await Model.load(dirOf('gpt2-tiny'), { device });
-    await expect(TrainStep.create(m)).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringContaining("device 'cpu'") });
+});
+
+// Training on the device (issue 10): the fused linear loss in libtorch ops, the materialised
+// composition, checkpointing, bf16 with float32 masters; the numbers the CPU gives.
+describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
+  const V = 96;
+  const config = { model_type: 'gpt2', vocab_size: V, n_positions: 32, n_embd: 48, n_layer: 2, n_head: 4 };
+  const batch = (seed: number) => {
+    let a = seed;
+    const next = () => ((a = (a * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const toks = (n: number) => Array.from({ length: n }, () => 2 + Math.floor(next() * (V - 2)));
+    const o = { maxLength: 32, maxPromptLength: 16, truncationMode: 'keep_start' as const };
+    return collatePairs(Array.from({ length: 3 }, () => tokenizePair(toks(5), toks(2 + Math.floor(next() * 6)), toks(2 + Math.floor(next() * 6)), 1, o)));
+  };
+  const start = path.join(tmp, 'train-start');
+  let ready: Promise<void> | undefined;
+  const saveStart = async () => {
+    const m = await Model.create(config, { seed: 11 });
+    await m.save(start);
     m.dispose();
+  };
+
+  /** Three steps from the same weights: the losses and the trained weights. */
+  async function train(on: ModelDevice, dtype: ModelDtype, options: TrainStepOptions, name: string) {
+    await (ready ??= saveStart());
+    const policy = await Model.load(start, { device: on, dtype });
+    // SGD: an update proportional to the gradient, so the comparison measures the gradient (RMSprop's
+    // first steps are ~lr * sign(g), which turns rounding-level differences of tiny gradients into
+    // full-sized ones).
+    const step = await TrainStep.create(policy, { loss: 'tdpo2', optimizer: 'sgd', ...options });
+    const losses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      losses.push((await step.accumulate(batch(i + 1), 0.5)).loss);
+      await step.accumulate(batch(i + 10), 0.5);
+      await step.apply(0.5, 10);
+    }
+    const out = path.join(tmp, name);
+    await policy.save(out);
+    policy.dispose();
+    return { losses, weights: readWeights(path.join(out, 'model.safetensors')) };
+  }
+
+  /** The largest difference of a tensor's elements over its largest magnitude. */
+  function worst(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+    let out = 0;
+    for (const [name, x] of a) {
+      const y = b.get(name)!;
+      let diff = 0;
+      let scale = 0;
+      for (let i = 0; i < x.length; i++) {
+        diff = Math.max(diff, Math.abs(x[i] - y[i]));
+        scale = Math.max(scale, Math.abs(y[i]));
+      }
+      out = Math.max(out, diff / scale);
+    }
+    return out;
+  }
+
+  it('float32: three TDPO2 steps equal the CPU to 1e-4 (losses and weights)', async () => {
+    const cpu = await train('cpu', 'float32', {}, 'cpu-f32');
+    const dev = await train(device, 'float32', {}, 'dev-f32');
+    for (let i = 0; i < 3; i++) expect(Math.abs(dev.losses[i] - cpu.losses[i]) / cpu.losses[i]).toBeLessThan(1e-4);
+    expect(worst(dev.weights, cpu.weights)).toBeLessThan(1e-4);
+    // The steps moved the weights far more than the tolerance.
+    expect(worst(cpu.weights, readWeights(path.join(start, 'model.safetensors')))).toBeGreaterThan(1e-2);
+  });
+
+  it('the materialised composition and gradient checkpointing give the fused linear numbers', async () => {
+    const fused = await train(device, 'float32', {}, 'dev-fused');
+    const materialised = await train(device, 'float32', { fusedLinear: false }, 'dev-materialised');
+    const checkpointed = await train(device, 'float32', { gradientCheckpointing: true, chunkMb: 0.01 }, 'dev-checkpointed');
+    for (const other of [materialised, checkpointed]) {
+      for (let i = 0; i < 3; i++) expect(Math.abs(other.losses[i] - fused.losses[i]) / fused.losses[i]).toBeLessThan(1e-5);
+      expect(worst(other.weights, fused.weights)).toBeLessThan(1e-4);
+    }
+  });
+
+  it('bfloat16 with float32 masters: within bf16 precision of the CPU', async () => {
+    const cpu = await train('cpu', 'bfloat16', {}, 'cpu-bf16');
+    const dev = await train(device, 'bfloat16', {}, 'dev-bf16');
+    for (let i = 0; i < 3; i++) expect(Math.abs(dev.losses[i] - cpu.losses[i]) / cpu.losses[i]).toBeLessThan(2e-2);
+    expect(worst(dev.weights, cpu.weights)).toBeLessThan(5e-2);
+  });
+
+  it.skipIf(dryRun)("'cuda:N' picks a device; one that is not there is a clear error; the allocator's peak is reported", async () => {
+    const m = await Model.create(config, { seed: 1, device: 'cuda:0' });
+    const step = await TrainStep.create(m);
+    cudaPeakBytes(0, true);
+    await step.accumulate(batch(1));
+    await step.apply(1e-3, 10);
+    const peak = cudaPeakBytes(0);
+    if (peak !== null) expect(peak).toBeGreaterThan(0);
+    m.dispose();
+    const n = buildInfo().cudaDevices;
+    await expect(Model.create(config, { device: `cuda:${n}` })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringContaining(`has ${n} CUDA device`) });
   });
 });

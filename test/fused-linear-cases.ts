@@ -15,6 +15,9 @@ const V = 512;
 export const configs = {
   gpt2: { model_type: 'gpt2', vocab_size: V, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4 },
   gpt_neox: { model_type: 'gpt_neox', vocab_size: V, max_position_embeddings: 32, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, rotary_pct: 0.5 },
+  // Grouped-query attention and a tied head (llama); q/k/v biases and an untied head (qwen2).
+  llama: { model_type: 'llama', vocab_size: V, max_position_embeddings: 32, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, tie_word_embeddings: true },
+  qwen2: { model_type: 'qwen2', vocab_size: V, max_position_embeddings: 32, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, intermediate_size: 64 },
 } as const;
 
 /** A chunk budget holding `rows` rows of both models' float32 logits. */
@@ -96,8 +99,8 @@ export function fusedLinearSuite(lib: typeof Lib): void {
     const all = [...b.grads.keys()];
     const flat = (r: StepResult) => Float64Array.from(all.flatMap((k) => [...r.grads.get(k)!]));
     expect(relError(flat(a), flat(b)), 'all parameter gradients').toBeLessThan(tol);
-    // The output projection's gradient is the fused path's own product (GPT-2: tied to wte).
-    const head = all.find((k) => k === 'transformer.wte.weight' || k === 'embed_out.weight')!;
+    // The output projection's gradient is the fused path's own product (GPT-2, tied Llama: the embedding).
+    const head = ['lm_head.weight', 'embed_out.weight', 'transformer.wte.weight', 'model.embed_tokens.weight'].find((k) => all.includes(k))!;
     expect(relError(a.grads.get(head)!, b.grads.get(head)!), head).toBeLessThan(tol);
   }
 
@@ -107,6 +110,8 @@ export function fusedLinearSuite(lib: typeof Lib): void {
     ['gpt2', 'dpo'],
     ['gpt_neox', 'tdpo2'],
     ['gpt_neox', 'tdpo1'],
+    ['llama', 'tdpo2'],
+    ['qwen2', 'tdpo1'],
   ];
   describe('fused linear = materialised logits', () => {
     for (const [arch, loss] of cases) {
@@ -124,7 +129,7 @@ export function fusedLinearSuite(lib: typeof Lib): void {
   });
 
   describe('gradient checkpointing', () => {
-    for (const arch of ['gpt2', 'gpt_neox'] as const) {
+    for (const arch of ['gpt2', 'gpt_neox', 'llama'] as const) {
       it(`${arch}: the same gradients with and without, over two accumulated micro-batches`, async () => {
         const bs = [batch(lib, 21), batch(lib, 22)];
         for (const fusedLinear of [true, false]) {

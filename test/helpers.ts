@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { TdpoLossInputs } from '../lib/index.js';
 
-/** Every tensor of a safetensors file as float32 values, by name (throws on another dtype). */
+/** The tensors of a safetensors file as float32 (F32, or BF16 widened exactly). */
 export function readWeights(file: string): Map<string, Float32Array> {
   const buf = readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
@@ -10,9 +10,16 @@ export function readWeights(file: string): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
   for (const [name, t] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    if (t.dtype !== 'F32') throw new Error(`${file}: ${name} is ${t.dtype}, not F32`);
     const bytes = buf.subarray(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
-    out.set(name, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+    if (t.dtype === 'F32') {
+      out.set(name, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+    } else if (t.dtype === 'BF16') {
+      // A bfloat16 is a float32's upper 16 bits: exact as float32.
+      const halves = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+      out.set(name, new Float32Array(Uint32Array.from(halves, (h) => h << 16).buffer));
+    } else {
+      throw new Error(`${file}: ${name} is ${t.dtype}, not F32 or BF16`);
+    }
   }
   return out;
 }

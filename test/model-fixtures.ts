@@ -13,6 +13,8 @@ export interface ModelCase {
 }
 
 export const golden = JSON.parse(readFileSync(path.join(__dirname, 'golden', 'model-golden.json'), 'utf8')) as { cases: ModelCase[] };
+/** The Llama-family checkpoints (test/golden/generate_llama.py). */
+export const llamaGolden = JSON.parse(readFileSync(path.join(__dirname, 'golden', 'llama-golden.json'), 'utf8')) as { cases: ModelCase[] };
 export const dirOf = (name: string): string => path.join(__dirname, 'golden', 'models', name);
 
 /** max |a - b| over positions where keep(position), relative to the largest |expected| logit there. */

@@ -168,9 +168,9 @@ describe('bad checkpoints and inputs', () => {
   it('an unknown model_type', async () => {
     const d = withConfig('gpt2-tiny', (cfg) => {
       for (const k of Object.keys(cfg)) delete cfg[k];
-      cfg.model_type = 'llama';
+      cfg.model_type = 'mamba';
     });
-    await rejects(Model.load(d), 'ERR_TDPO_CONFIG', 'model_type "llama"');
+    await rejects(Model.load(d), 'ERR_TDPO_CONFIG', 'model_type "mamba"');
   });
   it('a missing config field', async () => {
     const d = withConfig('gpt2-tiny', (cfg) => delete cfg.n_head);

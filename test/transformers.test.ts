@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/index.js';
-import { dirOf, golden, logitError } from './model-fixtures.js';
+import { dirOf, golden, llamaGolden, logitError } from './model-fixtures.js';
 
 // npm test makes .venv-interop/ (scripts/interop-python.js); TDPO_PYTHON names another Python.
 const venvPython = path.join(__dirname, '..', '.venv-interop', 'bin', 'python');
@@ -43,7 +43,7 @@ describe.skipIf(!hasTransformers)('transformers loads what tdpo saves', () => {
   it('the golden checkpoints, saved by tdpo: same logits, with and without padding', async () => {
     const requests: Request[] = [];
     const ours: { logits: Float32Array; V: number; mask?: Int32Array }[] = [];
-    for (const c of golden.cases) {
+    for (const c of [...golden.cases, ...llamaGolden.cases]) {
       const m = await Model.load(dirOf(c.name));
       const dir = path.join(tmp, c.name);
       await m.save(dir);
@@ -64,13 +64,17 @@ describe.skipIf(!hasTransformers)('transformers loads what tdpo saves', () => {
     });
   });
 
-  it("minimal configs (no rotary or activation fields) mean the same model to both: transformers' defaults", async () => {
+  it("minimal configs (no rotary, activation, norm or key/value-head fields) mean the same model to both: transformers' defaults", async () => {
     const neox = { model_type: 'gpt_neox', vocab_size: 64, max_position_embeddings: 32, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 96 };
     const gpt2 = { model_type: 'gpt2', vocab_size: 64, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4 };
     const requests: Request[] = [];
     const ours: { logits: Float32Array; V: number }[] = [];
     const ids = Array.from({ length: 2 * 9 }, (_, i) => (i * 7 + 3) % 64);
-    for (const [name, config] of [['neox-minimal', neox], ['gpt2-minimal', gpt2]] as const) {
+    const llama = { model_type: 'llama', vocab_size: 64, max_position_embeddings: 32, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64 };
+    const qwen2 = { model_type: 'qwen2', vocab_size: 64, max_position_embeddings: 32, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64 };
+    // Mistral's num_key_value_heads defaults to 8: 8 heads here.
+    const mistral = { model_type: 'mistral', vocab_size: 64, max_position_embeddings: 32, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 8, intermediate_size: 64 };
+    for (const [name, config] of [['neox-minimal', neox], ['gpt2-minimal', gpt2], ['llama-minimal', llama], ['qwen2-minimal', qwen2], ['mistral-minimal', mistral]] as const) {
       const m = await Model.create(config, { seed: 5 });
       const dir = path.join(tmp, name);
       await m.save(dir);

@@ -1,9 +1,12 @@
-// Model runner benchmark: forward throughput of a GPT-2-small-shaped model, and generation with
-// and without the key/value cache. (The train step's bench is train-bench.ts.)
+// Model runner benchmark: forward throughput of a model shape (GPT-2 small by default; --arch
+// llama / qwen2: SmolLM-135M's and Qwen2.5-0.5B's shapes), and generation with and without the
+// key/value cache. (The train step's bench is train-bench.ts.)
 import { buildInfo, getNumThreads, Model, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 
 export interface ModelBenchConfig {
+  /** A key of modelBenchArchs. */
+  arch: string;
   batch: number;
   seq: number;
   runs: number;
@@ -14,7 +17,7 @@ export interface ModelBenchConfig {
   dtype: ModelDtype;
 }
 
-export const defaultModelBenchConfig: ModelBenchConfig = { batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0, device: 'cpu', dtype: 'float32' };
+export const defaultModelBenchConfig: ModelBenchConfig = { arch: 'gpt2', batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0, device: 'cpu', dtype: 'float32' };
 
 /** A GPT-2-family model config (Hugging Face names) as the benches use it. */
 export interface BenchModelConfig {
@@ -38,6 +41,57 @@ export const gpt2SmallConfig = {
   activation_function: 'gelu_new',
   layer_norm_epsilon: 1e-5,
 } satisfies BenchModelConfig;
+
+/** HuggingFaceTB/SmolLM-135M's config.json (model_type llama): GQA 9/3 heads, tied embeddings. */
+export const smollm135mConfig = {
+  model_type: 'llama',
+  vocab_size: 49152,
+  max_position_embeddings: 2048,
+  hidden_size: 576,
+  intermediate_size: 1536,
+  num_hidden_layers: 30,
+  num_attention_heads: 9,
+  num_key_value_heads: 3,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+};
+
+/** Qwen/Qwen2.5-0.5B's config.json (model_type qwen2): q/k/v biases, GQA 14/2, tied, V = 151936. */
+export const qwen25halfBConfig = {
+  model_type: 'qwen2',
+  vocab_size: 151936,
+  max_position_embeddings: 32768,
+  hidden_size: 896,
+  intermediate_size: 4864,
+  num_hidden_layers: 24,
+  num_attention_heads: 14,
+  num_key_value_heads: 2,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  tie_word_embeddings: true,
+  use_sliding_window: false,
+};
+
+/** --arch NAME: the shape benchmarked, and its name in the report. */
+export const modelBenchArchs: Record<string, { name: string; config: Record<string, unknown> & { vocab_size: number } }> = {
+  gpt2: { name: 'GPT-2-small', config: gpt2SmallConfig },
+  llama: { name: 'SmolLM-135M (llama)', config: smollm135mConfig },
+  qwen2: { name: 'Qwen2.5-0.5B (qwen2)', config: qwen25halfBConfig },
+};
+
+/**
+ * Forward FLOPs: 2 per token per weight that multiplies (an untied input embedding and GPT-2's
+ * position table are lookups), plus attention's two [T, T] matmuls.
+ */
+function forwardFlops(cfg: Record<string, unknown>, parameters: number, B: number, T: number): number {
+  const n = (k: string) => Number(cfg[k]);
+  if (cfg.model_type === 'gpt2') return 2 * B * T * (parameters - n('n_positions') * n('n_embd')) + 4 * B * n('n_layer') * T * T * n('n_embd');
+  const heads = n('num_attention_heads');
+  const width = cfg.head_dim != null ? n('head_dim') * heads : n('hidden_size');
+  const lookups = cfg.tie_word_embeddings === true ? 0 : n('vocab_size') * n('hidden_size');
+  return 2 * B * T * (parameters - lookups) + 4 * B * n('num_hidden_layers') * T * T * width;
+}
 
 export interface ModelBenchReport {
   config: ModelBenchConfig & { threads: number };
@@ -71,22 +125,22 @@ async function timed<T>(f: () => Promise<T>): Promise<number> {
 }
 
 export async function runModelBench(c: ModelBenchConfig, progress: (m: string) => void = () => {}): Promise<ModelBenchReport> {
-  progress('creating a GPT-2-small-shaped model (random weights)');
-  const model = await Model.create(gpt2SmallConfig, { seed: c.seed, device: c.device, dtype: c.dtype });
+  const arch = modelBenchArchs[c.arch];
+  if (!arch) throw new RangeError(`unknown arch '${c.arch}' (${Object.keys(modelBenchArchs).join(', ')})`);
+  progress(`creating a ${arch.name}-shaped model (random weights)`);
+  const model = await Model.create(arch.config, { seed: c.seed, device: c.device, dtype: c.dtype });
   try {
     const parameters = model.parameterCount;
-    const ids = randomIds(c.batch * c.seq, gpt2SmallConfig.vocab_size, c.seed);
+    const ids = randomIds(c.batch * c.seq, arch.config.vocab_size, c.seed);
     progress(`forward, B=${c.batch} T=${c.seq}`);
     await model.forward(ids, [c.batch, c.seq]); // warm-up
     const timesMs: number[] = [];
     for (let i = 0; i < c.runs; i++) timesMs.push(await timed(() => model.forward(ids, [c.batch, c.seq])));
     const fwdMs = median(timesMs);
     const tokens = c.batch * c.seq;
-    // 2 FLOPs per weight per token (the lm_head counted via wte) plus attention's two matmuls.
-    const { n_layer: L, n_embd: C } = gpt2SmallConfig;
-    const flops = 2 * tokens * (parameters - gpt2SmallConfig.n_positions * C) + 4 * c.batch * L * c.seq * c.seq * C;
+    const flops = forwardFlops(arch.config, parameters, c.batch, c.seq);
 
-    const prompt = [randomIds(c.promptTokens, gpt2SmallConfig.vocab_size, c.seed + 1)];
+    const prompt = [randomIds(c.promptTokens, arch.config.vocab_size, c.seed + 1)];
     const options = { maxNewTokens: c.newTokens, temperature: 0 };
     progress(`generation, ${c.promptTokens}-token prompt, ${c.newTokens} new tokens, with the cache`);
     await model.generate(prompt, options); // warm-up
@@ -116,7 +170,7 @@ export async function runModelBench(c: ModelBenchConfig, progress: (m: string) =
 export function formatModelReport(r: ModelBenchReport): string {
   const c = r.config;
   return [
-    `tdpo bench --model: GPT-2-small shape (${(r.parameters / 1e6).toFixed(1)}M parameters, V=50257), ${c.dtype} on ${c.device}, ` +
+    `tdpo bench --model: ${modelBenchArchs[c.arch].name} shape (${(r.parameters / 1e6).toFixed(1)}M parameters, V=${modelBenchArchs[c.arch].config.vocab_size}), ${c.dtype} on ${c.device}, ` +
       `${c.threads} CPU threads, libtorch ${r.torchVersion}; medians of ${c.runs} runs after a warm-up` +
       (c.device === 'cpu' ? '' : '; forward times include copying the float32 logits to the host'),
     '',

@@ -8,8 +8,34 @@ import path from 'node:path';
 import packageRoot from '../package-root.cjs';
 import type { ModelDevice, ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
-import { gpt2SmallConfig, type BenchModelConfig } from './model-bench.js';
-import type { TrainChildError, TrainChildResult, TrainChildSpec } from './train-child.js';
+import { gpt2SmallConfig } from './model-bench.js';
+import type { TrainBenchModel, TrainChildError, TrainChildResult, TrainChildSpec } from './train-child.js';
+
+export type { TrainBenchModel };
+
+/** Pythia-1B's shape (EleutherAI/pythia-1b's config.json): the GPU target of the issue. */
+export const pythia1bConfig = {
+  model_type: 'gpt_neox',
+  vocab_size: 50304,
+  max_position_embeddings: 2048,
+  hidden_size: 2048,
+  num_hidden_layers: 16,
+  num_attention_heads: 8,
+  intermediate_size: 8192,
+  rotary_pct: 0.25,
+  rotary_emb_base: 10000,
+  use_parallel_residual: true,
+  layer_norm_eps: 1e-5,
+  hidden_act: 'gelu',
+  tie_word_embeddings: false,
+};
+
+/** --shape NAME. */
+export const trainBenchShapes: Record<string, TrainBenchModel> = { 'gpt2-small': gpt2SmallConfig, 'pythia-1b': pythia1bConfig };
+
+const SHAPE_TITLES: Record<string, string> = { 'gpt2-small': 'GPT-2-small', 'pythia-1b': 'Pythia-1B' };
+
+const positionsOf = (m: TrainBenchModel) => Number(m.n_positions ?? m.max_position_embeddings);
 
 /** How the step is computed (TrainStepOptions of the same names). */
 export interface TrainBenchVariant {
@@ -26,7 +52,7 @@ export const trainBenchVariants: readonly TrainBenchVariant[] = [
 
 export interface TrainBenchConfig {
   /** The model's shape (random weights); default GPT-2 small. */
-  model: BenchModelConfig;
+  model: TrainBenchModel;
   /** Preference pairs per step: 2 * pairs sequences. */
   pairs: number;
   seq: number;
@@ -68,13 +94,16 @@ export interface TrainBenchRow extends TrainBenchVariant {
   peakRssBytes: number;
   /** peakRssBytes - rssBeforeBytes: what the steps add (gradients and optimizer state included). */
   peakAboveBeforeBytes: number;
+  /** On a GPU: the CUDA caching allocator's peak during the steps (weights included); else null. */
+  devicePeakBytes: number | null;
   /** The warm-up step's loss: the same batch and weights in every configuration. */
   warmupLoss: number;
   /**
    * Against the materialised row (no fused linear, no checkpointing) when it ran, else null:
-   * time = this row's median step time / its; peakRss = its peak RSS / this row's.
+   * time = this row's median step time / its; peakRss = its peak RSS / this row's; peakDevice =
+   * the same for the GPU peaks (null on the CPU).
    */
-  vsMaterialised: { time: number; peakRss: number } | null;
+  vsMaterialised: { time: number; peakRss: number; peakDevice: number | null } | null;
 }
 
 export interface TrainBenchReport {
@@ -127,7 +156,7 @@ function runChild(spec: TrainChildSpec, name: string): Promise<TrainChildResult>
 
 export async function runTrainBench(c: TrainBenchConfig, progress: (m: string) => void = () => {}): Promise<TrainBenchReport> {
   if (c.variants.length === 0) throw new RangeError('the train bench needs at least one configuration');
-  if (c.seq < 2 || c.seq > c.model.n_positions) throw new RangeError(`--seq must be between 2 and the model's n_positions (${c.model.n_positions}), got ${c.seq}`);
+  if (c.seq < 2 || c.seq > positionsOf(c.model)) throw new RangeError(`--seq must be between 2 and the model's positions (${positionsOf(c.model)}), got ${c.seq}`);
   const B = 2 * c.pairs;
   const rows: TrainBenchRow[] = [];
   let first: TrainChildResult | undefined;
@@ -160,12 +189,18 @@ export async function runTrainBench(c: TrainBenchConfig, progress: (m: string) =
       rssBeforeBytes: r.rssBeforeBytes,
       peakRssBytes: r.peakRssBytes,
       peakAboveBeforeBytes: Math.max(0, r.peakRssBytes - r.rssBeforeBytes),
+      devicePeakBytes: r.devicePeakBytes,
       warmupLoss: r.warmupLoss,
       vsMaterialised: null,
     });
   }
   const base = rows.find(isMaterialised);
-  if (base) for (const row of rows) row.vsMaterialised = { time: row.medianMs / base.medianMs, peakRss: base.peakRssBytes / row.peakRssBytes };
+  if (base) {
+    for (const row of rows) {
+      const peakDevice = base.devicePeakBytes && row.devicePeakBytes ? base.devicePeakBytes / row.devicePeakBytes : null;
+      row.vsMaterialised = { time: row.medianMs / base.medianMs, peakRss: base.peakRssBytes / row.peakRssBytes, peakDevice };
+    }
+  }
   return {
     config: { ...c, threads: first!.threads, loss: 'tdpo2', optimizer: 'rmsprop' },
     torchVersion: first!.torchVersion,
@@ -189,19 +224,21 @@ function fmtTimes(timesMs: number[], unitOf: number): string {
 
 function shapeName(r: TrainBenchReport): string {
   const m = r.config.model;
-  const count = r.parameters >= 1e6 ? `${(r.parameters / 1e6).toFixed(1)}M` : `${(r.parameters / 1e3).toFixed(1)}k`;
+  const count = r.parameters >= 1e9 ? `${(r.parameters / 1e9).toFixed(2)}B` : r.parameters >= 1e6 ? `${(r.parameters / 1e6).toFixed(1)}M` : `${(r.parameters / 1e3).toFixed(1)}k`;
   const params = `${count} parameters, V=${m.vocab_size}`;
-  return JSON.stringify(m) === JSON.stringify(gpt2SmallConfig)
-    ? `a GPT-2-small shape (${params})`
-    : `a ${m.model_type} shape with n_layer=${m.n_layer}, n_embd=${m.n_embd}, n_head=${m.n_head} (${params})`;
+  const named = Object.entries(trainBenchShapes).find(([, v]) => JSON.stringify(v) === JSON.stringify(m));
+  if (named) return `a ${SHAPE_TITLES[named[0]] ?? named[0]} shape (${params})`;
+  const keys = m.model_type === 'gpt2' ? ['n_layer', 'n_embd', 'n_head'] : ['num_hidden_layers', 'hidden_size', 'num_attention_heads'];
+  return `a ${m.model_type} shape with ${keys.map((k) => `${k}=${String(m[k])}`).join(', ')} (${params})`;
 }
 
 export function formatTrainReport(r: TrainBenchReport): string {
   const c = r.config;
   const B = 2 * c.pairs;
   const hasBase = r.rows.some((x) => x.vsMaterialised !== null);
+  const gpu = c.device !== 'cpu';
   const table = [
-    ['', 'step', 'steps', 'pairs/s', 'tokens/s', 'RSS before', 'peak RSS', 'peak − before', ...(hasBase ? ['time ×', 'peak RSS ÷'] : [])],
+    ['', 'step', 'steps', 'pairs/s', 'tokens/s', 'RSS before', 'peak RSS', 'peak − before', ...(gpu ? ['GPU peak'] : []), ...(hasBase ? ['time ×', 'peak RSS ÷', ...(gpu ? ['GPU peak ÷'] : [])] : [])],
     ...r.rows.map((x) => [
       x.name,
       fmtTimes([x.medianMs], x.medianMs),
@@ -211,7 +248,10 @@ export function formatTrainReport(r: TrainBenchReport): string {
       fmtBytes(x.rssBeforeBytes),
       fmtBytes(x.peakRssBytes),
       fmtBytes(x.peakAboveBeforeBytes),
-      ...(x.vsMaterialised ? [x.vsMaterialised.time.toFixed(2), x.vsMaterialised.peakRss.toFixed(2)] : []),
+      ...(gpu ? [x.devicePeakBytes === null ? 'n/a' : fmtBytes(x.devicePeakBytes)] : []),
+      ...(x.vsMaterialised
+        ? [x.vsMaterialised.time.toFixed(2), x.vsMaterialised.peakRss.toFixed(2), ...(gpu ? [x.vsMaterialised.peakDevice?.toFixed(2) ?? 'n/a'] : [])]
+        : []),
     ]),
   ];
   const widths = table[0].map((_, j) => Math.max(...table.map((row) => row[j].length)));
@@ -225,7 +265,8 @@ export function formatTrainReport(r: TrainBenchReport): string {
     ...lines,
     '',
     `step: the median step time (steps: each timed step); RSS before: after creating the policy and its reference, before the first step; ` +
-      `peak RSS: the process's maximum${c.device === 'cpu' ? '' : ' (host memory only)'}; peak − before: what the steps add, gradients and optimizer state included`,
+      `peak RSS: the process's maximum${gpu ? ' (host memory only)' : ''}; peak − before: what the steps add, gradients and optimizer state included` +
+      (gpu ? "; GPU peak: the CUDA caching allocator's peak allocation during the steps, weights included (n/a: libtorch < 2.9 cannot say)" : ''),
     ...(hasBase ? ["time ×: this row's step time / the materialised row's; peak RSS ÷: the materialised row's peak RSS / this row's (above 1: less memory)"] : []),
   ].join('\n');
 }

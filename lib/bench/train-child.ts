@@ -2,11 +2,14 @@
 // peak RSS is its own: `node dist/esm/bench/train-child.js SPEC`. Creates the policy (and, through
 // TrainStep, its reference copy), runs one untimed warm-up step and `runs` timed steps, and prints
 // one JSON line on stdout: a TrainChildResult, or { error: { message, code } } with exit code 1.
-import { buildInfo, getNumThreads, Model, setNumThreads, TrainStep, type ModelDevice, type ModelDtype } from '../index.js';
-import { randomIds, type BenchModelConfig } from './model-bench.js';
+import { buildInfo, cudaPeakBytes, getNumThreads, Model, setNumThreads, TrainStep, type ModelDevice, type ModelDtype } from '../index.js';
+import { randomIds } from './model-bench.js';
+
+/** A model config (Hugging Face names) for the train bench: any architecture Model.create takes. */
+export type TrainBenchModel = { model_type: string; vocab_size: number; [key: string]: unknown };
 
 export interface TrainChildSpec {
-  model: BenchModelConfig;
+  model: TrainBenchModel;
   pairs: number;
   seq: number;
   runs: number;
@@ -26,6 +29,8 @@ export interface TrainChildResult {
   rssBeforeBytes: number;
   /** The process's maximum RSS, read after the timed steps. */
   peakRssBytes: number;
+  /** On a CUDA device: the caching allocator's peak during the steps (null: on the CPU, or unknown to this libtorch). */
+  devicePeakBytes: number | null;
   /** The warm-up step's loss (the same batch and weights in every configuration). */
   warmupLoss: number;
   parameters: number;
@@ -58,6 +63,9 @@ async function main(spec: TrainChildSpec): Promise<TrainChildResult> {
       return stats.loss;
     };
     const rssBeforeBytes = process.memoryUsage().rss;
+    // On a GPU the caching allocator's peak from here on: weights, reference and step state included.
+    const gpu = spec.device === 'cpu' ? -1 : spec.device === 'cuda' ? 0 : Number(spec.device.slice('cuda:'.length));
+    if (gpu >= 0) cudaPeakBytes(gpu, true);
     const warmupLoss = await once();
     const timesMs: number[] = [];
     for (let i = 0; i < spec.runs; i++) {
@@ -66,7 +74,8 @@ async function main(spec: TrainChildSpec): Promise<TrainChildResult> {
       timesMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
-    return { timesMs, rssBeforeBytes, peakRssBytes, warmupLoss, parameters: policy.parameterCount, threads: getNumThreads(), torchVersion: buildInfo().torchVersion };
+    const devicePeakBytes = gpu >= 0 ? cudaPeakBytes(gpu) : null;
+    return { timesMs, rssBeforeBytes, peakRssBytes, devicePeakBytes, warmupLoss, parameters: policy.parameterCount, threads: getNumThreads(), torchVersion: buildInfo().torchVersion };
   } finally {
     policy.dispose();
   }

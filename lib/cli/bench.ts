@@ -1,9 +1,9 @@
 // `tdpo bench`: the fused-vs-reference loss benchmark (see lib/bench/loss-bench.ts).
 import { parseArgs } from 'node:util';
 import { defaultLossBenchConfig, formatAsyncContract, runLossBench, type LossBenchConfig, type LossBenchReport } from '../bench/loss-bench.js';
-import { defaultModelBenchConfig, formatModelReport, runModelBench } from '../bench/model-bench.js';
-import { defaultTrainBenchConfig, formatTrainReport, runTrainBench, type TrainBenchConfig } from '../bench/train-bench.js';
-import { CliError, oneOf, positiveInt } from './errors.js';
+import { defaultModelBenchConfig, formatModelReport, modelBenchArchs, runModelBench } from '../bench/model-bench.js';
+import { defaultTrainBenchConfig, formatTrainReport, runTrainBench, trainBenchShapes, type TrainBenchConfig } from '../bench/train-bench.js';
+import { CliError, deviceFlag, oneOf, positiveInt } from './errors.js';
 
 export const benchHelp = `Usage: tdpo bench [options]
 
@@ -14,11 +14,13 @@ machine's memory-copy bandwidth, and peak RSS.
 
 With --model: a GPT-2-small-shaped model (random weights) instead: forward tokens/s at B=8,
 T=128, and generation tokens/s with the key/value cache against re-running the whole sequence.
-With --train: TDPO2 + RMSprop train steps on that shape (--pairs, default 2; -T, default 128;
---runs, default 3) in three configurations, each in its own process: materialised [B, T, V]
-logits; the fused linear + loss (the logits of a chunk of rows at a time, from the final hidden
+--arch llama: SmolLM-135M's shape instead; --arch qwen2: Qwen2.5-0.5B's.
+With --train: TDPO2 + RMSprop train steps on the GPT-2-small shape (--pairs, default 2; -T,
+default 128; --runs, default 3) in three configurations, each in its own process: materialised
+[B, T, V] logits; the fused linear + loss (the logits of a chunk of rows at a time, from the final hidden
 states); the fused linear with gradient checkpointing. Step time, pairs/s, tokens/s, RSS before
-the first step and peak RSS, and each row's time and peak RSS against the materialised row's.
+the first step and peak RSS (on a GPU also the CUDA caching allocator's peak), and each row's
+time and peak memory against the materialised row's. --shape pythia-1b: Pythia-1B's shape instead.
 --fused-linear or --gradient-checkpointing runs that one configuration instead.
 With --train --nproc-per-node N: the same global batch (--pairs, default 2N) by 1 process x N
 threads and by N processes x 1 thread (c10d, Gloo on loopback): step time, pairs/s, the
@@ -54,7 +56,7 @@ Options:
       --threads N       intra-op threads                   default: all available CPUs
       --prompt-tokens N with --model: generation prompt length   default 128
       --new-tokens N    with --model: tokens generated           default 32
-      --device NAME     with --model or --train: cpu | cuda      default cpu
+      --device NAME     with --model or --train: cpu | cuda | cuda:N  default cpu
       --dtype NAME      with --model or --train: float32 | bfloat16  default float32
       --json            print the report as JSON
   -h, --help            this text
@@ -138,6 +140,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
       'fused-linear': { type: 'string' },
       'gradient-checkpointing': { type: 'boolean' },
       'chunk-mb': { type: 'string' },
+      shape: { type: 'string' },
+      arch: { type: 'string' },
       tokenizer: { type: 'boolean', default: false },
       service: { type: 'boolean', default: false },
       seconds: { type: 'string' },
@@ -158,10 +162,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const progress = values.json
     ? () => {}
     : (msg: string) => process.stderr.write(`  measuring ${msg}...\n`);
-  const trainOnly = (['fused-linear', 'gradient-checkpointing', 'chunk-mb'] as const).filter((k) => values[k] !== undefined);
+  const trainOnly = (['fused-linear', 'gradient-checkpointing', 'chunk-mb', 'shape'] as const).filter((k) => values[k] !== undefined);
   if (trainOnly.length > 0 && (!values.train || values['nproc-per-node'] !== undefined)) {
     throw new CliError(`--${trainOnly[0]} goes with --train (without --nproc-per-node)`);
   }
+  if (values.arch !== undefined && !values.model) throw new CliError('--arch goes with --model');
   if (values.service) {
     const { runServiceBench } = await import('../bench/service-bench.js');
     return runServiceBench({
@@ -197,7 +202,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (values.runs !== undefined) tc.runs = positiveInt(values.runs, '--runs');
     if (values.threads !== undefined) tc.threads = positiveInt(values.threads, '--threads');
     if (values['chunk-mb'] !== undefined) tc.chunkMb = positiveInt(values['chunk-mb'], '--chunk-mb');
-    if (values.device !== undefined) tc.device = oneOf(values.device, ['cpu', 'cuda'] as const, '--device');
+    if (values.shape !== undefined) tc.model = trainBenchShapes[oneOf(values.shape, Object.keys(trainBenchShapes), '--shape')];
+    if (values.device !== undefined) tc.device = deviceFlag(values.device);
     if (values.dtype !== undefined) tc.dtype = oneOf(values.dtype, ['float32', 'bfloat16'] as const, '--dtype');
     const fused = values['fused-linear'] !== undefined ? oneOf(values['fused-linear'], ['on', 'off'] as const, '--fused-linear') : undefined;
     const checkpointing = values['gradient-checkpointing'];
@@ -210,12 +216,13 @@ export async function benchCommand(argv: string[]): Promise<number> {
   }
   if (values.model) {
     const mc = { ...defaultModelBenchConfig };
+    if (values.arch !== undefined) mc.arch = oneOf(values.arch, Object.keys(modelBenchArchs), '--arch');
     if (values.batch !== undefined) mc.batch = positiveInt(values.batch, '--batch');
     if (values.seq !== undefined) mc.seq = positiveInt(values.seq, '--seq');
     if (values.runs !== undefined) mc.runs = positiveInt(values.runs, '--runs');
     if (values['prompt-tokens'] !== undefined) mc.promptTokens = positiveInt(values['prompt-tokens'], '--prompt-tokens');
     if (values['new-tokens'] !== undefined) mc.newTokens = positiveInt(values['new-tokens'], '--new-tokens');
-    if (values.device !== undefined) mc.device = oneOf(values.device, ['cpu', 'cuda'] as const, '--device');
+    if (values.device !== undefined) mc.device = deviceFlag(values.device);
     if (values.dtype !== undefined) mc.dtype = oneOf(values.dtype, ['float32', 'bfloat16'] as const, '--dtype');
     if (values.threads !== undefined) (await import('../index.js')).setNumThreads(positiveInt(values.threads, '--threads'));
     const report = await runModelBench(mc, progress);

@@ -1,4 +1,6 @@
 // A CLI usage error: printed as one line, exit code 2.
+import type { ModelDevice } from '../index.js';
+
 export class CliError extends Error {
   readonly code = 'ERR_TDPO_USAGE';
 }
@@ -16,4 +18,10 @@ export function oneOf<T extends string>(text: string, allowed: readonly T[], fla
     throw new CliError(`${flag} must be ${allowed.slice(0, -1).join(', ')} or ${allowed[allowed.length - 1]}, got '${text}'`);
   }
   return text as T;
+}
+
+/** --device: cpu, cuda or cuda:N (whether this build and machine have it is the addon's to say). */
+export function deviceFlag(text: string, flag = '--device'): ModelDevice {
+  if (!/^(cpu|cuda|cuda:\d{1,3})$/.test(text)) throw new CliError(`${flag} must be cpu, cuda or cuda:N, got '${text}'`);
+  return text as ModelDevice;
 }

@@ -1,16 +1,23 @@
 // Preference data sets: JSONL read as a stream (the HH training file is ~170 MB), one pair per
-// line in one of three formats, with every malformed line reported by file and line number (or
+// line in one of four formats, with every malformed line reported by file and line number (or
 // counted and skipped with skip_invalid). Nothing is dropped silently.
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { codedError } from '../errors.js';
 
-export type DataFormat = 'pairs' | 'hh' | 'tokenized';
+export type DataFormat = 'pairs' | 'hh' | 'tokenized' | 'conversation';
 
-/** A pair as text, or as token ids for the pre-tokenised format. */
+/** A chat message, as TRL's conversational format and chat templates take them. */
+export interface Message {
+  role: string;
+  content: string;
+}
+
+/** A pair as text, as token ids for the pre-tokenised format, or as messages (conversation). */
 export type RawPair =
   | { prompt: string; chosen: string; rejected: string }
-  | { promptIds: number[]; chosenIds: number[]; rejectedIds: number[] };
+  | { promptIds: number[]; chosenIds: number[]; rejectedIds: number[] }
+  | { promptMessages: Message[]; chosenMessages: Message[]; rejectedMessages: Message[] };
 
 export interface ReadResult {
   pairs: RawPair[];
@@ -47,9 +54,24 @@ function parseLine(obj: unknown, format: DataFormat, sft: boolean): RawPair {
     if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) throw new Error(`field "${k}" must be an array of token ids`);
     return v as number[];
   };
+  // TRL's conversational preference format with an explicit prompt: lists of {role, content}.
+  const messages = (k: string) => {
+    const v = o[k];
+    if (!Array.isArray(v) || v.length === 0) throw new Error(`field "${k}" must be a non-empty array of messages`);
+    v.forEach((m, i) => {
+      const r = m as Record<string, unknown> | null;
+      if (typeof r !== 'object' || r === null || typeof r.role !== 'string' || typeof r.content !== 'string') {
+        throw new Error(`${k}[${i}] must be a message {"role": string, "content": string}`);
+      }
+    });
+    return (v as Message[]).map((m) => ({ role: m.role, content: m.content }));
+  };
   let pair: RawPair;
   const absent = (k: string) => sft && format !== 'hh' && o[k] === undefined;
-  if (format === 'tokenized') {
+  if (format === 'conversation') {
+    const chosenMessages = messages('chosen');
+    pair = { promptMessages: messages('prompt'), chosenMessages, rejectedMessages: absent('rejected') ? chosenMessages : messages('rejected') };
+  } else if (format === 'tokenized') {
     const chosenIds = ids('chosen_ids');
     pair = { promptIds: ids('prompt_ids'), chosenIds, rejectedIds: absent('rejected_ids') ? chosenIds : ids('rejected_ids') };
     if (pair.chosenIds.length === 0 || pair.rejectedIds.length === 0) throw new Error('empty response');

@@ -99,5 +99,94 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
       parallelResidual: c.use_parallel_residual === undefined ? true : Boolean(c.use_parallel_residual),
     };
   }
-  throw configError(`config.model_type ${showValue(type)} is not supported: use "gpt2" or "gpt_neox"`);
+  if (typeof type === 'string' && LLAMA_FAMILY.includes(type)) return llamaConfig(c, type);
+  // SmolLM-style folders declare the architecture even where a tool wrote another model_type.
+  if (Array.isArray(c.architectures) && c.architectures.includes('LlamaForCausalLM')) return llamaConfig(c, 'llama');
+  throw configError(`config.model_type ${showValue(type)} is not supported: use "gpt2", "gpt_neox", ${LLAMA_FAMILY.map((t) => `"${t}"`).join(', ')}`);
+}
+
+/** The model types the Llama runner computes: they differ only in their configs' defaults and biases. */
+export const LLAMA_FAMILY = ['llama', 'qwen2', 'mistral'];
+
+/**
+ * transformers' defaults where a Llama-family config.json leaves a field out (configuration_*.py):
+ * Qwen2's num_key_value_heads is 32, Mistral's 8, Llama's the head count; Mistral's sliding
+ * window is 4096.
+ */
+const FAMILY_DEFAULTS: Record<string, { kvHeads?: number; ropeTheta: number; slidingWindow: number | null }> = {
+  llama: { ropeTheta: 10000, slidingWindow: null },
+  qwen2: { kvHeads: 32, ropeTheta: 10000, slidingWindow: null },
+  mistral: { kvHeads: 8, ropeTheta: 10000, slidingWindow: 4096 },
+};
+
+/**
+ * The rotary settings under both layouts transformers writes: `rope_theta` with a `rope_scaling`
+ * object (v4), or one `rope_parameters` object holding `rope_theta` too (v5). default, linear and
+ * llama3 are computed as modeling_rope_utils.py computes them; any other type is refused.
+ */
+function llamaRope(c: HfConfig, fallbackTheta: number) {
+  const key = c.rope_parameters != null ? 'rope_parameters' : 'rope_scaling';
+  const params = c[key] ?? {};
+  if (typeof params !== 'object' || Array.isArray(params)) throw configError(`config.${key} must be an object, got ${showValue(params)}`);
+  const p = params as HfConfig;
+  const ropeType = p.rope_type ?? p.type ?? 'default';
+  if (ropeType !== 'default' && ropeType !== 'linear' && ropeType !== 'llama3') {
+    throw configError(`config.${key}.rope_type = ${showValue(ropeType)} is not supported (supported: "default", "linear", "llama3")`);
+  }
+  const theta = p.rope_theta != null ? num(p, 'rope_theta', fallbackTheta, `${key}.rope_theta`) : num(c, 'rope_theta', fallbackTheta);
+  if (!(theta > 0)) throw configError(`config.rope_theta must be > 0, got ${theta}`);
+  if (p.partial_rotary_factor != null || c.partial_rotary_factor != null) {
+    const f = (p.partial_rotary_factor ?? c.partial_rotary_factor) as unknown;
+    if (f !== 1 && f !== 1.0) throw configError(`config.partial_rotary_factor = ${showValue(f)} is not supported for this model type (supported: 1)`);
+  }
+  const out = { ropeType: ropeType as 'default' | 'linear' | 'llama3', rotaryBase: theta, ropeFactor: 1, ropeLowFreqFactor: 1, ropeHighFreqFactor: 4, ropeOriginalMaxPositions: 0 };
+  if (ropeType !== 'default') out.ropeFactor = num(p, 'factor', NaN, `${key}.factor`);
+  if (ropeType === 'llama3') {
+    out.ropeLowFreqFactor = num(p, 'low_freq_factor', NaN, `${key}.low_freq_factor`);
+    out.ropeHighFreqFactor = num(p, 'high_freq_factor', NaN, `${key}.high_freq_factor`);
+    // Absent, transformers takes max_position_embeddings (modeling_rope_utils).
+    out.ropeOriginalMaxPositions = int(p, 'original_max_position_embeddings', int(c, 'max_position_embeddings'));
+  }
+  return out;
+}
+
+function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
+  const d = FAMILY_DEFAULTS[type] ?? FAMILY_DEFAULTS.llama;
+  expect(c, 'hidden_act', ['silu'], 'silu');
+  expect(c, 'pretraining_tp', [1], 1); // >1 splits the matmuls differently in transformers v4
+  const heads = int(c, 'num_attention_heads');
+  const bool = (key: string, fallback: boolean): boolean => {
+    const v = c[key] ?? fallback;
+    if (typeof v !== 'boolean') throw configError(`config.${key} must be true or false, got ${showValue(c[key])}`);
+    return v;
+  };
+  // Qwen2: q/k/v biases always, no o_proj bias; Llama and Mistral: attention_bias on all four.
+  const attentionBias = type === 'qwen2' ? false : bool('attention_bias', false);
+  let slidingWindow = 0;
+  if (type === 'qwen2') {
+    if (bool('use_sliding_window', false)) throw configError('config.use_sliding_window = true is not supported (Qwen2 sliding-window layers)');
+  } else {
+    // null (or absent where transformers' default is null): attention over every position.
+    if (c.sliding_window !== null && (c.sliding_window !== undefined || d.slidingWindow !== null)) {
+      slidingWindow = int(c, 'sliding_window', d.slidingWindow ?? undefined);
+    }
+  }
+  return {
+    modelType: 'llama',
+    vocabSize: int(c, 'vocab_size'),
+    maxPositions: int(c, 'max_position_embeddings'),
+    hidden: int(c, 'hidden_size'),
+    layers: int(c, 'num_hidden_layers'),
+    heads,
+    intermediate: int(c, 'intermediate_size'),
+    layerNormEps: num(c, 'rms_norm_eps', 1e-6),
+    kvHeads: int(c, 'num_key_value_heads', d.kvHeads ?? heads),
+    headDim: c.head_dim == null ? 0 : int(c, 'head_dim'),
+    tieEmbeddings: bool('tie_word_embeddings', false),
+    qkvBias: type === 'qwen2' || attentionBias,
+    oBias: attentionBias,
+    mlpBias: bool('mlp_bias', false),
+    ...llamaRope(c, d.ropeTheta),
+    slidingWindow,
+  };
 }

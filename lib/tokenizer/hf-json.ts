@@ -8,6 +8,7 @@ import { codedError } from '../errors.js';
 import { PairTable } from './pair-table.js';
 import { buildNormalizer, regexPatterns } from './normalizer.js';
 import { type AddedToken, BytePipeline } from './pipeline.js';
+import { tokenText } from './chat.js';
 import { byteLevelPreTokenizer } from './pretokenize.js';
 
 type Json = Record<string, unknown>;
@@ -52,6 +53,8 @@ function checkId(file: string, id: unknown, what: () => string): number {
 export interface LoadedFile {
   backend: Backend;
   eosTokenId: number | undefined;
+  /** tokenizer_config.json's bos_token, when it names a token of this file. */
+  bosTokenId: number | undefined;
   vocabSize: number;
 }
 
@@ -82,8 +85,11 @@ export function loadTokenizerJson(file: string, json: Json, config: Json): Loade
     const normalized = typeof t.normalized === 'boolean' ? t.normalized : t.special !== true;
     return { id, content: t.content, lstrip: t.lstrip === true, rstrip: t.rstrip === true, normalized };
   });
-  const eosName = typeof config.eos_token === 'string' ? config.eos_token : (config.eos_token as Json | undefined)?.content;
-  const eos = added.find((t) => t.content === '<|endoftext|>' || t.content === eosName);
+  // tokenizer_config.json's eos_token first (Qwen2.5-Instruct's is <|im_end|>, though its file
+  // also has <|endoftext|>), as transformers takes it; else GPT-2's <|endoftext|>.
+  const idOf = (name: string | undefined) => (name === undefined ? undefined : (added.find((t) => t.content === name)?.id ?? vocabIds.get(name)));
+  const eosId = idOf(tokenText(config.eos_token)) ?? idOf('<|endoftext|>');
+  const bosId = idOf(tokenText(config.bos_token));
   const vocabSize = maxId + 1;
 
   const pre = isByteLevelBpe(json, config) ? byteLevelPreTokenizer(json.pre_tokenizer) : undefined;
@@ -95,9 +101,9 @@ export function loadTokenizerJson(file: string, json: Json, config: Json): Loade
       preTokenizer: pre,
       removeSpace: config.remove_space === true,
     });
-    return { backend: pipeline, eosTokenId: eos?.id, vocabSize };
+    return { backend: pipeline, eosTokenId: eosId, bosTokenId: bosId, vocabSize };
   }
-  return { backend: hfBackend(file, json, config), eosTokenId: eos?.id, vocabSize };
+  return { backend: hfBackend(file, json, config), eosTokenId: eosId, bosTokenId: bosId, vocabSize };
 }
 
 function isByteLevelBpe(json: Json, config: Json): boolean {

@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
-import { readPreferences, shuffled, type RawPair } from '../data/preferences.js';
+import { readPreferences, shuffled, type Message, type RawPair } from '../data/preferences.js';
 import { collatePairs, tokenizePair, type TokenizedPair } from '../data/tokenize.js';
 import { codedError } from '../errors.js';
 import type { Model } from '../model.js';
@@ -20,6 +20,14 @@ export interface SourcedPair {
 const configError = (msg: string) => codedError('RangeError', 'ERR_TDPO_CONFIG', msg);
 
 export function loadTokenizer(c: TrainConfig): Tokenizer {
+  const t = findTokenizer(c);
+  if (c.data.format === 'conversation' && !t.hasChatTemplate) {
+    throw configError("data.format 'conversation' needs a chat template: the tokenizer's tokenizer_config.json has no chat_template (nor is there a chat_template.jinja beside it)");
+  }
+  return t;
+}
+
+function findTokenizer(c: TrainConfig): Tokenizer {
   if (c.tokenizer === 'gpt2') return Tokenizer.gpt2();
   if (c.tokenizer) return Tokenizer.fromFile(c.tokenizer);
   if (typeof c.model === 'string' && existsSync(path.join(c.model, 'tokenizer.json'))) {
@@ -32,7 +40,7 @@ export const vocabSizeOf = (m: Model): number => Number(m.config.vocab_size);
 
 /** The model's position count and the config.json field that holds it. */
 export function positionsOf(m: Model): { positions: number; key: string } {
-  const key = m.config.model_type === 'gpt_neox' ? 'max_position_embeddings' : 'n_positions';
+  const key = m.config.model_type === 'gpt2' ? 'n_positions' : 'max_position_embeddings';
   return { positions: Number(m.config[key]), key };
 }
 
@@ -84,15 +92,30 @@ export async function readData(c: TrainConfig, forEval = false): Promise<{ train
  * is counted in `skipped` and left out).
  */
 export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Tokenizer | null, eos: number, vocab: number): { pairs: TokenizedPair[]; skipped: number } {
-  const mode = c.truncation_mode ?? (c.data.format === 'hh' ? 'keep_end' : 'keep_start');
+  // Multi-turn formats keep the latest turns of a long prompt, as the official code does for HH.
+  const mode = c.truncation_mode ?? (c.data.format === 'hh' || c.data.format === 'conversation' ? 'keep_end' : 'keep_start');
   const o = { maxLength: c.max_length, maxPromptLength: c.max_prompt_length, truncationMode: mode } as const;
   const pairs: TokenizedPair[] = [];
   let skipped = 0;
-  for (const { pair: p, file, line } of raw) {
+  for (const { pair: given, file, line } of raw) {
+    let p: RawPair;
+    try {
+      p = 'promptMessages' in given ? renderConversation(given, tokenizer!) : given;
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_TDPO_TOKENIZER') throw err; // no template: every line would fail
+      if (!c.data.skip_invalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${(err as Error).message} (set data.skip_invalid to count and skip such lines)`);
+      skipped++;
+      continue;
+    }
     const pre = 'promptIds' in p;
-    const fields: Array<[string, ArrayLike<number>]> = pre
+    // A Llama-style tokenizer (add_bos_token) starts a text prompt with BOS, as
+    // transformers' tokenizer(prompt) does; chat templates write their own.
+    const bos = !pre && !('promptMessages' in given) && tokenizer?.addBosToken ? [tokenizer.bosTokenId!] : [];
+    const fields: Array<[string, ArrayLike<number>]> = 'promptIds' in p
       ? [['prompt_ids', p.promptIds], ['chosen_ids', p.chosenIds], ['rejected_ids', p.rejectedIds]]
-      : [['prompt', tokenizer!.encode(p.prompt)], ['chosen', tokenizer!.encode(p.chosen)], ['rejected', tokenizer!.encode(p.rejected)]];
+      : 'prompt' in p
+        ? [['prompt', [...bos, ...tokenizer!.encode(p.prompt)]], ['chosen', tokenizer!.encode(p.chosen)], ['rejected', tokenizer!.encode(p.rejected)]]
+        : [];
     let reason: string | null = null;
     for (const [name, ids] of fields) {
       for (let i = 0; i < ids.length && !reason; i++) {
@@ -111,6 +134,24 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
     pairs.push(tokenizePair(fields[0][1], fields[1][1], fields[2][1], eos, o));
   }
   return { pairs, skipped };
+}
+
+/**
+ * A conversational pair as text, the way TRL's maybe_apply_chat_template splits it: the prompt
+ * rendered with the generation prompt, each response as what the whole conversation's rendering
+ * adds after that prompt. A template under which the prompt is not such a prefix (one that
+ * rewrites earlier turns once a reply follows) cannot be split, and the line says so.
+ */
+function renderConversation(p: { promptMessages: Message[]; chosenMessages: Message[]; rejectedMessages: Message[] }, tokenizer: Tokenizer): RawPair {
+  const prompt = tokenizer.applyChatTemplate(p.promptMessages, { addGenerationPrompt: true });
+  const reply = (name: string, messages: Message[]) => {
+    const whole = tokenizer.applyChatTemplate([...p.promptMessages, ...messages]);
+    if (!whole.startsWith(prompt)) throw new Error(`the chat template does not render the prompt as the start of the conversation with "${name}"; such a template cannot be split into prompt and response`);
+    const text = whole.slice(prompt.length);
+    if (text.length === 0) throw new Error(`"${name}" renders as nothing after the prompt`);
+    return text;
+  };
+  return { prompt, chosen: reply('chosen', p.chosenMessages), rejected: reply('rejected', p.rejectedMessages) };
 }
 
 /** The length of a pair's rows once collated (the longer of its two). */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { collatePairs, type TokenizedPair } from '../data/tokenize.js';
 import { codedError } from '../errors.js';
-import { Model } from '../model.js';
+import { Model, type ModelDevice } from '../model.js';
 import { setNumThreads } from '../runtime.js';
 import { earlierCheckpoints, earlierRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
 import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
@@ -63,16 +63,23 @@ export interface TrainResult {
   alreadyComplete: boolean;
 }
 
+/** Where the models live: 'cuda' under a launcher (LOCAL_RANK set) is this worker's own GPU, as torchrun's convention is. */
+function modelOptions(c: TrainConfig): { dtype: TrainConfig['dtype']; device: ModelDevice } {
+  const local = process.env.LOCAL_RANK;
+  const device: ModelDevice = c.device === 'cuda' && local !== undefined && /^\d+$/.test(local) ? `cuda:${Number(local)}` : c.device;
+  return { dtype: c.dtype, device };
+}
+
 async function loadModel(spec: TrainConfig['model'], c: TrainConfig): Promise<Model> {
   return typeof spec === 'string'
-    ? Model.load(spec, { dtype: c.dtype })
-    : Model.create(spec, { seed: c.seed, dtype: c.dtype });
+    ? Model.load(spec, modelOptions(c))
+    : Model.create(spec, { seed: c.seed, ...modelOptions(c) });
 }
 
 /** The reference given by path, or the *starting* policy loaded again; null for SFT. */
 async function loadReference(c: TrainConfig): Promise<Model | null> {
   if (c.loss.name === 'sft') return null;
-  return c.reference ? Model.load(c.reference, { dtype: c.dtype }) : loadModel(c.model, c);
+  return c.reference ? Model.load(c.reference, modelOptions(c)) : loadModel(c.model, c);
 }
 
 /** Eval metrics over all `pairs`; with data.group_by_length, batched by length (less padding, the same figures). */
@@ -94,7 +101,7 @@ export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metric
   if (c.threads) setNumThreads(c.threads);
   const { eval: evalRaw } = await readData(c, true);
   if (evalRaw.length === 0) throw codedError('RangeError', 'ERR_TDPO_DATA', 'no eval pairs: set data.eval or data.eval_size');
-  const policy = await Model.load(modelDir, { dtype: c.dtype });
+  const policy = await Model.load(modelDir, modelOptions(c));
   let reference: Model | null = null;
   try {
     reference = await loadReference(c);
@@ -235,7 +242,7 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
   if (from?.final && !raisesLength(changes)) return complete(from);
 
   // Models first, so that the data can be checked against the vocabulary and positions.
-  const policy = from ? await Model.load(from.dir, { dtype: c.dtype }) : await loadModel(c.model, c);
+  const policy = from ? await Model.load(from.dir, modelOptions(c)) : await loadModel(c.model, c);
   let reference: Model | null = null;
   try {
     // A reference given by path, or the *starting* policy loaded again (also on resume, when the

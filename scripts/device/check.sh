@@ -3,8 +3,8 @@
 #   bash scripts/device/pack.sh                 here, first
 #   bash scripts/device/check.sh                there, with carry [".device", "dist"]
 # It builds the addon against that machine's PyTorch (2.x with CUDA), runs the CUDA and
-# transformers tests (skipped on the CPU-only development machine), benchmarks the model runner
-# on the GPU, then runs the rest of the suite against that libtorch while time is left
+# transformers tests and the CUDA training tests (skipped on the CPU-only development machine),
+# benchmarks the model runner and the train step (scripts/device/train-bench.sh) on the GPU, then runs the rest of the suite against that libtorch while time is left
 # (TDPO_CHECK_SUITE_S, default 240 s). Logs and reports go to $OUT (default .device-out/).
 # Also runs on a CPU machine with a CMake-packaged libtorch (the CUDA parts then skip), which is
 # how it was checked before any GPU run.
@@ -73,6 +73,16 @@ if node --input-type=module -e "import { buildInfo } from './dist/esm/index.js';
       && node -e "const r=require('$OUT/bench-model-cuda-$dtype.json'); console.log('$dtype', 'forward', r.forward.medianMs.toFixed(1), 'ms =', r.forward.tokensPerSecond.toFixed(0), 'tokens/s; generate', r.generate.cachedTokensPerSecond.toFixed(1), 'vs', r.generate.uncachedTokensPerSecond.toFixed(1), 'new tokens/s')" \
       || failed+=("bench $dtype")
   done
+else
+  echo "no CUDA device in this build: skipped"
+fi
+
+step "train benchmark on the GPU: Pythia-1B shape, bf16, TDPO2 (up to ${TDPO_CHECK_TRAIN_S:-270} s)"
+# tdpo's three configurations at 8 pairs x T=512, the official TDPO step in plain PyTorch on the
+# same GPU, then the largest pairs per step that fit (doubling from 8) for tdpo fused linear, tdpo
+# materialised and plain PyTorch, and both memory peaks at plain PyTorch's largest.
+if node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
+  TDPO_PY=$PY OUT=$OUT timeout "${TDPO_CHECK_TRAIN_S:-270}" bash scripts/device/train-bench.sh || failed+=("train bench")
 else
   echo "no CUDA device in this build: skipped"
 fi

@@ -100,7 +100,19 @@ class Runner {
     cap_ = std::max<int64_t>(1, opt.chunk_bytes / row_bytes);
     if (opt.loss.grad) {
       grad_hidden_ = at::zeros_like(in.policy_hidden);
-      grad_weight_ = at::zeros_like(in.policy_weight);
+      // Summed over chunks in at least float32 (a bf16 projection's gradient would lose the small
+      // chunks' contributions); the train step adds it to the float32 master unrounded.
+      const at::ScalarType wide = at::promote_types(in.policy_weight.scalar_type(), at::kFloat);
+      if (opt.grad_weight_into.defined()) {
+        const at::Tensor& g = opt.grad_weight_into;
+        if (!g.sizes().equals(in.policy_weight.sizes()) || g.scalar_type() != wide || g.device() != in.policy_weight.device()) {
+          throw range_error("ERR_TDPO_OPTION", "grad_weight_into must be a " + std::string(c10::toString(wide)) +
+                                                   " tensor shaped and placed as policy_weight");
+        }
+        grad_weight_ = g;
+      } else {
+        grad_weight_ = at::zeros_like(in.policy_weight, wide);
+      }
     }
   }
 
@@ -272,7 +284,11 @@ class Runner {
     }
     const at::Tensor g = ch.z.to(in_.policy_weight.scalar_type());
     grad_hidden_.index_copy_(0, ch.index, at::mm(g, in_.policy_weight).to(grad_hidden_.scalar_type()));
-    grad_weight_.addmm_(g.t(), ch.policy_h.to(grad_weight_.scalar_type()));
+    if (grad_weight_.scalar_type() == g.scalar_type()) {
+      grad_weight_.addmm_(g.t(), ch.policy_h.to(g.scalar_type()));
+    } else {
+      grad_weight_.add_(at::mm(g.t(), ch.policy_h.to(g.scalar_type())));  // a bf16 product, summed in float32
+    }
   }
 
   void backward_kernel(Chunk& ch) {

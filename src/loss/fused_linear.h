@@ -45,19 +45,23 @@ struct LinearOptions {
   int64_t chunk_bytes = 0;      // > 0: the logits of one chunk (policy + reference, float32)
   double grad_scale = 1;        // multiplies the gradients (1 / micro-batches per step)
   RowMath rows = RowMath::Auto;
+  // Optional [V, H] float32 (or wider) tensor the projection's gradient is added into, in place
+  // (the parameter's own .grad): no second V x H buffer lives through the backward pass.
+  at::Tensor grad_weight_into;
 };
 
 struct LinearResult {
   Result stats;            // loss and per-pair statistics, as loss::fused returns them (no grad)
   at::Tensor grad_hidden;  // [B * T, H] d loss / d policy_hidden (0 on rows not scored); with grad
-  at::Tensor grad_weight;  // [V, H] d loss / d policy_weight; with grad
+  at::Tensor grad_weight;  // [V, H] d loss / d policy_weight, at least float32 (grad_weight_into, if given); with grad
   int64_t chunks = 0;           // chunks of logits computed (second passes included)
   int64_t recomputed_rows = 0;  // rows whose policy logits were computed twice
 };
 
 // What RowMath::Auto runs on CPU tensors: the kernel, or libtorch's ops when the environment has
 // TDPO_FUSED_LINEAR_ROWS=aten (read once, at the first call; the tests run the CUDA path's math
-// on the CPU this way). "kernel" or "aten".
+// on the CPU this way, and the train step's materialised path then uses the libtorch composition
+// it runs off the CPU). "kernel" or "aten".
 const char* cpu_row_math();
 
 // Throws ERR_TDPO_OPTION / ERR_TDPO_SHAPE / ERR_TDPO_LABEL for bad inputs, ERR_TDPO_LOGITS for

@@ -31,20 +31,10 @@ bool check_logits(const char* field, const float* data, const Inputs<float>& in)
 
 }  // namespace
 
-Result reference(const Inputs<float>& in, const Options& opt) {
-  validate(in, opt);
-  const bool dead_rows = check_logits("policyLogits", in.policy, in) | check_logits("referenceLogits", in.reference, in);
-  check_labelled_logits(in);
-  const int64_t B = in.batch, T = in.seq, V = in.vocab, P = in.pairs();
-  torch::AutoGradMode grad_mode(opt.grad);
-
-  // from_blob reads the callers' buffers in place; nothing below writes to them.
-  auto policy = torch::from_blob(const_cast<float*>(in.policy), {B, T, V});
-  auto ref = torch::from_blob(const_cast<float*>(in.reference), {B, T, V});
-  auto labels = torch::from_blob(const_cast<int32_t*>(in.labels), {B, T}, torch::kInt32);
-  if (opt.grad) policy = policy.detach().requires_grad_(true);
-  const auto leaf = policy;
-
+Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at::Tensor& labels, const Options& opt,
+                  bool dead_rows) {
+  const int64_t B = policy_in.size(0), P = B / 2;
+  at::Tensor policy = policy_in, ref = ref_in;
   auto mask = labels != kIgnoreIndex;
   auto index = labels.masked_fill(~mask, 0).to(torch::kLong).unsqueeze(2);
   if (dead_rows) {
@@ -86,7 +76,8 @@ Result reference(const Inputs<float>& in, const Options& opt) {
                       "pair): check for -Infinity logits at labelled tokens");
   }
 
-  Result res;
+  Composed out;
+  Result& res = out.result;
   const bool tdpo = objective_row(opt.objective).reward_kl;
   res.loss = loss.item<double>();
   res.losses = to_vector(losses);
@@ -98,11 +89,28 @@ Result reference(const Inputs<float>& in, const Options& opt) {
   res.rejected_kl = to_vector(kl_l);
   res.chosen_logps = to_vector(logps.slice(0, 0, P));
   res.rejected_logps = to_vector(logps.slice(0, P, B));
+  out.loss = loss;
+  return out;
+}
+
+Result reference(const Inputs<float>& in, const Options& opt) {
+  validate(in, opt);
+  const bool dead_rows = check_logits("policyLogits", in.policy, in) | check_logits("referenceLogits", in.reference, in);
+  check_labelled_logits(in);
+  const int64_t B = in.batch, T = in.seq, V = in.vocab;
+  torch::AutoGradMode grad_mode(opt.grad);
+
+  // from_blob reads the callers' buffers in place; nothing below writes to them.
+  auto policy = torch::from_blob(const_cast<float*>(in.policy), {B, T, V});
+  auto ref = torch::from_blob(const_cast<float*>(in.reference), {B, T, V});
+  auto labels = torch::from_blob(const_cast<int32_t*>(in.labels), {B, T}, torch::kInt32);
+  if (opt.grad) policy = policy.detach().requires_grad_(true);
+  Composed c = compose(policy, ref, labels, opt, dead_rows);
   if (opt.grad) {
-    loss.backward();
-    res.grad = leaf.grad();
+    c.loss.backward();
+    c.result.grad = policy.grad();
   }
-  return res;
+  return std::move(c.result);
 }
 
 }  // namespace tdpo::loss

@@ -69,6 +69,17 @@ Result fused(const Inputs<T>& in, const Options& opt);  // float and double inst
 
 Result reference(const Inputs<float>& in, const Options& opt);
 
+// The reference composition over tensors on any device, for the train step's materialised path
+// off the CPU: policy and reference [B, T, V] floating (the policy with autograd when it requires
+// grad), labels [B, T]. `loss` is the autograd scalar; `result` holds the statistics (no grad).
+// dead_rows: some unscored row is -inf everywhere (the host checks find out; see reference.cc).
+struct Composed {
+  Result result;
+  at::Tensor loss;
+};
+Composed compose(const at::Tensor& policy, const at::Tensor& reference, const at::Tensor& labels, const Options& opt,
+                 bool dead_rows = false);
+
 inline Result compute(Implementation impl, const Inputs<float>& in, const Options& opt) {
   return impl == Implementation::Fused ? fused(in, opt) : reference(in, opt);
 }

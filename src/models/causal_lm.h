@@ -15,12 +15,22 @@ namespace tdpo::models {
 
 // The fields of a Hugging Face config.json that the forward pass needs, already validated.
 struct ModelConfig {
-  std::string model_type;  // "gpt2" or "gpt_neox"
+  std::string model_type;  // "gpt2", "gpt_neox" or "llama" (also Qwen2, Mistral: lib/models/config.ts)
   int64_t vocab_size = 0, max_positions = 0, hidden = 0, layers = 0, heads = 0, intermediate = 0;
-  double layer_norm_eps = 1e-5;
-  // GPT-NeoX only.
+  double layer_norm_eps = 1e-5;  // Llama: RMSNorm's epsilon
+  // GPT-NeoX and Llama (rotary_pct 1 for Llama).
   double rotary_pct = 1.0, rotary_base = 10000.0;
+  // GPT-NeoX only.
   bool parallel_residual = true;
+  // Llama only.
+  int64_t kv_heads = 0;      // grouped-query attention: heads share kv_heads key/value heads
+  int64_t head_dim = 0;      // 0: hidden / heads
+  bool tie_embeddings = false;
+  bool qkv_bias = false, o_bias = false, mlp_bias = false;
+  std::string rope_type = "default";  // "default", "linear" or "llama3"
+  double rope_factor = 1.0, rope_low_freq_factor = 1.0, rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_positions = 0;  // llama3
+  int64_t sliding_window = 0;               // 0: none; else longer sequences are refused
 };
 
 // Keys and values of every layer for the positions seen so far, so that generation runs each new

@@ -8,13 +8,44 @@
 #include "models/causal_lm.h"
 #include "models/gpt2.h"
 #include "models/gpt_neox.h"
+#include "models/llama.h"
 
 namespace tdpo::models {
 
+namespace {
+void validate_llama(const ModelConfig& c) {
+  auto fail = [](const std::string& m) { throw range_error("ERR_TDPO_CONFIG", m); };
+  if (c.kv_heads <= 0 || c.heads % c.kv_heads != 0) {
+    fail("config.num_key_value_heads (" + std::to_string(c.kv_heads) + ") must divide num_attention_heads (" +
+         std::to_string(c.heads) + ")");
+  }
+  if (c.head_dim < 0) fail("config.head_dim must be > 0");
+  if (c.head_dim == 0 && c.hidden % c.heads != 0) {
+    fail("the hidden size (" + std::to_string(c.hidden) + ") must be a multiple of the head count (" +
+         std::to_string(c.heads) + ") unless config.head_dim is given");
+  }
+  const int64_t D = c.head_dim > 0 ? c.head_dim : c.hidden / c.heads;
+  if (D % 2 != 0) fail("the head size (" + std::to_string(D) + ") must be even for rotary embeddings");
+  if (!(c.layer_norm_eps > 0)) fail("config.rms_norm_eps must be > 0");
+  if (!(c.rotary_base > 0)) fail("config.rope_theta must be > 0");
+  if (c.rope_type != "default" && c.rope_type != "linear" && c.rope_type != "llama3") {
+    fail("rope type '" + c.rope_type + "' is not supported (supported: default, linear, llama3)");
+  }
+  if (c.rope_type != "default" && !(c.rope_factor > 0)) fail("the rope scaling factor must be > 0");
+  if (c.rope_type == "llama3") {
+    if (c.rope_original_max_positions <= 0) fail("llama3 rope scaling needs original_max_position_embeddings > 0");
+    if (!(c.rope_low_freq_factor > 0 && c.rope_high_freq_factor > c.rope_low_freq_factor)) {
+      fail("llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor");
+    }
+  }
+  if (c.sliding_window < 0) fail("config.sliding_window must be >= 0");
+}
+}  // namespace
+
 void validate_config(const ModelConfig& c) {
-  if (c.model_type != "gpt2" && c.model_type != "gpt_neox") {
+  if (c.model_type != "gpt2" && c.model_type != "gpt_neox" && c.model_type != "llama") {
     throw range_error("ERR_TDPO_CONFIG", "config.model_type '" + c.model_type +
-                                             "' is not supported: use 'gpt2' or 'gpt_neox'");
+                                             "' is not supported: use 'gpt2', 'gpt_neox' or 'llama'");
   }
   auto positive = [](int64_t v, const char* field) {
     if (v <= 0) throw range_error("ERR_TDPO_CONFIG", std::string("config.") + field + " must be > 0");
@@ -25,6 +56,10 @@ void validate_config(const ModelConfig& c) {
   positive(c.layers, c.model_type == "gpt2" ? "n_layer" : "num_hidden_layers");
   positive(c.heads, c.model_type == "gpt2" ? "n_head" : "num_attention_heads");
   positive(c.intermediate, c.model_type == "gpt2" ? "n_inner" : "intermediate_size");
+  if (c.model_type == "llama") {
+    validate_llama(c);
+    return;
+  }
   if (c.hidden % c.heads != 0) {
     throw range_error("ERR_TDPO_CONFIG", "the hidden size (" + std::to_string(c.hidden) +
                                              ") must be a multiple of the head count (" +
@@ -43,6 +78,7 @@ void validate_config(const ModelConfig& c) {
 }
 
 std::vector<ParamSpec> param_specs(const ModelConfig& c) {
+  if (c.model_type == "llama") return llama_param_specs(c);
   return c.model_type == "gpt2" ? gpt2_param_specs(c) : gpt_neox_param_specs(c);
 }
 
@@ -51,6 +87,8 @@ std::unique_ptr<CausalLM> make_model(const ModelConfig& c, at::ScalarType dtype,
   std::unique_ptr<CausalLM> m;
   if (c.model_type == "gpt2") {
     m = std::make_unique<Gpt2>(c, dtype, device);
+  } else if (c.model_type == "llama") {
+    m = std::make_unique<Llama>(c, dtype, device);
   } else {
     m = std::make_unique<GptNeoX>(c, dtype, device);
   }
@@ -70,7 +108,7 @@ void init_weights(CausalLM& model, uint64_t seed) {
     at::Tensor t = at::empty(model.specs()[i].shape, at::kFloat);
     const bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     const bool is_norm = name.find("ln_") != std::string::npos || name.find("layernorm") != std::string::npos ||
-                         name.find("layer_norm") != std::string::npos;
+                         name.find("layer_norm") != std::string::npos || name == "model.norm.weight";
     if (is_norm && !is_bias) {
       t.fill_(1.0);
     } else if (is_bias) {
@@ -88,6 +126,13 @@ std::string canonical_name(const ModelConfig& c, const std::string& n) {
     static const std::regex ignored(R"((transformer\.)?h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight)");
     if (std::regex_match(n, ignored)) return "";
     return n.rfind("transformer.", 0) == 0 ? n : "transformer." + n;
+  }
+  if (c.model_type == "llama") {
+    // A tied model's lm_head.weight, where a checkpoint carries one, is embed_tokens (transformers
+    // ties it and ignores the stored copy).
+    static const std::regex llama_ignored(R"(model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq)");
+    if (std::regex_match(n, llama_ignored) || (c.tie_embeddings && n == "lm_head.weight")) return "";
+    return n;
   }
   static const std::regex ignored(
       R"(gpt_neox\.layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq))");

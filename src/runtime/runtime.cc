@@ -4,6 +4,14 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+#define TDPO_ACCELERATOR_STATS 1
+#include <ATen/DeviceAccelerator.h>
+#else
+#define TDPO_ACCELERATOR_STATS 0
+#endif
+#include <torch/version.h>
+
 #include <thread>
 
 #ifdef __linux__
@@ -40,5 +48,22 @@ std::string torch_version() {
 }
 
 bool cuda_available() { return torch::cuda::is_available(); }
+
+int cuda_device_count() { return static_cast<int>(torch::cuda::device_count()); }
+
+#if TDPO_ACCELERATOR_STATS
+int64_t cuda_peak_bytes(int index) {
+  if (index < 0 || index >= cuda_device_count()) return -1;
+  const auto stats = at::accelerator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+}
+
+void reset_cuda_peak(int index) {
+  if (index >= 0 && index < cuda_device_count()) at::accelerator::resetPeakStats(static_cast<c10::DeviceIndex>(index));
+}
+#else
+int64_t cuda_peak_bytes(int) { return -1; }
+void reset_cuda_peak(int) {}
+#endif
 
 }  // namespace tdpo::runtime

@@ -1,6 +1,7 @@
 // Process-wide libtorch settings the addon exposes: intra-op threads and build information.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tdpo::runtime {
@@ -12,5 +13,13 @@ int default_num_threads();
 
 std::string torch_version();  // e.g. "1.13.0"
 bool cuda_available();
+int cuda_device_count();  // 0 without CUDA
+
+// The most bytes CUDA device `index`'s caching allocator has had allocated since the last reset
+// (torch.cuda.max_memory_allocated), or -1 where this libtorch cannot say: at::accelerator's
+// device-agnostic memory statistics arrived in libtorch 2.9, and the addon links no CUDA library
+// of its own. reset_cuda_peak is a no-op there.
+int64_t cuda_peak_bytes(int index);
+void reset_cuda_peak(int index);
 
 }  // namespace tdpo::runtime

@@ -38,17 +38,20 @@ TrainStep::TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<m
     throw range_error("ERR_TDPO_OPTION", "the reference model is on " + reference_->device().str() + ", the policy on " +
                                              policy_->device().str() + ": load both on one device");
   }
-  // The materialised path's loss is the CPU kernel over host logits; the fused linear path runs
-  // on any device.
-  if (options_.objective != Objective::Sft && !options_.fused_linear && !policy_->device().is_cpu()) {
-    throw range_error("ERR_TDPO_OPTION", "fusedLinear: false (materialised logits) trains on the CPU only; on " +
-                                             policy_->device().str() + " use the fused linear loss (the default)");
-  }
   policy_->set_gradient_checkpointing(options_.gradient_checkpointing);
-  std::vector<at::Tensor> params;
-  for (auto& p : policy_->params()) {
-    p.requires_grad_(true);
-    params.push_back(p);
+  std::vector<at::Tensor> params = policy_->params();
+  const at::Tensor& head = policy_->output_weight();
+  bool mixed = false;
+  for (size_t i = 0; i < params.size(); ++i) {
+    params[i].requires_grad_(true);
+    if (params[i].is_same(head)) head_index_ = static_cast<int64_t>(i);
+    mixed = mixed || params[i].scalar_type() != at::kFloat;
+  }
+  if (mixed) {
+    masters_.resize(params.size());
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) masters_[i] = params[i].detach().to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+    params = masters_;
   }
   // Defaults as in PyTorch, which the official TDPO code uses (RMSprop: alpha 0.99, eps 1e-8).
   if (options_.optimizer == "rmsprop") {
@@ -125,6 +128,13 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
     at::NoGradGuard no_grad;
     ref_logits = reference_->forward(batch.ids, batch.attention_mask).to(at::kFloat).contiguous();
   }
+  if (!policy_->device().is_cpu() || std::string(loss::cpu_row_math()) == "aten") {
+    // Off the CPU (or with TDPO_FUSED_LINEAR_ROWS=aten, which tests this path on the CPU): the
+    // reference composition in libtorch ops, its gradient by autograd, the unfused baseline.
+    loss::Composed c = loss::compose(logits, ref_logits, target, loss_options(options_, backward));
+    if (backward) (c.loss * scale).backward();
+    return pair_stats(std::move(c.result));
+  }
   const at::Tensor policy_values = logits.detach().contiguous();
   const at::Tensor labels32 = target.to(at::kInt).contiguous();
   loss::Inputs<float> in;
@@ -158,30 +168,56 @@ MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor
   lo.loss = loss_options(options_, backward);
   lo.chunk_bytes = options_.chunk_bytes;
   lo.grad_scale = scale;
-  loss::LinearResult res = loss::fused_linear(in, lo);
   if (backward) {
-    // The projection's gradient goes straight to the parameter (GPT-2's tied wte also collects
-    // its embedding gradient from the backward pass through the hidden states).
-    hidden.backward(res.grad_hidden.view_as(hidden));
+    // The projection's gradient is summed straight into the parameter's .grad (with masters, the
+    // float32 master's, unrounded), before the backward pass through the blocks: no V x H buffer
+    // of its own lives through that pass, where the step's memory peaks. GPT-2's tied wte then
+    // collects its embedding gradient on top, in place.
     at::NoGradGuard no_grad;
-    const at::Tensor& w = policy_->output_weight();
-    if (w.grad().defined()) {
-      w.mutable_grad().add_(res.grad_weight);
-    } else {
-      w.mutable_grad() = res.grad_weight;
-    }
+    const at::Tensor& w = masters_.empty() ? policy_->output_weight() : masters_.at(head_index_);
+    if (!w.grad().defined()) w.mutable_grad() = at::zeros_like(w);
+    lo.grad_weight_into = w.grad();
+  }
+  loss::LinearResult res = loss::fused_linear(in, lo);
+  // Nothing of the loss but grad_hidden lives on through the blocks' backward pass.
+  in = loss::LinearInputs();
+  ref_hidden.reset();
+  if (backward) {
+    const at::Tensor grad = std::move(res.grad_hidden).view_as(hidden);
+    res.grad_weight.reset();
+    hidden.backward(grad);
   }
   return pair_stats(std::move(res.stats));
 }
 
-MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) { return run(batch, true, scale); }
+MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) {
+  MicroStats stats = run(batch, true, scale);
+  if (!masters_.empty()) {
+    // Each micro-batch's rounded gradient is summed in float32, not in bf16 across micro-batches.
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> params = policy_->params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (!params[i].grad().defined()) continue;
+      at::Tensor& g = masters_[i].mutable_grad();
+      if (g.defined()) {
+        g.add_(params[i].grad());
+      } else {
+        g = params[i].grad().to(at::kFloat);
+      }
+      params[i].mutable_grad().reset();
+    }
+  }
+  return stats;
+}
+
+std::vector<at::Tensor> TrainStep::optimized() const { return masters_.empty() ? policy_->params() : masters_; }
 
 MicroStats TrainStep::evaluate(const MicroBatch& batch) const { return run(batch, false, 1.0); }
 
 double TrainStep::apply(double lr, double max_grad_norm) {
   if (!(lr >= 0 && std::isfinite(lr))) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a finite number >= 0, got " + js_number(lr));
   if (std::isnan(max_grad_norm)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
-  std::vector<at::Tensor> params = policy_->params();
+  std::vector<at::Tensor> params = optimized();
   double norm = 0;
   if (group_ && group_->size() > 1) {
     // A rank whose share of the batch was empty (an uneven last batch) has no gradients yet.
@@ -209,6 +245,11 @@ double TrainStep::apply(double lr, double max_grad_norm) {
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
   optimizer_->step();
   optimizer_->zero_grad();
+  if (!masters_.empty()) {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> model = policy_->params();
+    for (size_t i = 0; i < model.size(); ++i) model[i].copy_(masters_[i]);
+  }
   return norm;
 }
 
@@ -218,6 +259,8 @@ void TrainStep::save_optimizer(const std::string& path) const {
   torch::serialize::OutputArchive archive;
   optimizer_->save(archive);
   archive.write("tdpo.optimizer", c10::IValue(options_.optimizer));
+  // The masters are state too: resuming from the rounded policy alone would not be bit-identical.
+  for (size_t i = 0; i < masters_.size(); ++i) archive.write("tdpo.master." + std::to_string(i), masters_[i]);
   // Streamed through a sink that never reports an error to libtorch: its writer throws from a
   // destructor on a short write, which would abort the process (a full disk did).
   io::write_file_atomically(path, [&](io::FileSink& sink) {
@@ -246,6 +289,21 @@ void TrainStep::load_optimizer(const std::string& path) {
                       path + " does not hold '" + options_.optimizer +
                           "' optimizer state for this model's parameters (another optimizer or model shape?)");
   }
+  // A float32 run's state has no masters: they stay the loaded policy's values. A float32 run
+  // resuming a bf16 one (--allow-change dtype) takes the masters as its weights.
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> targets = optimized();
+  for (size_t i = 0; i < targets.size(); ++i) {
+    at::Tensor saved_master;
+    if (!archive.try_read("tdpo.master." + std::to_string(i), saved_master)) continue;
+    if (!saved_master.sizes().equals(targets[i].sizes())) {
+      throw range_error("ERR_TDPO_CHECKPOINT", path + ": master weight " + std::to_string(i) + " has another shape than this model's");
+    }
+    targets[i].copy_(saved_master);
+  }
+  // The policy holds the masters rounded (a no-op when it was loaded from the same checkpoint).
+  std::vector<at::Tensor> model = policy_->params();
+  for (size_t i = 0; i < masters_.size(); ++i) model[i].copy_(masters_[i]);
 }
 
 }  // namespace tdpo::train

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The GPU train benchmark of issue 10, run by check.sh on the device machine (TDPO_PY: Python with
+# PyTorch and transformers; OUT: where the JSON goes). Pythia-1B shape, bf16, TDPO2, T=512:
+#   1. tdpo bench --train: materialised / fused linear / + checkpointing at 8 pairs;
+#   2. the official TDPO step in plain PyTorch (torch_tdpo_step.py) at 8 pairs;
+#   3. the largest pairs per step that fit, doubling from 8: tdpo fused linear, tdpo materialised,
+#      plain PyTorch; then tdpo fused linear at plain PyTorch's largest, for the memory ratio.
+# Prints one summary line per figure; the targets are >= 1.3x faster and >= 3x less peak memory.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PY=${TDPO_PY:-python3}
+OUT=${OUT:-$PWD/.device-out}
+mkdir -p "$OUT"
+common=(--train --shape pythia-1b --device cuda --dtype bfloat16 -T 512)
+
+node bin/tdpo.js bench "${common[@]}" --pairs 8 --runs 3 --json > "$OUT/train-bench-tdpo.json" || exit 1
+$PY scripts/device/torch_tdpo_step.py --shape pythia-1b --pairs 8 --seq 512 --runs 3 > "$OUT/train-bench-torch.json" || exit 1
+node -e '
+const t = require(process.argv[1]), p = require(process.argv[2]);
+const gb = (b) => (b / 1e9).toFixed(2) + " GB";
+for (const r of t.rows) console.log(`tdpo ${r.name}: ${r.medianMs.toFixed(1)} ms, GPU peak ${r.devicePeakBytes === null ? "n/a" : gb(r.devicePeakBytes)}`);
+console.log(`plain PyTorch (official TDPO step, autocast bf16): ${p.medianMs.toFixed(1)} ms, GPU peak ${gb(p.devicePeakBytes)}`);
+const f = t.rows.find((r) => r.fusedLinear && !r.gradientCheckpointing);
+console.log(`8 pairs: tdpo fused linear is ${(p.medianMs / f.medianMs).toFixed(2)}x the speed of plain PyTorch (target >= 1.3), ` +
+  `peak ${f.devicePeakBytes ? (p.devicePeakBytes / f.devicePeakBytes).toFixed(2) + "x" : "n/a"} lower (target >= 3 at the largest batch below)`);
+' "$OUT/train-bench-tdpo.json" "$OUT/train-bench-torch.json"
+
+# The largest power-of-two pairs from 8 whose step runs (one timed step each).
+largest() {
+  local pairs=8 fits=0
+  while [ $pairs -le 1024 ]; do
+    if ! node bin/tdpo.js bench "${common[@]}" "$@" --pairs $pairs --runs 1 --json > "$OUT/probe.json" 2> "$OUT/probe.err"; then
+      grep -qi "out of memory" "$OUT/probe.err" || { echo "probe at $pairs pairs failed: $(tail -1 "$OUT/probe.err")" >&2; }
+      break
+    fi
+    fits=$pairs
+    pairs=$((pairs * 2))
+  done
+  echo $fits
+}
+fused=$(largest --fused-linear on)
+materialised=$(largest --fused-linear off)
+$PY scripts/device/torch_tdpo_step.py --shape pythia-1b --pairs 8 --seq 512 --largest > "$OUT/train-bench-torch-largest.json" || exit 1
+plain=$(node -p 'require(process.argv[1]).largestPairs ?? 0' "$OUT/train-bench-torch-largest.json")
+echo "largest pairs per step at T=512: tdpo fused linear $fused, tdpo materialised $materialised, plain PyTorch $plain"
+if [ "$plain" -gt 0 ]; then
+  node bin/tdpo.js bench "${common[@]}" --fused-linear on --pairs "$plain" --runs 3 --json > "$OUT/train-bench-tdpo-at-largest.json" || exit 1
+  node -e '
+const t = require(process.argv[1]).rows[0], p = require(process.argv[2]).atLargest;
+console.log(`at ${p.pairs} pairs: plain PyTorch ${p.medianMs.toFixed(1)} ms, peak ${(p.devicePeakBytes / 1e9).toFixed(2)} GB; ` +
+  `tdpo fused linear ${t.medianMs.toFixed(1)} ms, peak ${t.devicePeakBytes === null ? "n/a" : (t.devicePeakBytes / 1e9).toFixed(2) + " GB"}: ` +
+  `${(p.medianMs / t.medianMs).toFixed(2)}x the speed (target >= 1.3), ${t.devicePeakBytes ? (p.devicePeakBytes / t.devicePeakBytes).toFixed(2) : "n/a"}x less memory (target >= 3)`);
+' "$OUT/train-bench-tdpo-at-largest.json" "$OUT/train-bench-torch-largest.json"
+fi
