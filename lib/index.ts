@@ -11,7 +11,7 @@ export { buildInfo, cudaPeakBytes, getNumThreads, releaseCachedMemory, setNumThr
 export type { BuildInfo } from './runtime.js';
 export { Model } from './model.js';
 export type { ForwardResult, GenerateOptions, ModelDevice, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';
-export { Tokenizer, type ChatMessage } from './tokenizer.js';
+export { Tokenizer, type ChatMessage, type RenderOptions } from './tokenizer.js';
 export { TrainStep } from './train/train-step.js';
 export type { MicroStats, Objective, OptimizerName, TrainBatch, TrainStepOptions } from './train/train-step.js';
 export { collatePairs, tokenizePair } from './data/tokenize.js';

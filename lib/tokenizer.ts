@@ -8,17 +8,17 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from './errors.js';
 import { loadGpt2 } from './tokenizer/gpt2-ranks.js';
-import { ChatTemplate, readChatTemplate, tokenText, type ChatMessage } from './tokenizer/chat.js';
+import { ChatTemplate, readChatTemplate, tokenText, type ChatMessage, type RenderOptions } from './tokenizer/chat.js';
 import { type Backend, loadTokenizerJson } from './tokenizer/hf-json.js';
 
-export type { ChatMessage };
+export type { ChatMessage, RenderOptions };
 
 let gpt2: { backend: Backend; eosTokenId: number | undefined; vocabSize: number } | undefined;
 
-/** What tokenizer_config.json says beyond the vocabulary. */
+/** What tokenizer_config.json (and the post_processor) say beyond the vocabulary. */
 interface Specials {
   bosTokenId?: number;
-  addBosToken?: boolean;
+  prefixTokenId?: number;
   chat?: ChatTemplate | null;
 }
 
@@ -30,11 +30,12 @@ export class Tokenizer {
   /** tokenizer_config.json's bos_token, when it has one. */
   readonly bosTokenId: number | undefined;
   /**
-   * tokenizer_config.json's add_bos_token (Llama-style tokenizers: true): the text data formats
-   * then start each prompt with bosTokenId, as transformers' tokenizer(prompt) would. encode()
-   * itself never adds special tokens.
+   * The token transformers' tokenizer(text) starts with, if any: the leading special token of
+   * tokenizer.json's post_processor template (Llama 3's <|begin_of_text|>), else bos_token where
+   * tokenizer_config.json has add_bos_token. The text data formats start each prompt with it;
+   * encode() itself never adds special tokens.
    */
-  readonly addBosToken: boolean;
+  readonly prefixTokenId: number | undefined;
   readonly vocabSize: number;
 
   private constructor(backend: Backend, eosTokenId: number | undefined, vocabSize: number, specials: Specials = {}) {
@@ -42,7 +43,7 @@ export class Tokenizer {
     this.eosTokenId = eosTokenId;
     this.vocabSize = vocabSize;
     this.bosTokenId = specials.bosTokenId;
-    this.addBosToken = specials.addBosToken === true && specials.bosTokenId !== undefined;
+    this.prefixTokenId = specials.prefixTokenId;
     this.#chat = specials.chat ?? null;
   }
 
@@ -53,14 +54,15 @@ export class Tokenizer {
 
   /**
    * The conversation as text, rendered with the tokenizer's chat template as transformers'
-   * apply_chat_template(messages, tokenize=False, add_generation_prompt) renders it.
-   * ERR_TDPO_TOKENIZER without a template; ERR_TDPO_DATA when the template refuses the messages.
+   * apply_chat_template(messages, tokenize=False, add_generation_prompt, continue_final_message)
+   * renders it. ERR_TDPO_TOKENIZER without a template or when it does not parse; ERR_TDPO_DATA
+   * when the template refuses the messages.
    */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean } = {}): string {
+  applyChatTemplate(messages: readonly ChatMessage[], options: RenderOptions = {}): string {
     if (!this.#chat) {
       throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', "this tokenizer has no chat template (tokenizer_config.json's chat_template, or chat_template.jinja): conversational data needs one");
     }
-    return this.#chat.render(messages, options.addGenerationPrompt === true);
+    return this.#chat.render(messages, options);
   }
 
   /**
@@ -86,8 +88,8 @@ export class Tokenizer {
     const specials = { bos_token: tokenText(config.bos_token), eos_token: tokenText(config.eos_token), unk_token: tokenText(config.unk_token), pad_token: tokenText(config.pad_token) };
     const chat = source === null ? null : new ChatTemplate(source, specials, configFile);
     try {
-      const { backend, eosTokenId, bosTokenId, vocabSize } = loadTokenizerJson(file, json, config);
-      return new Tokenizer(backend, eosTokenId, vocabSize, { bosTokenId, addBosToken: config.add_bos_token === true, chat });
+      const { backend, eosTokenId, bosTokenId, prefixTokenId, vocabSize } = loadTokenizerJson(file, json, config);
+      return new Tokenizer(backend, eosTokenId, vocabSize, { bosTokenId, prefixTokenId, chat });
     } catch (err) {
       if ((err as { code?: unknown }).code) throw err;
       // a malformed file that got past the checks: still the file's fault, with the code

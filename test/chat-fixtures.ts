@@ -17,7 +17,8 @@ export const templates = {
 export type Family = keyof typeof templates;
 
 const SPECIALS: Record<Family, { bos?: string; eos: string; added: string[]; addBos: boolean }> = {
-  llama3: { bos: '<|begin_of_text|>', eos: '<|eot_id|>', added: ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>'], addBos: true },
+  // Llama 3 sets no add_bos_token: its tokenizer.json's post_processor puts <|begin_of_text|> first.
+  llama3: { bos: '<|begin_of_text|>', eos: '<|eot_id|>', added: ['<|begin_of_text|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>'], addBos: false },
   qwen2: { eos: '<|im_end|>', added: ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], addBos: false },
   smollm: { bos: '<|im_start|>', eos: '<|im_end|>', added: ['<|endoftext|>', '<|im_start|>', '<|im_end|>'], addBos: false },
 };
@@ -53,12 +54,26 @@ export function writeChatTokenizer(dir: string, family: Family, config: Record<s
     added_tokens: addedTokens,
     normalizer: null,
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: null,
+    post_processor:
+      family === 'llama3'
+        ? {
+            type: 'Sequence',
+            processors: [
+              { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
+              {
+                type: 'TemplateProcessing',
+                single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+                pair: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<|begin_of_text|>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+                special_tokens: { '<|begin_of_text|>': { id: '<|begin_of_text|>', ids: [260], tokens: ['<|begin_of_text|>'] } },
+              },
+            ],
+          }
+        : null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, vocab, merges: merges.map(([a, b]) => `${a} ${b}`) },
   };
   writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
-  const tc: Record<string, unknown> = { add_bos_token: s.addBos, bos_token: s.bos ?? null, eos_token: s.eos, chat_template: templates[family], ...config };
+  const tc: Record<string, unknown> = { bos_token: s.bos ?? null, eos_token: s.eos, chat_template: templates[family], ...(s.addBos ? { add_bos_token: true } : {}), ...config };
   for (const [k, v] of Object.entries(tc)) if (v === undefined) delete tc[k];
   writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tc));
   return { eos: added[s.eos], bos: s.bos ? added[s.bos] : undefined, added };

@@ -33,7 +33,7 @@ describe('chat templates', () => {
     expect(ids.filter((id) => id >= 260)).toEqual([260, 262, 263, 264, 262, 263]); // bos, hdr, /hdr, eot, hdr, /hdr
     expect(t.eosTokenId).toBe(added['<|eot_id|>']);
     expect(t.bosTokenId).toBe(added['<|begin_of_text|>']);
-    expect(t.addBosToken).toBe(true);
+    expect(t.prefixTokenId).toBe(added['<|begin_of_text|>']); // from the post_processor's template
   });
 
   it("renders Qwen2's default system prompt and SmolLM's plain ChatML", () => {
@@ -60,13 +60,18 @@ describe('chat templates', () => {
     expect(Tokenizer.fromFile(path.join(b.dir, 'tokenizer.json')).applyChatTemplate(convo)).toBe('<|im_start|>user\nhi there<|im_end|>\n');
   });
 
-  it('a missing template, one that does not parse, and raise_exception are coded errors', () => {
+  it('continueFinalMessage ends the text inside the last message, as transformers does', () => {
+    const t = Tokenizer.fromFile(path.join(folder('smollm').dir, 'tokenizer.json'));
+    expect(t.applyChatTemplate([...convo, { role: 'assistant', content: 'Sure, ' }], { continueFinalMessage: true })).toBe('<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\nSure, ');
+  });
+
+  it('a missing template, one that does not parse (encode still works), and raise_exception are coded errors', () => {
     const none = Tokenizer.fromFile(path.join(folder('qwen2', { chat_template: undefined }).dir, 'tokenizer.json'));
     expect(none.hasChatTemplate).toBe(false);
     expect(() => none.applyChatTemplate(convo)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_TOKENIZER', message: expect.stringContaining('no chat template') }));
-    expect(() => Tokenizer.fromFile(path.join(folder('qwen2', { chat_template: '{% for %}' }).dir, 'tokenizer.json'))).toThrow(
-      expect.objectContaining({ code: 'ERR_TDPO_TOKENIZER', message: expect.stringContaining('does not parse') }),
-    );
+    const broken = Tokenizer.fromFile(path.join(folder('qwen2', { chat_template: '{% for %}' }).dir, 'tokenizer.json'));
+    expect(Array.from(broken.encode('hello'))).toEqual([258, 111]);
+    expect(() => broken.applyChatTemplate(convo)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_TOKENIZER', message: expect.stringContaining('does not parse') }));
     const strict = Tokenizer.fromFile(path.join(folder('qwen2', { chat_template: "{% if messages[0]['role'] != 'system' %}{{ raise_exception('a system message must come first') }}{% endif %}" }).dir, 'tokenizer.json'));
     expect(() => strict.applyChatTemplate(convo)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DATA', message: expect.stringContaining('a system message must come first') }));
   });
@@ -98,31 +103,52 @@ describe("data.format 'conversation'", () => {
     expect(labels.slice(prompt.length)).toEqual(chosen.slice(prompt.length));
   });
 
-  it('a malformed message, and a template that does not render the prompt as a prefix, name file:line', async () => {
+  it("a template whose generation prompt is not how a reply starts (DeepSeek-R1's <think>): the common prefix, as TRL", async () => {
+    const think = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}";
+    const { c, eos } = setup('smollm', [{ prompt: convo, chosen: reply, rejected: reply }], { chat_template: think });
+    const t = loadTokenizer(c);
+    const { pairs } = tokenizeAll((await readData(c)).train, c, t, eos, vocabSizeOf('smollm'));
+    const prompt = '<|im_start|>user\nhi there<|im_end|>\n<|im_start|>assistant\n';
+    expect(Array.from(pairs[0].chosen.inputIds)).toEqual([...t.encode(prompt), ...t.encode('hello<|im_end|>\n'), eos]);
+  });
+
+  it('a prompt ending in an assistant message is continued (continue_final_message, as TRL)', async () => {
+    const { c, eos } = setup('smollm', [{ prompt: [...convo, { role: 'assistant', content: 'Sure,' }], chosen: [{ role: 'assistant', content: ' gladly' }], rejected: [{ role: 'assistant', content: ' no' }] }]);
+    const t = loadTokenizer(c);
+    const { pairs } = tokenizeAll((await readData(c)).train, c, t, eos, vocabSizeOf('smollm'));
+    const ids = Array.from(pairs[0].chosen.inputIds);
+    const labels = Array.from(pairs[0].chosen.labels);
+    const response = ids.filter((_, i) => labels[i] !== -100);
+    expect(t.decode(response.slice(0, -1))).toBe('<|im_end|>\n<|im_start|>assistant\n gladly<|im_end|>\n');
+  });
+
+  it('a malformed message, and a reply that renders as nothing, name file:line', async () => {
     const bad = setup('smollm', [{ prompt: convo, chosen: reply, rejected: reply }, { prompt: convo, chosen: [{ role: 'assistant' }], rejected: reply }]);
     await expect(readData(bad.c)).rejects.toMatchObject({ code: 'ERR_TDPO_DATA', message: expect.stringMatching(/train\.jsonl:2: chosen\[0\] must be a message/) });
-    const rewriting = "{% for m in messages %}{% if loop.last %}LAST {% endif %}{{ m['content'] }}\n{% endfor %}";
-    const odd = setup('smollm', [{ prompt: convo, chosen: reply, rejected: reply }], { chat_template: rewriting });
+    const usersOnly = "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}\\n{% endif %}{% endfor %}";
+    const odd = setup('smollm', [{ prompt: convo, chosen: reply, rejected: reply }], { chat_template: usersOnly });
     const { train: raw } = await readData(odd.c);
     expect(() => tokenizeAll(raw, odd.c, loadTokenizer(odd.c), odd.eos, vocabSizeOf('smollm'))).toThrow(
-      expect.objectContaining({ code: 'ERR_TDPO_DATA', message: expect.stringMatching(/train\.jsonl:1: the chat template does not render the prompt/) }),
+      expect.objectContaining({ code: 'ERR_TDPO_DATA', message: expect.stringMatching(/train\.jsonl:1: "chosen" renders as nothing after the prompt/) }),
     );
     const skipping = { ...odd.c, data: { ...odd.c.data, skip_invalid: true } };
     expect(tokenizeAll(raw, skipping, loadTokenizer(skipping), odd.eos, vocabSizeOf('smollm')).skipped).toBe(1);
   });
 
-  it("text pairs start with BOS where tokenizer_config.json has add_bos_token (Llama), not otherwise", async () => {
-    for (const [family, bos] of [['llama3', 260], ['qwen2', null]] as const) {
-      const { c, eos } = setup(family, [{ prompt: 'hi', chosen: ' hello', rejected: ' no' }], {}, 'pairs');
+  it("text pairs start with the token tokenizer(prompt) puts first: Llama 3's post-processor BOS, add_bos_token's, else none", async () => {
+    for (const [family, bos, extra] of [['llama3', 260, {}], ['qwen2', null, {}], ['qwen2', 260, { add_bos_token: true, bos_token: '<|endoftext|>' }]] as const) {
+      const { c, eos } = setup(family, [{ prompt: 'hi', chosen: ' hello', rejected: ' no' }], extra, 'pairs');
       const t = loadTokenizer(c);
       const { pairs } = tokenizeAll((await readData(c)).train, c, t, eos, vocabSizeOf(family));
       expect(Array.from(pairs[0].chosen.inputIds)).toEqual([...(bos === null ? [] : [bos]), ...t.encode('hi'), ...t.encode(' hello'), eos]);
     }
   });
 
-  it('a tokenizer without a template is refused before any data is read', () => {
+  it('a tokenizer without a template, or with one that does not parse, is refused before any data is read', () => {
     const { c } = setup('qwen2', [{ prompt: convo, chosen: reply, rejected: reply }], { chat_template: undefined });
     expect(() => loadTokenizer(c)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining("data.format 'conversation' needs a chat template") }));
+    const broken = setup('qwen2', [{ prompt: convo, chosen: reply, rejected: reply }], { chat_template: '{% if %}' });
+    expect(() => loadTokenizer(broken.c)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_TOKENIZER', message: expect.stringContaining('does not parse') }));
   });
 
   it('trains a tiny Llama with TDPO2 on conversations, end to end', async () => {

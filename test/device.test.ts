@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildInfo, collatePairs, cudaPeakBytes, Model, tokenizePair, TrainStep, type ModelDevice, type ModelDtype, type TrainStepOptions } from '../lib/index.js';
 import { readWeights } from './helpers.js';
-import { dirOf, golden, logitError } from './model-fixtures.js';
+import { dirOf, golden, llamaGolden, logitError } from './model-fixtures.js';
 
 const dryRun = process.env.TDPO_TEST_DEVICE === 'cpu';
 const device = dryRun ? 'cpu' : 'cuda';
@@ -45,7 +45,7 @@ describe('without CUDA', () => {
 describe.skipIf(!cuda && !dryRun)(`on ${device}`, () => {
   const prompts = [Int32Array.from([5, 17, 3]), Int32Array.from([40]), Int32Array.from([8, 9, 10, 11, 12])];
 
-  for (const c of golden.cases) {
+  for (const c of [...golden.cases, ...llamaGolden.cases]) {
     it(`${c.name}: logits match the golden files, with and without padding`, async () => {
       const m = await Model.load(dirOf(c.name), { device });
       const ids = Int32Array.from(c.inputIds);

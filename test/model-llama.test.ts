@@ -98,6 +98,22 @@ describe('config.json as transformers writes it', () => {
     });
   }
 
+  it("transformers' per-type defaults: Qwen2's absent num_key_value_heads is 32, an explicit null the head count; Mistral reads no bias fields", async () => {
+    const base = { vocab_size: 64, max_position_embeddings: 32, hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 32, intermediate_size: 64 };
+    const count = async (cfg: Record<string, unknown>) => {
+      const m = await Model.create(cfg);
+      const n = m.parameterCount;
+      m.dispose();
+      return n;
+    };
+    const absent = await count({ ...base, model_type: 'qwen2' });
+    expect(await count({ ...base, model_type: 'qwen2', num_key_value_heads: null })).toBe(absent); // 32 = the head count here
+    const eight = await count({ ...base, model_type: 'qwen2', num_key_value_heads: 8 });
+    expect(absent - eight).toBe(2 * (32 - 8) * 2 * (64 + 1)); // k and v: 24 fewer heads of 2 dims, with biases
+    expect(await count({ ...base, model_type: 'mistral', attention_bias: true, mlp_bias: true })).toBe(await count({ ...base, model_type: 'mistral' }));
+    expect(await count({ ...base, model_type: 'llama', attention_bias: true })).toBeGreaterThan(await count({ ...base, model_type: 'llama' }));
+  });
+
   it("Qwen2's sliding-window layers are refused; a sliding window is refused only where it would change results", async () => {
     const qwen = withConfig('qwen2-bias-untied', (cfg) => (cfg.use_sliding_window = true));
     await expect(Model.load(qwen)).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('use_sliding_window') });

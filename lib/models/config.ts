@@ -111,7 +111,7 @@ export const LLAMA_FAMILY = ['llama', 'qwen2', 'mistral'];
 /**
  * transformers' defaults where a Llama-family config.json leaves a field out (configuration_*.py):
  * Qwen2's num_key_value_heads is 32, Mistral's 8, Llama's the head count; Mistral's sliding
- * window is 4096.
+ * window is 4096 (Llama's config has none; Qwen2's applies only with use_sliding_window).
  */
 const FAMILY_DEFAULTS: Record<string, { kvHeads?: number; ropeTheta: number; slidingWindow: number | null }> = {
   llama: { ropeTheta: 10000, slidingWindow: null },
@@ -160,12 +160,14 @@ function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
     if (typeof v !== 'boolean') throw configError(`config.${key} must be true or false, got ${showValue(c[key])}`);
     return v;
   };
-  // Qwen2: q/k/v biases always, no o_proj bias; Llama and Mistral: attention_bias on all four.
-  const attentionBias = type === 'qwen2' ? false : bool('attention_bias', false);
+  // Only Llama reads attention_bias (q, k, v and o) and mlp_bias; Qwen2 always has q/k/v biases
+  // and nothing else; Mistral has none (transformers hard-codes bias=False for what it does not read).
+  const attentionBias = type === 'llama' ? bool('attention_bias', false) : false;
+  const mlpBias = type === 'llama' ? bool('mlp_bias', false) : false;
   let slidingWindow = 0;
   if (type === 'qwen2') {
     if (bool('use_sliding_window', false)) throw configError('config.use_sliding_window = true is not supported (Qwen2 sliding-window layers)');
-  } else {
+  } else if (type === 'mistral') {
     // null (or absent where transformers' default is null): attention over every position.
     if (c.sliding_window !== null && (c.sliding_window !== undefined || d.slidingWindow !== null)) {
       slidingWindow = int(c, 'sliding_window', d.slidingWindow ?? undefined);
@@ -180,12 +182,13 @@ function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
     heads,
     intermediate: int(c, 'intermediate_size'),
     layerNormEps: num(c, 'rms_norm_eps', 1e-6),
-    kvHeads: int(c, 'num_key_value_heads', d.kvHeads ?? heads),
+    // Absent: the type's default; an explicit null: the head count (configuration_*.py).
+    kvHeads: c.num_key_value_heads === null ? heads : int(c, 'num_key_value_heads', d.kvHeads ?? heads),
     headDim: c.head_dim == null ? 0 : int(c, 'head_dim'),
     tieEmbeddings: bool('tie_word_embeddings', false),
     qkvBias: type === 'qwen2' || attentionBias,
     oBias: attentionBias,
-    mlpBias: bool('mlp_bias', false),
+    mlpBias,
     ...llamaRope(c, d.ropeTheta),
     slidingWindow,
   };

@@ -37,26 +37,55 @@ export function readChatTemplate(dir: string, config: Json): string | null {
   return existsSync(file) ? readFileSync(file, 'utf8') : null;
 }
 
+export interface RenderOptions {
+  /** Append the template's opening of an assistant reply. */
+  addGenerationPrompt?: boolean;
+  /** End the text inside the last message, which the reply continues (transformers' continue_final_message). */
+  continueFinalMessage?: boolean;
+}
+
+/** Parsed on first use, so that a template that does not parse leaves encode() usable. */
 export class ChatTemplate {
-  readonly #template: Template;
+  readonly #source: string;
   readonly #specials: Json;
+  readonly #where: string;
+  #template: Template | undefined;
 
   constructor(source: string, specials: { bos_token?: string; eos_token?: string; unk_token?: string; pad_token?: string }, where: string) {
-    try {
-      this.#template = new Template(source);
-    } catch (err) {
-      throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', `${where}: the chat template does not parse: ${(err as Error).message}`);
-    }
+    this.#source = source;
     this.#specials = specials;
+    this.#where = where;
   }
 
-  render(messages: readonly ChatMessage[], addGenerationPrompt: boolean): string {
+  #parsed(): Template {
+    try {
+      this.#template ??= new Template(this.#source);
+    } catch (err) {
+      throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', `${this.#where}: the chat template does not parse: ${(err as Error).message}`);
+    }
+    return this.#template;
+  }
+
+  render(messages: readonly ChatMessage[], options: RenderOptions = {}): string {
+    const template = this.#parsed();
+    if (options.addGenerationPrompt && options.continueFinalMessage) {
+      throw codedError('RangeError', 'ERR_TDPO_OPTION', 'addGenerationPrompt and continueFinalMessage cannot both be set');
+    }
+    let text: string;
     try {
       // raise_exception and strftime_now are the library's own globals (Llama 3.1's template dates
       // its system prompt with today's date, as under transformers).
-      return this.#template.render({ ...this.#specials, messages, add_generation_prompt: addGenerationPrompt });
+      text = template.render({ ...this.#specials, messages, add_generation_prompt: options.addGenerationPrompt === true });
     } catch (err) {
       throw codedError('RangeError', 'ERR_TDPO_DATA', `the chat template failed: ${(err as Error).message}`);
     }
+    if (!options.continueFinalMessage) return text;
+    // As transformers: cut the text right after the final message's content (its trailing spaces
+    // too, where the template kept them).
+    const last = messages[messages.length - 1]?.content ?? '';
+    const at = text.lastIndexOf(last.trim());
+    if (last.trim() === '' || at < 0) throw codedError('RangeError', 'ERR_TDPO_DATA', 'continueFinalMessage: the final message does not appear in the rendered conversation');
+    const kept = text.slice(at, at + last.trimStart().length) === last ? last.trimStart().length : last.trim().length;
+    return text.slice(0, at + kept);
   }
 }

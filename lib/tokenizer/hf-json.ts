@@ -55,6 +55,12 @@ export interface LoadedFile {
   eosTokenId: number | undefined;
   /** tokenizer_config.json's bos_token, when it names a token of this file. */
   bosTokenId: number | undefined;
+  /**
+   * The token transformers' tokenizer(text) puts first: the leading special token of the
+   * post_processor's template (Llama 3's <|begin_of_text|>), else bos_token where
+   * tokenizer_config.json has add_bos_token; undefined when it adds none.
+   */
+  prefixTokenId: number | undefined;
   vocabSize: number;
 }
 
@@ -90,6 +96,7 @@ export function loadTokenizerJson(file: string, json: Json, config: Json): Loade
   const idOf = (name: string | undefined) => (name === undefined ? undefined : (added.find((t) => t.content === name)?.id ?? vocabIds.get(name)));
   const eosId = idOf(tokenText(config.eos_token)) ?? idOf('<|endoftext|>');
   const bosId = idOf(tokenText(config.bos_token));
+  const prefixId = templatePrefix(json.post_processor) ?? (config.add_bos_token === true ? bosId : undefined);
   const vocabSize = maxId + 1;
 
   const pre = isByteLevelBpe(json, config) ? byteLevelPreTokenizer(json.pre_tokenizer) : undefined;
@@ -101,9 +108,27 @@ export function loadTokenizerJson(file: string, json: Json, config: Json): Loade
       preTokenizer: pre,
       removeSpace: config.remove_space === true,
     });
-    return { backend: pipeline, eosTokenId: eosId, bosTokenId: bosId, vocabSize };
+    return { backend: pipeline, eosTokenId: eosId, bosTokenId: bosId, prefixTokenId: prefixId, vocabSize };
   }
-  return { backend: hfBackend(file, json, config), eosTokenId: eosId, bosTokenId: bosId, vocabSize };
+  return { backend: hfBackend(file, json, config), eosTokenId: eosId, bosTokenId: bosId, prefixTokenId: prefixId, vocabSize };
+}
+
+/** The id of a TemplateProcessing post-processor's leading special token (also inside a Sequence). */
+function templatePrefix(p: unknown): number | undefined {
+  const proc = p as Json | null | undefined;
+  if (!proc || typeof proc !== 'object') return undefined;
+  if (proc.type === 'Sequence' && Array.isArray(proc.processors)) {
+    for (const q of proc.processors) {
+      const id = templatePrefix(q);
+      if (id !== undefined) return id;
+    }
+    return undefined;
+  }
+  if (proc.type !== 'TemplateProcessing' || !Array.isArray(proc.single)) return undefined;
+  const first = (proc.single[0] as Json | undefined)?.SpecialToken as Json | undefined;
+  if (typeof first?.id !== 'string') return undefined;
+  const ids = ((proc.special_tokens as Json | undefined)?.[first.id] as Json | undefined)?.ids;
+  return Array.isArray(ids) && ids.length === 1 && Number.isInteger(ids[0]) ? (ids[0] as number) : undefined;
 }
 
 function isByteLevelBpe(json: Json, config: Json): boolean {

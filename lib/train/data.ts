@@ -21,8 +21,15 @@ const configError = (msg: string) => codedError('RangeError', 'ERR_TDPO_CONFIG',
 
 export function loadTokenizer(c: TrainConfig): Tokenizer {
   const t = findTokenizer(c);
-  if (c.data.format === 'conversation' && !t.hasChatTemplate) {
-    throw configError("data.format 'conversation' needs a chat template: the tokenizer's tokenizer_config.json has no chat_template (nor is there a chat_template.jinja beside it)");
+  if (c.data.format === 'conversation') {
+    if (!t.hasChatTemplate) {
+      throw configError("data.format 'conversation' needs a chat template: the tokenizer's tokenizer_config.json has no chat_template (nor is there a chat_template.jinja beside it)");
+    }
+    try {
+      t.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true }); // parse it before any data is read
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_TDPO_TOKENIZER') throw err; // a template refusing this probe is no fault
+    }
   }
   return t;
 }
@@ -108,9 +115,10 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
       continue;
     }
     const pre = 'promptIds' in p;
-    // A Llama-style tokenizer (add_bos_token) starts a text prompt with BOS, as
-    // transformers' tokenizer(prompt) does; chat templates write their own.
-    const bos = !pre && !('promptMessages' in given) && tokenizer?.addBosToken ? [tokenizer.bosTokenId!] : [];
+    // A text prompt starts with the token transformers' tokenizer(prompt) puts first (Llama's BOS);
+    // chat templates write their own.
+    const first = tokenizer?.prefixTokenId;
+    const bos = !pre && !('promptMessages' in given) && first !== undefined ? [first] : [];
     const fields: Array<[string, ArrayLike<number>]> = 'promptIds' in p
       ? [['prompt_ids', p.promptIds], ['chosen_ids', p.chosenIds], ['rejected_ids', p.rejectedIds]]
       : 'prompt' in p
@@ -138,20 +146,23 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
 
 /**
  * A conversational pair as text, the way TRL's maybe_apply_chat_template splits it: the prompt
- * rendered with the generation prompt, each response as what the whole conversation's rendering
- * adds after that prompt. A template under which the prompt is not such a prefix (one that
- * rewrites earlier turns once a reply follows) cannot be split, and the line says so.
+ * rendered with the generation prompt (or, ending in an assistant message, continuing it), then
+ * the prompt cut to what it shares with both whole conversations (templates such as DeepSeek-R1's
+ * open a reply differently from how a finished reply starts), each response being the rest.
  */
 function renderConversation(p: { promptMessages: Message[]; chosenMessages: Message[]; rejectedMessages: Message[] }, tokenizer: Tokenizer): RawPair {
-  const prompt = tokenizer.applyChatTemplate(p.promptMessages, { addGenerationPrompt: true });
-  const reply = (name: string, messages: Message[]) => {
-    const whole = tokenizer.applyChatTemplate([...p.promptMessages, ...messages]);
-    if (!whole.startsWith(prompt)) throw new Error(`the chat template does not render the prompt as the start of the conversation with "${name}"; such a template cannot be split into prompt and response`);
-    const text = whole.slice(prompt.length);
-    if (text.length === 0) throw new Error(`"${name}" renders as nothing after the prompt`);
-    return text;
-  };
-  return { prompt, chosen: reply('chosen', p.chosenMessages), rejected: reply('rejected', p.rejectedMessages) };
+  const continues = p.promptMessages[p.promptMessages.length - 1].role === 'assistant';
+  const prompt = tokenizer.applyChatTemplate(p.promptMessages, continues ? { continueFinalMessage: true } : { addGenerationPrompt: true });
+  const chosen = tokenizer.applyChatTemplate([...p.promptMessages, ...p.chosenMessages]);
+  const rejected = tokenizer.applyChatTemplate([...p.promptMessages, ...p.rejectedMessages]);
+  let n = 0;
+  const most = Math.min(prompt.length, chosen.length, rejected.length);
+  while (n < most && prompt[n] === chosen[n] && prompt[n] === rejected[n]) n++;
+  if (n > 0 && /[\uD800-\uDBFF]/.test(prompt[n - 1])) n--; // never half a surrogate pair
+  for (const [name, text] of [['chosen', chosen], ['rejected', rejected]]) {
+    if (text.length === n) throw new Error(`"${name}" renders as nothing after the prompt`);
+  }
+  return { prompt: prompt.slice(0, n), chosen: chosen.slice(n), rejected: rejected.slice(n) };
 }
 
 /** The length of a pair's rows once collated (the longer of its two). */

@@ -5,7 +5,7 @@
 # It builds the addon against that machine's PyTorch (2.x with CUDA), runs the CUDA and
 # transformers tests and the CUDA training tests (skipped on the CPU-only development machine),
 # benchmarks the model runner and the train step (scripts/device/train-bench.sh) on the GPU, then runs the rest of the suite against that libtorch while time is left
-# (TDPO_CHECK_SUITE_S, default 240 s). Logs and reports go to $OUT (default .device-out/).
+# (TDPO_CHECK_SUITE_S, default 150 s). Logs and reports go to $OUT (default .device-out/).
 # Also runs on a CPU machine with a CMake-packaged libtorch (the CUDA parts then skip), which is
 # how it was checked before any GPU run.
 set -uo pipefail
@@ -77,19 +77,22 @@ else
   echo "no CUDA device in this build: skipped"
 fi
 
-step "train benchmark on the GPU: Pythia-1B shape, bf16, TDPO2 (up to ${TDPO_CHECK_TRAIN_S:-270} s)"
+step "train benchmark on the GPU: Pythia-1B shape, bf16, TDPO2 (up to ${TDPO_CHECK_TRAIN_S:-300} s)"
 # tdpo's three configurations at 8 pairs x T=512, the official TDPO step in plain PyTorch on the
 # same GPU, then the largest pairs per step that fit (doubling from 8) for tdpo fused linear, tdpo
 # materialised and plain PyTorch, and both memory peaks at plain PyTorch's largest.
 if node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
-  TDPO_PY=$PY OUT=$OUT timeout "${TDPO_CHECK_TRAIN_S:-270}" bash scripts/device/train-bench.sh || failed+=("train bench")
+  TDPO_PY=$PY OUT=$OUT timeout "${TDPO_CHECK_TRAIN_S:-300}" bash scripts/device/train-bench.sh
+  rc=$?
+  [ $rc -eq 124 ] && echo "check: the train benchmark ran out of its time (what it printed stands; the largest-batch probes come last)"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && failed+=("train bench")
 else
   echo "no CUDA device in this build: skipped"
 fi
 
-step "the rest of the suite against this libtorch (up to ${TDPO_CHECK_SUITE_S:-240} s)"
+step "the rest of the suite against this libtorch (up to ${TDPO_CHECK_SUITE_S:-150} s)"
 # package.test.ts installs from the npm registry, which the device machine cannot reach.
-timeout "${TDPO_CHECK_SUITE_S:-240}" node node_modules/vitest/vitest.mjs run --exclude test/package.test.ts \
+timeout "${TDPO_CHECK_SUITE_S:-150}" node node_modules/vitest/vitest.mjs run --exclude test/package.test.ts \
   --exclude test/device.test.ts --exclude test/transformers.test.ts --exclude test/model.test.ts --exclude test/model-generate.test.ts
 rc=$?
 [ $rc -eq 124 ] && echo "check: the suite ran out of its time (not a failure of any test)"

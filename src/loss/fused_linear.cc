@@ -100,8 +100,8 @@ class Runner {
     cap_ = std::max<int64_t>(1, opt.chunk_bytes / row_bytes);
     if (opt.loss.grad) {
       grad_hidden_ = at::zeros_like(in.policy_hidden);
-      // Summed over chunks in at least float32 (a bf16 projection's gradient would lose the small
-      // chunks' contributions); the train step adds it to the float32 master unrounded.
+      // Summed over chunks in at least float32 (each chunk's product is in the weight's dtype; a
+      // bf16 running sum would lose the later chunks' contributions).
       const at::ScalarType wide = at::promote_types(in.policy_weight.scalar_type(), at::kFloat);
       if (opt.grad_weight_into.defined()) {
         const at::Tensor& g = opt.grad_weight_into;

@@ -55,7 +55,8 @@ int cuda_device_count() { return static_cast<int>(torch::cuda::device_count()); 
 int64_t cuda_peak_bytes(int index) {
   if (index < 0 || index >= cuda_device_count()) return -1;
   const auto stats = at::accelerator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
-  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  // Spelled through CachingDeviceAllocator, which declares StatType or (2.13) pulls it in.
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingDeviceAllocator::StatType::AGGREGATE)].peak;
 }
 
 void reset_cuda_peak(int index) {

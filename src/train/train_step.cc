@@ -210,6 +210,13 @@ MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) {
   return stats;
 }
 
+void TrainStep::set_group(std::shared_ptr<dist::Group> group) {
+  group_ = std::move(group);
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> model = policy_->params();
+  for (size_t i = 0; i < masters_.size(); ++i) masters_[i].copy_(model[i]);
+}
+
 std::vector<at::Tensor> TrainStep::optimized() const { return masters_.empty() ? policy_->params() : masters_; }
 
 MicroStats TrainStep::evaluate(const MicroBatch& batch) const { return run(batch, false, 1.0); }
@@ -271,7 +278,7 @@ void TrainStep::save_optimizer(const std::string& path) const {
 void TrainStep::load_optimizer(const std::string& path) {
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
+    archive.load_from(path, policy_->device());  // saved on rank 0's GPU, loaded on this rank's
   } catch (const c10::Error& e) {
     throw range_error("ERR_TDPO_CHECKPOINT", "cannot read the optimizer state " + path + ": " +
                                                  e.what_without_backtrace());

@@ -63,8 +63,9 @@ class TrainStep {
   // backward passes): the loop weighs each rank's micro-batches so that the sum is the global
   // batch's mean, then every rank clips by the same global norm and takes the same step.
   double apply(double lr, double max_grad_norm);
-  // Data-parallel training over `group` (null: this process alone).
-  void set_group(std::shared_ptr<dist::Group> group) { group_ = std::move(group); }
+  // Data-parallel training over `group` (null: this process alone). Called after the policy took
+  // rank 0's weights (a broadcast), so float32 masters are refreshed from the policy here.
+  void set_group(std::shared_ptr<dist::Group> group);
 
   void save_optimizer(const std::string& path) const;
   void load_optimizer(const std::string& path);
