@@ -140,8 +140,22 @@ models::SamplingOptions parse_sampling(Napi::Value v, const models::ModelConfig&
   o.max_new_tokens = int_field(opt, "maxNewTokens", "options", 1);
   o.top_k = int_field(opt, "topK", "options", 0);
   o.seed = static_cast<uint64_t>(int_field(opt, "seed", "options", 0));
+  // A token id, or a list of them (transformers' eos_token_id, e.g. generation_config.json's).
   Napi::Value eos = opt.Get("eosTokenId");
-  o.eos_token_id = eos.IsUndefined() || eos.IsNull() ? -1 : int_field(opt, "eosTokenId", "options", 0);
+  if (eos.IsArray()) {
+    Napi::Array ids = eos.As<Napi::Array>();
+    if (ids.Length() > 1024) throw range_error("ERR_TDPO_OPTION", "options.eosTokenId: at most 1024 ids");
+    for (uint32_t i = 0; i < ids.Length(); ++i) {
+      Napi::Value x = ids.Get(i);
+      const double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
+      if (!(d >= 0 && d < 9007199254740992.0 && std::floor(d) == d)) {
+        throw range_error("ERR_TDPO_OPTION", "options.eosTokenId[" + std::to_string(i) + "] must be an integer >= 0, got " + describe(x));
+      }
+      o.eos_token_ids.push_back(static_cast<int64_t>(d));
+    }
+  } else if (!eos.IsUndefined() && !eos.IsNull()) {
+    o.eos_token_ids.push_back(int_field(opt, "eosTokenId", "options", 0));
+  }
   o.temperature = number_field(opt, "temperature", "options");
   o.top_p = number_field(opt, "topP", "options");
   o.use_cache = bool_field(opt, "useCache", "options");

@@ -91,20 +91,35 @@ export function nativeHandleOf(model: Model): NativeModelHandle {
 
 export class Model {
   readonly config: HfConfig;
+  /** generation_config.json, where the folder has one (null otherwise, and for created models). */
+  readonly generationConfig: HfConfig | null;
   #handle: NativeModelHandle | null;
 
-  private constructor(handle: NativeModelHandle, config: HfConfig) {
+  private constructor(handle: NativeModelHandle, config: HfConfig, generationConfig: HfConfig | null = null) {
     this.#handle = handle;
     this.config = config;
+    this.generationConfig = generationConfig;
     handles.set(this, () => this.#live());
+  }
+
+  /**
+   * The ids generation stops at, as transformers' generate() takes them: generation_config.json's
+   * eos_token_id (a list for Llama 3 Instruct), else config.json's; empty when neither says.
+   */
+  get stopTokenIds(): number[] {
+    const v = this.generationConfig?.eos_token_id ?? this.config.eos_token_id;
+    const ids = Array.isArray(v) ? v : [v];
+    return ids.filter((x): x is number => Number.isSafeInteger(x) && (x as number) >= 0);
   }
 
   /** Loads a Hugging Face folder: config.json and model.safetensors (or a sharded index). */
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
     const config = readJson(path.join(dir, 'config.json'), 'the model config') as HfConfig;
     const { dtype, device } = resolveOptions(defaults.model, { ...options, seed: undefined }, 'options');
+    const genFile = path.join(dir, 'generation_config.json');
+    const generation = existsSync(genFile) ? (readJson(genFile, 'the generation config') as HfConfig) : null;
     const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device });
-    return new Model(handle, config);
+    return new Model(handle, config, generation);
   }
 
   /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
@@ -139,8 +154,8 @@ export class Model {
   }
 
   /**
-   * Writes config.json and model.safetensors, each through a temporary file of its own and a
-   * rename. Saves to one folder from this process run one after another, so the folder always
+   * Writes config.json and model.safetensors (and generation_config.json, when loaded with one),
+   * each through a temporary file of its own and a rename. Saves to one folder from this process run one after another, so the folder always
    * holds one model's files, never a mix.
    */
   async save(dir: string): Promise<void> {
@@ -155,6 +170,7 @@ export class Model {
       }
       await handle.save(path.join(dir, 'model.safetensors'));
       writeFileAtomically(path.join(dir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+      if (this.generationConfig) writeFileAtomically(path.join(dir, 'generation_config.json'), `${JSON.stringify(this.generationConfig, null, 2)}\n`);
     });
     savesInFlight.set(key, mine);
     try {

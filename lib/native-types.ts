@@ -23,7 +23,7 @@ export interface NativeSamplingOptions {
   topK: number;
   seed: number;
   useCache: boolean;
-  eosTokenId: number | undefined;
+  eosTokenId: number | readonly number[] | undefined;
 }
 
 // The two label conventions, one per API, named so that a signature says which it takes. Only the
@@ -87,8 +87,11 @@ export interface GenerateOptions {
   topK?: number;
   /** Same seed, same tokens. Default 0. */
   seed?: number;
-  /** A row stops after emitting this token (which is included in its output). */
-  eosTokenId?: number;
+  /**
+   * A row stops after emitting this token, or any of these (transformers' eos_token_id may be a
+   * list; `model.stopTokenIds` is the model's own), which is included in its output.
+   */
+  eosTokenId?: number | readonly number[];
   /** Reuse keys and values across steps (default); false re-runs the whole sequence per token. */
   useCache?: boolean;
 }

@@ -27,7 +27,7 @@ export const defaults = {
   // for why 512). gradientCheckpointing recomputes each block's forward in the backward pass.
   trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0, fusedLinear: true, chunkMb: 512, gradientCheckpointing: false },
   model: { dtype: 'float32' as ModelDtype, device: 'cpu' as ModelDevice, seed: 0 },
-  sampling: { maxNewTokens: 32, temperature: 1, topP: 1, topK: 0, seed: 0, useCache: true, eosTokenId: undefined as number | undefined },
+  sampling: { maxNewTokens: 32, temperature: 1, topP: 1, topK: 0, seed: 0, useCache: true, eosTokenId: undefined as number | readonly number[] | undefined },
   // rank and worldSize have no default (the binding refuses them missing). The timeout bounds the
   // rendezvous and every collective: how long a rank waits for a peer that died or hangs.
   distributed: { rank: undefined as number | undefined, worldSize: undefined as number | undefined, masterAddr: '127.0.0.1', masterPort: 29500, timeoutMs: 30_000 },

@@ -65,6 +65,19 @@ describe('generate', () => {
     for (const row of out) expect(row.indexOf(eos) === -1 || row.indexOf(eos) === row.length - 1).toBe(true);
   });
 
+  it('stops at any of a list of ids (transformers\' eos_token_id lists); a bad list is a coded error', async () => {
+    const m = await Model.load(gpt2Dir);
+    const greedy = await m.generate(prompts, { maxNewTokens: 6, temperature: 0 });
+    const stops = [greedy[0][3], greedy[2][1]];
+    const out = await m.generate(prompts, { maxNewTokens: 6, temperature: 0, eosTokenId: stops });
+    for (let i = 0; i < prompts.length; i++) {
+      const cut = greedy[i].findIndex((t) => stops.includes(t));
+      expect(out[i]).toEqual(cut < 0 ? greedy[i] : greedy[i].slice(0, cut + 1));
+    }
+    expect(await m.generate(prompts, { maxNewTokens: 6, temperature: 0, eosTokenId: [] })).toEqual(greedy);
+    await expect(m.generate(prompts, { maxNewTokens: 2, eosTokenId: [1, -2] })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringContaining('eosTokenId[1]') });
+  });
+
   it('rejects bad prompts and options', async () => {
     const m = await Model.load(gpt2Dir);
     await expect(m.generate([], {})).rejects.toMatchObject({ code: 'ERR_TDPO_TYPE' });

@@ -147,6 +147,20 @@ describe('save, generate, create, train', () => {
     });
   }
 
+  it("reads generation_config.json's eos_token_id list as its stop ids, and saves it back", async () => {
+    const d = withConfig('llama-gqa-tied', (cfg) => (cfg.eos_token_id = 2));
+    writeFileSync(path.join(d, 'generation_config.json'), JSON.stringify({ bos_token_id: 1, eos_token_id: [2, 7] }));
+    const m = await Model.load(d);
+    expect(m.stopTokenIds).toEqual([2, 7]);
+    const out = path.join(tmp, 'with-generation-config');
+    await m.save(out);
+    expect(JSON.parse(readFileSync(path.join(out, 'generation_config.json'), 'utf8'))).toEqual({ bos_token_id: 1, eos_token_id: [2, 7] });
+    m.dispose();
+    const plain = await Model.load(withConfig('llama-gqa-tied', (cfg) => (cfg.eos_token_id = 2)));
+    expect(plain.stopTokenIds).toEqual([2]); // config.json's, without a generation_config.json
+    plain.dispose();
+  });
+
   const prompts = [Int32Array.from([5, 17, 3]), Int32Array.from([40]), Int32Array.from([8, 9, 10, 11, 12])];
   for (const name of ['llama-gqa-tied', 'llama3-scaled-headdim']) {
     it(`${name}: greedy with the cache equals re-running the sequence; a batch equals each prompt alone`, async () => {

@@ -59,7 +59,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       topP: num(values['top-p'], '--top-p', 1),
       topK: values['top-k'] ? positiveInt(values['top-k'], '--top-k', 0) : 0,
       seed: values.seed ? positiveInt(values.seed, '--seed', 0) : 0,
-      eosTokenId: tokenizer.eosTokenId,
+      // As transformers' generate(): the model's own stop ids (generation_config.json, config.json), else the tokenizer's EOS.
+      eosTokenId: model.stopTokenIds.length > 0 ? model.stopTokenIds : tokenizer.eosTokenId,
     },
   );
   values.prompt.forEach((p, i) => process.stdout.write(`${JSON.stringify({ prompt: p, completion: tokenizer.decode(outs[i], { skipUnknown: true }) })}\n`));

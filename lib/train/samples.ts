@@ -25,7 +25,8 @@ export async function writeSamples(
   if (prompts.length === 0) return;
   const room = Math.min(c.sample_max_new_tokens, positionsOf(policy).positions - Math.max(...prompts.map((p) => p.length)));
   if (room < 1) return;
-  const opts = { maxNewTokens: room, temperature: 1, seed: c.seed + step, eosTokenId: eos };
+  // The EOS the responses were trained to end with, and the model's own stop ids.
+  const opts = { maxNewTokens: room, temperature: 1, seed: c.seed + step, eosTokenId: [...new Set([eos, ...policy.stopTokenIds])] };
   const fromPolicy = await policy.generate(prompts, opts);
   const fromReference = reference ? await reference.generate(prompts, opts) : null;
   const text = (ids: ArrayLike<number>) => (tokenizer ? tokenizer.decode(ids, { skipUnknown: true }) : Array.from(ids));

@@ -110,7 +110,7 @@ std::vector<std::vector<int32_t>> generate(const CausalLM& model,
       if (done[b]) continue;
       const int32_t tok = static_cast<int32_t>(next[b].item<int64_t>());  // next is on the CPU here
       out[b].push_back(tok);
-      if (tok == o.eos_token_id) done[b] = true;
+      if (std::find(o.eos_token_ids.begin(), o.eos_token_ids.end(), tok) != o.eos_token_ids.end()) done[b] = true;
       all_done = all_done && done[b];
     }
     if (all_done || step + 1 == o.max_new_tokens) break;

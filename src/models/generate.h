@@ -17,7 +17,9 @@ struct SamplingOptions {
   double top_p = NAN;        // nucleus: keep the smallest set with probability >= top_p
   int64_t top_k = 0;         // 0 = no limit
   uint64_t seed = 0;
-  int64_t eos_token_id = -1;  // -1 = none
+  // A row stops after emitting any of these (transformers' eos_token_id may be a list: Llama 3
+  // Instruct stops at <|end_of_text|> and <|eot_id|>); empty = none.
+  std::vector<int64_t> eos_token_ids;
   bool use_cache = true;      // false re-runs the whole sequence per token (for comparisons)
 };
 
