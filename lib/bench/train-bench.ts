@@ -9,9 +9,9 @@ import packageRoot from '../package-root.cjs';
 import type { ModelDevice, ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
-import type { TrainBenchModel, TrainChildError, TrainChildResult, TrainChildSpec } from './train-child.js';
+import type { TrainBenchModel, TrainBenchVariant, TrainChildError, TrainChildResult, TrainChildSpec, TrainRunSpec } from './train-child.js';
 
-export type { TrainBenchModel };
+export type { TrainBenchModel, TrainBenchVariant };
 
 /** Pythia-1B's shape (EleutherAI/pythia-1b's config.json): the GPU target of the issue. */
 export const pythia1bConfig = {
@@ -37,12 +37,6 @@ const SHAPE_TITLES: Record<string, string> = { 'gpt2-small': 'GPT-2-small', 'pyt
 
 const positionsOf = (m: TrainBenchModel) => Number(m.n_positions ?? m.max_position_embeddings);
 
-/** How the step is computed (TrainStepOptions of the same names). */
-export interface TrainBenchVariant {
-  fusedLinear: boolean;
-  gradientCheckpointing: boolean;
-}
-
 /** What `--train` runs without --fused-linear or --gradient-checkpointing: the materialised row first. */
 export const trainBenchVariants: readonly TrainBenchVariant[] = [
   { fusedLinear: false, gradientCheckpointing: false },
@@ -50,21 +44,7 @@ export const trainBenchVariants: readonly TrainBenchVariant[] = [
   { fusedLinear: true, gradientCheckpointing: true },
 ];
 
-export interface TrainBenchConfig {
-  /** The model's shape (random weights); default GPT-2 small. */
-  model: TrainBenchModel;
-  /** Preference pairs per step: 2 * pairs sequences. */
-  pairs: number;
-  seq: number;
-  /** Timed steps per configuration, after one untimed warm-up step. */
-  runs: number;
-  seed: number;
-  /** Intra-op threads in each child; 0: libtorch's default (the CPUs it may run on). */
-  threads: number;
-  device: ModelDevice;
-  dtype: ModelDtype;
-  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MB. */
-  chunkMb: number;
+export interface TrainBenchConfig extends TrainRunSpec {
   /** One child process each, in this order. */
   variants: TrainBenchVariant[];
 }
@@ -163,19 +143,8 @@ export async function runTrainBench(c: TrainBenchConfig, progress: (m: string) =
   for (const v of c.variants) {
     const name = variantName(v);
     progress(`${name}: ${c.pairs} pair${c.pairs === 1 ? '' : 's'} x T=${c.seq}, a warm-up step and ${c.runs} timed`);
-    const spec: TrainChildSpec = {
-      model: c.model,
-      pairs: c.pairs,
-      seq: c.seq,
-      runs: c.runs,
-      seed: c.seed,
-      threads: c.threads,
-      device: c.device,
-      dtype: c.dtype,
-      fusedLinear: v.fusedLinear,
-      chunkMb: c.chunkMb,
-      gradientCheckpointing: v.gradientCheckpointing,
-    };
+    const { variants: _all, ...run } = c;
+    const spec: TrainChildSpec = { ...run, ...v };
     const r = await runChild(spec, name);
     first ??= r;
     const ms = median(r.timesMs);

@@ -8,20 +8,31 @@ import { randomIds } from './model-bench.js';
 /** A model config (Hugging Face names) for the train bench: any architecture Model.create takes. */
 export type TrainBenchModel = { model_type: string; vocab_size: number; [key: string]: unknown };
 
-export interface TrainChildSpec {
+/** What every configuration of one bench run shares. */
+export interface TrainRunSpec {
+  /** The model's shape (random weights). */
   model: TrainBenchModel;
+  /** Preference pairs per step: 2 * pairs sequences. */
   pairs: number;
   seq: number;
+  /** Timed steps, after one untimed warm-up step. */
   runs: number;
   seed: number;
   /** Intra-op threads; 0: libtorch's default (the CPUs this process may run on). */
   threads: number;
   device: ModelDevice;
   dtype: ModelDtype;
-  fusedLinear: boolean;
+  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MB. */
   chunkMb: number;
+}
+
+/** How the step is computed (TrainStepOptions of the same names). */
+export interface TrainBenchVariant {
+  fusedLinear: boolean;
   gradientCheckpointing: boolean;
 }
+
+export type TrainChildSpec = TrainRunSpec & TrainBenchVariant;
 
 export interface TrainChildResult {
   timesMs: number[];

@@ -331,22 +331,7 @@ Result fused(const Inputs<T>& in, const Options& opt) {
         k[side] += stats[row0 + t].kl;
       }
     }
-    const PairObjective o = pair_objective(opt, m[0], m[1], k[0], k[1]);
-    if (std::isnan(o.loss)) {
-      throw range_error("ERR_TDPO_LOGITS",
-                        "pair " + std::to_string(p) +
-                            " has an undefined loss (an infinite log-ratio or KL on both sides): "
-                            "check for -Infinity logits at labelled tokens");
-    }
-    res.losses[p] = o.loss;
-    res.chosen_rewards[p] = o.reward_chosen;
-    res.rejected_rewards[p] = o.reward_rejected;
-    res.chosen_logratio[p] = m[0];
-    res.rejected_logratio[p] = m[1];
-    res.chosen_kl[p] = k[0];
-    res.rejected_kl[p] = k[1];
-    res.chosen_logps[p] = lp[0];
-    res.rejected_logps[p] = lp[1];
+    const PairObjective o = record_pair(res, p, opt, m, k, lp);
     total += o.loss;
     const double d[2][2] = {{o.d_mw, o.d_kw}, {o.d_ml, o.d_kl}};
     for (int side = 0; side < 2; ++side) {

@@ -1,6 +1,7 @@
 #include "loss/fused_linear.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -246,20 +247,7 @@ class Runner {
           k[side] += stats_[i].kl;
         }
       }
-      const PairObjective o = pair_objective(opt_.loss, m[0], m[1], k[0], k[1]);
-      if (std::isnan(o.loss)) {
-        throw range_error("ERR_TDPO_LOGITS", "pair " + std::to_string(pair) +
-                                                 " has an undefined loss (an infinite log-ratio or KL on both sides)");
-      }
-      res_.losses[pair] = o.loss;
-      res_.chosen_rewards[pair] = o.reward_chosen;
-      res_.rejected_rewards[pair] = o.reward_rejected;
-      res_.chosen_logratio[pair] = m[0];
-      res_.rejected_logratio[pair] = m[1];
-      res_.chosen_kl[pair] = k[0];
-      res_.rejected_kl[pair] = k[1];
-      res_.chosen_logps[pair] = lp[0];
-      res_.rejected_logps[pair] = lp[1];
+      const PairObjective o = record_pair(res_, pair, opt_.loss, m, k, lp);
       total_ += o.loss;
       const double d[2][2] = {{o.d_mw, o.d_kw}, {o.d_ml, o.d_kl}};
       for (int side = 0; side < 2; ++side) {

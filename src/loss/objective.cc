@@ -162,4 +162,24 @@ template void throw_invalid_logits<float>(const char*, const float*, const Input
 template void throw_invalid_logits<double>(const char*, const double*, const Inputs<double>&,
                                            int64_t, bool);
 
+PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const double m[2], const double k[2],
+                          const double lp[2]) {
+  const PairObjective o = pair_objective(opt, m[0], m[1], k[0], k[1]);
+  if (std::isnan(o.loss)) {
+    throw range_error("ERR_TDPO_LOGITS", "pair " + std::to_string(pair) +
+                                             " has an undefined loss (an infinite log-ratio or KL on both sides): "
+                                             "check for -Infinity logits at labelled tokens");
+  }
+  res.losses[pair] = o.loss;
+  res.chosen_rewards[pair] = o.reward_chosen;
+  res.rejected_rewards[pair] = o.reward_rejected;
+  res.chosen_logratio[pair] = m[0];
+  res.rejected_logratio[pair] = m[1];
+  res.chosen_kl[pair] = k[0];
+  res.rejected_kl[pair] = k[1];
+  res.chosen_logps[pair] = lp[0];
+  res.rejected_logps[pair] = lp[1];
+  return o;
+}
+
 }  // namespace tdpo::loss

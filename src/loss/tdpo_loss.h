@@ -91,6 +91,10 @@ struct PairObjective {
   double d_mw, d_ml, d_kw, d_kl;
 };
 PairObjective pair_objective(const Options& opt, double mw, double ml, double kw, double kl);
+// One pair's sums (index 0 chosen, 1 rejected: log-ratio m, KL k, policy log-prob lp) -> its
+// objective, written into res's per-pair fields (already sized); ERR_TDPO_LOGITS when undefined.
+PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const double m[2], const double k[2],
+                          const double lp[2]);
 
 // Where a non-finite input is, for error messages: the first NaN or +inf in data[0..n).
 template <typename T>
