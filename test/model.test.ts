@@ -1,11 +1,12 @@
-// GPT-2 and GPT-NeoX runners against logits from an independent implementation of the Hugging Face
-// definitions (test/golden/generate_models.py), plus save/load round trips and bad checkpoints.
+// The runners' logits against independent implementations of the Hugging Face definitions
+// (test/golden/generate_models.py, generate_llama.py), with and without padding; GPT-2 and
+// GPT-NeoX save/load round trips and bad checkpoints (the Llama family's: model-llama.test.ts).
 import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Model } from '../lib/index.js';
-import { dirOf, golden, logitError, type ModelCase } from './model-fixtures.js';
+import { dirOf, golden, llamaGolden, logitError, type ModelCase } from './model-fixtures.js';
 import { readSafetensorsHeader } from '../lib/io/safetensors.js';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'tdpo-model-'));
@@ -27,7 +28,7 @@ function withConfig(name: string, edit: (cfg: Record<string, unknown>) => void):
 }
 
 describe('logits match the Hugging Face definitions', () => {
-  for (const c of golden.cases) {
+  for (const c of [...golden.cases, ...llamaGolden.cases]) {
     it(`${c.name}: with and without padding`, async () => {
       const model = await Model.load(dirOf(c.name));
       const [B, T] = c.shape;

@@ -140,10 +140,10 @@ export async function runTrainBench(c: TrainBenchConfig, progress: (m: string) =
   const B = 2 * c.pairs;
   const rows: TrainBenchRow[] = [];
   let first: TrainChildResult | undefined;
-  for (const v of c.variants) {
+  const { variants, ...run } = c; // what every configuration's child shares
+  for (const v of variants) {
     const name = variantName(v);
     progress(`${name}: ${c.pairs} pair${c.pairs === 1 ? '' : 's'} x T=${c.seq}, a warm-up step and ${c.runs} timed`);
-    const { variants: _all, ...run } = c;
     const spec: TrainChildSpec = { ...run, ...v };
     const r = await runChild(spec, name);
     first ??= r;

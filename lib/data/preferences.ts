@@ -13,11 +13,12 @@ export interface Message {
   content: string;
 }
 
+export type TextPair = { prompt: string; chosen: string; rejected: string };
+export type IdsPair = { promptIds: number[]; chosenIds: number[]; rejectedIds: number[] };
+export type MessagesPair = { promptMessages: Message[]; chosenMessages: Message[]; rejectedMessages: Message[] };
+
 /** A pair as text, as token ids for the pre-tokenised format, or as messages (conversation). */
-export type RawPair =
-  | { prompt: string; chosen: string; rejected: string }
-  | { promptIds: number[]; chosenIds: number[]; rejectedIds: number[] }
-  | { promptMessages: Message[]; chosenMessages: Message[]; rejectedMessages: Message[] };
+export type RawPair = TextPair | IdsPair | MessagesPair;
 
 export interface ReadResult {
   pairs: RawPair[];

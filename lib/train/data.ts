@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { TrainConfig } from '../config.js';
-import { readPreferences, shuffled, type Message, type RawPair } from '../data/preferences.js';
+import { readPreferences, shuffled, type IdsPair, type MessagesPair, type RawPair, type TextPair } from '../data/preferences.js';
 import { collatePairs, tokenizePair, type TokenizedPair } from '../data/tokenize.js';
 import { codedError } from '../errors.js';
 import type { Model } from '../model.js';
@@ -105,7 +105,7 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
   const pairs: TokenizedPair[] = [];
   let skipped = 0;
   for (const { pair: given, file, line } of raw) {
-    let p: RawPair;
+    let p: TextPair | IdsPair;
     try {
       p = 'promptMessages' in given ? renderConversation(given, tokenizer!) : given;
     } catch (err) {
@@ -118,12 +118,10 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
     // A text prompt starts with the token transformers' tokenizer(prompt) puts first (Llama's BOS);
     // chat templates write their own.
     const first = tokenizer?.prefixTokenId;
-    const bos = !pre && !('promptMessages' in given) && first !== undefined ? [first] : [];
+    const bos = 'prompt' in p && !('promptMessages' in given) && first !== undefined ? [first] : [];
     const fields: Array<[string, ArrayLike<number>]> = 'promptIds' in p
       ? [['prompt_ids', p.promptIds], ['chosen_ids', p.chosenIds], ['rejected_ids', p.rejectedIds]]
-      : 'prompt' in p
-        ? [['prompt', [...bos, ...tokenizer!.encode(p.prompt)]], ['chosen', tokenizer!.encode(p.chosen)], ['rejected', tokenizer!.encode(p.rejected)]]
-        : [];
+      : [['prompt', [...bos, ...tokenizer!.encode(p.prompt)]], ['chosen', tokenizer!.encode(p.chosen)], ['rejected', tokenizer!.encode(p.rejected)]];
     let reason: string | null = null;
     for (const [name, ids] of fields) {
       for (let i = 0; i < ids.length && !reason; i++) {
@@ -150,7 +148,7 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
  * the prompt cut to what it shares with both whole conversations (templates such as DeepSeek-R1's
  * open a reply differently from how a finished reply starts), each response being the rest.
  */
-function renderConversation(p: { promptMessages: Message[]; chosenMessages: Message[]; rejectedMessages: Message[] }, tokenizer: Tokenizer): RawPair {
+function renderConversation(p: MessagesPair, tokenizer: Tokenizer): TextPair {
   const continues = p.promptMessages[p.promptMessages.length - 1].role === 'assistant';
   const prompt = tokenizer.applyChatTemplate(p.promptMessages, continues ? { continueFinalMessage: true } : { addGenerationPrompt: true });
   const chosen = tokenizer.applyChatTemplate([...p.promptMessages, ...p.chosenMessages]);

@@ -195,7 +195,7 @@ MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) {
   if (!masters_.empty()) {
     // Each micro-batch's rounded gradient is summed in float32, not in bf16 across micro-batches.
     at::NoGradGuard no_grad;
-    std::vector<at::Tensor> params = policy_->params();
+    const std::vector<at::Tensor>& params = policy_->params();
     for (size_t i = 0; i < params.size(); ++i) {
       if (!params[i].grad().defined()) continue;
       at::Tensor& g = masters_[i].mutable_grad();
@@ -213,7 +213,7 @@ MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) {
 void TrainStep::set_group(std::shared_ptr<dist::Group> group) {
   group_ = std::move(group);
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> model = policy_->params();
+  const std::vector<at::Tensor>& model = policy_->params();
   for (size_t i = 0; i < masters_.size(); ++i) masters_[i].copy_(model[i]);
 }
 
@@ -252,11 +252,7 @@ double TrainStep::apply(double lr, double max_grad_norm) {
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
   optimizer_->step();
   optimizer_->zero_grad();
-  if (!masters_.empty()) {
-    at::NoGradGuard no_grad;
-    std::vector<at::Tensor> model = policy_->params();
-    for (size_t i = 0; i < model.size(); ++i) model[i].copy_(masters_[i]);
-  }
+  round_masters_into_policy();
   return norm;
 }
 
@@ -308,8 +304,12 @@ void TrainStep::load_optimizer(const std::string& path) {
     }
     targets[i].copy_(saved_master);
   }
-  // The policy holds the masters rounded (a no-op when it was loaded from the same checkpoint).
-  std::vector<at::Tensor> model = policy_->params();
+  round_masters_into_policy();  // a no-op when the policy was loaded from the same checkpoint
+}
+
+void TrainStep::round_masters_into_policy() {
+  at::NoGradGuard no_grad;
+  const std::vector<at::Tensor>& model = policy_->params();
   for (size_t i = 0; i < masters_.size(); ++i) model[i].copy_(masters_[i]);
 }
 

@@ -77,6 +77,8 @@ class TrainStep {
 
   // The tensors the optimizer updates: the policy's parameters, or their float32 masters.
   std::vector<at::Tensor> optimized() const;
+  // The policy's parameters take the masters' values, rounded to its dtype (none without masters).
+  void round_masters_into_policy();
 
   std::shared_ptr<models::CausalLM> policy_, reference_;
   StepOptions options_;

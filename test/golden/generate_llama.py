@@ -25,32 +25,14 @@ Check against transformers itself (not part of the golden output):
 import json
 import math
 import os
-import struct
 
 import torch
+
+from hf_folder import inputs, write_safetensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "models")
 torch.manual_seed(11)
-
-DT = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, t in tensors.items():
-        t = t.contiguous()
-        raw = t.view(torch.int16).numpy().tobytes() if t.dtype in (torch.bfloat16, torch.float16) else t.numpy().tobytes()
-        header[name] = {"dtype": DT[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 # ---- config reading, as transformers 5 resolves it --------------------------------------------------------------
@@ -196,14 +178,6 @@ def llama_shapes(cfg):
 def rand_params(shapes, scale=0.3):
     return {n: (1 + 0.1 * torch.randn(sh)) if n.endswith("norm.weight") else scale * torch.randn(sh)
             for n, sh in shapes.items()}
-
-
-def inputs(V, B=3, T=7):
-    ids = torch.randint(0, V, (B, T))
-    mask = torch.ones(B, T, dtype=torch.int64)
-    mask[1, 5:] = 0   # right padding (the layout TDPO batches use)
-    mask[2, :2] = 0   # left padding
-    return ids, mask
 
 
 def emit(name, cfg, params, files):
