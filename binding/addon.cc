@@ -10,6 +10,7 @@
 #include "binding/trainer.h"
 #include "binding/runtime.h"
 #include "common/alloc.h"
+#include "distributed/group.h"
 #include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
 #include "runtime/runtime.h"
@@ -27,6 +28,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // can be changing the environment (TDPO_KERNEL_ISA is read with getenv).
   loss::kernel_isa();
   loss::cpu_row_math();  // TDPO_FUSED_LINEAR_ROWS, likewise
+  dist::prepare_environment();  // NCCL's settings (a build with NCCL), likewise
 
   exports.Set("tdpoLossSync", Napi::Function::New(env, LossSync, "tdpoLossSync"));
   exports.Set("tdpoLoss", Napi::Function::New(env, LossAsync, "tdpoLoss"));

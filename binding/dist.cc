@@ -147,7 +147,7 @@ class NativeProcessGroup : public Napi::ObjectWrap<NativeProcessGroup> {
   GroupPtr group_;
 };
 
-// createProcessGroup({ rank, worldSize, masterAddr, masterPort, timeoutMs }) -> Promise<NativeProcessGroup>
+// createProcessGroup({ rank, worldSize, masterAddr, masterPort, timeoutMs, cudaDevice? }) -> Promise<NativeProcessGroup>
 Napi::Value CreateProcessGroup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promise_call(env, [&]() -> Napi::Value {
@@ -158,6 +158,7 @@ Napi::Value CreateProcessGroup(const Napi::CallbackInfo& info) {
     go.master_addr = string_field(o, "masterAddr", "distributed");
     go.master_port = static_cast<int>(int_field(o, "masterPort", "distributed", 0));
     go.timeout_ms = int_field(o, "timeoutMs", "distributed", 1);
+    if (o.Has("cudaDevice") && !o.Get("cudaDevice").IsUndefined()) go.cuda_device = static_cast<int>(int_field(o, "cudaDevice", "distributed", 0));
     dist::validate(go);
     auto out = std::make_shared<GroupPtr>();
     return TaskWorker::Run(

@@ -153,7 +153,7 @@ export interface BuildInfo {
   cudaDevices: number;
   /** Intra-op threads used by default: the CPUs this process may run on. */
   defaultThreads: number;
-  /** c10d backends for distributed training: ['gloo'], or [] in a build without Gloo. */
+  /** c10d backends for distributed training: 'gloo' (CPU tensors) and, in a CUDA build with NCCL's headers, 'nccl' (CUDA tensors); [] in a build with neither. */
   distributedBackends: string[];
   /** The fused loss kernel's instruction set on this CPU: 'avx512', 'avx2', 'sse2' or 'generic'. */
   kernelIsa: string;
@@ -219,9 +219,11 @@ export interface NativeDistributedOptions {
   masterAddr: string;
   masterPort: number;
   timeoutMs: number;
+  /** This rank's GPU index when the run is on CUDA: CPU values go through it on an NCCL-only build. */
+  cudaDevice?: number;
 }
 
-/** A c10d process group (TCPStore rendezvous + ProcessGroupGloo); src/distributed. */
+/** A c10d process group (TCPStore rendezvous; Gloo for CPU tensors, NCCL for CUDA tensors where built); src/distributed. */
 export interface NativeProcessGroupHandle {
   /** A new array: `values` summed (or maxed) over every rank. */
   allreduce(values: Float64Array, op: 'sum' | 'max'): Promise<Float64Array>;

@@ -2,12 +2,25 @@
 // where this libtorch has no CUDA. The CUDA tests run where buildInfo().cuda is true (a build
 // against a CUDA libtorch on a machine with a GPU: scripts/device/check.sh). TDPO_TEST_DEVICE=cpu
 // runs them against the CPU instead, which checks the tests themselves, not CUDA.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildInfo, collatePairs, cudaPeakBytes, Model, tokenizePair, TrainStep, type ModelDevice, type ModelDtype, type TrainStepOptions } from '../lib/index.js';
-import { readWeights } from './helpers.js';
+import {
+  buildInfo,
+  collatePairs,
+  cudaPeakBytes,
+  loadConfig,
+  Model,
+  tokenizePair,
+  train as trainRun,
+  TrainStep,
+  type ModelDevice,
+  type ModelDtype,
+  type TrainConfig,
+  type TrainStepOptions,
+} from '../lib/index.js';
+import { freePort, readWeights, rng } from './helpers.js';
 import { dirOf, golden, llamaGolden, logitError } from './model-fixtures.js';
 
 const dryRun = process.env.TDPO_TEST_DEVICE === 'cpu';
@@ -215,3 +228,65 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     await expect(Model.create(config, { device: `cuda:${n}` })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringContaining(`has ${n} CUDA device`) });
   });
 });
+
+// Issue 9 on a GPU: the data-parallel path with CUDA tensors. One GPU allows one NCCL rank (NCCL
+// refuses two ranks on one device), so this runs the whole distributed path at world size 1 —
+// rendezvous, the broadcast of the policy, bucketed gradient allreduce on the GPU, the metrics'
+// allreduce — and checks it trains exactly as the plain run. Two or more GPUs are the same code with
+// more ranks (lib/train/distributed.ts).
+// The dry run needs Gloo for CPU tensors (a build against PyTorch's CUDA wheel has NCCL alone).
+describe.skipIf(!cuda && !(dryRun && buildInfo().distributedBackends.includes('gloo')))(`data parallel on ${device}`, () => {
+  it('one rank over c10d (NCCL for CUDA tensors where the build has it) trains as the plain run', async () => {
+    const r = rng(5);
+    const lines = Array.from({ length: 24 }, () =>
+      JSON.stringify({
+        prompt_ids: Array.from({ length: 1 + Math.floor(r() * 3) }, () => 2 + Math.floor(r() * 30)),
+        chosen_ids: Array.from({ length: 2 + Math.floor(r() * 4) }, () => 2 + 2 * Math.floor(r() * 15)),
+        rejected_ids: Array.from({ length: 2 + Math.floor(r() * 4) }, () => 3 + 2 * Math.floor(r() * 15)),
+      }),
+    );
+    const data = path.join(tmp, 'dp.jsonl');
+    writeFileSync(data, `${lines.join('\n')}\n`);
+    const config = (out: string): TrainConfig =>
+      loadConfig(null, [], {
+        model: { model_type: 'gpt2', vocab_size: 32, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, eos_token_id: 1 },
+        data: { train: data, eval: null, format: 'tokenized', eval_size: 4, drop_last: true },
+        loss: { name: 'tdpo2', alpha: 0.5, beta: 0.1 },
+        device,
+        batch_size: 8,
+        optimizer: 'rmsprop',
+        lr: 1e-3,
+        warmup_steps: 0,
+        max_length: 16,
+        max_prompt_length: 8,
+        max_steps: 3,
+        eval_every: 3,
+        save_every: 0,
+        output_dir: path.join(tmp, out),
+      } as Partial<TrainConfig>);
+    await trainRun(config('dp-plain'));
+    const log: string[] = [];
+    await trainRun(config('dp-one-rank'), { distributed: { rank: 0, worldSize: 1, masterPort: await freePort() }, log: (l) => log.push(l) });
+    const backend = !dryRun && buildInfo().distributedBackends.includes('nccl') ? 'nccl' : 'gloo';
+    expect(log.join('\n')).toContain(`(c10d, ${backend})`);
+    const metrics = (out: string) => readFileSync(path.join(tmp, out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const [a, b] = [metrics('dp-plain'), metrics('dp-one-rank')];
+    expect(b.length).toBe(a.length);
+    a.forEach((m, i) => {
+      for (const k of ['loss', 'eval/loss', 'rewards/accuracies', 'kl/margin']) {
+        if (typeof m[k] === 'number') expect(b[i][k], `${k} at line ${i}`).toBeCloseTo(m[k], 6);
+      }
+    });
+    const w = (out: string) => readWeights(path.join(tmp, out, 'final', 'model.safetensors'));
+    expect(worstOf(w('dp-one-rank'), w('dp-plain'))).toBeLessThan(1e-6);
+  });
+});
+
+function worstOf(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  let out = 0;
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    for (let i = 0; i < x.length; i++) out = Math.max(out, Math.abs(x[i] - y[i]) / Math.max(1e-6, Math.abs(y[i])));
+  }
+  return out;
+}

@@ -1,5 +1,6 @@
 // Shared test fixtures: seeded random inputs for the loss; weights read back from saved models.
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import type { TdpoLossInputs } from '../lib/index.js';
 
 /** The tensors of a safetensors file as float32 (F32, or BF16 widened exactly). */
@@ -22,6 +23,16 @@ export function readWeights(file: string): Map<string, Float32Array> {
     }
   }
   return out;
+}
+
+/** A TCP port that was free a moment ago, for a rendezvous. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 /** mulberry32: a small seeded PRNG, so failures reproduce. */

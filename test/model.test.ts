@@ -227,3 +227,37 @@ describe('bad checkpoints and inputs', () => {
     await expect(model.forward(new Int32Array(2), [1, 2])).rejects.toMatchObject({ code: 'ERR_TDPO_DISPOSED' });
   });
 });
+
+// Without gradients, attention runs a few sequences at a time once a batch's float32 scores pass
+// 32 MB (src/models/attention.cc): at 4 heads x 512 x 512 that is 8 sequences per slice, so a
+// batch of 11 runs as 8 + 3. Each sequence's logits must be what it gets alone.
+describe('attention over a batch whose scores are sliced', () => {
+  it('equals each sequence run alone, with padding on either side', async () => {
+    const T = 512;
+    const V = 64;
+    const m = await Model.create({ model_type: 'gpt2', vocab_size: V, n_positions: T, n_embd: 32, n_layer: 1, n_head: 4 }, { seed: 3 });
+    const B = 11;
+    const ids = new Int32Array(B * T);
+    const mask = new Int32Array(B * T);
+    const lengths = Array.from({ length: B }, (_, b) => T - 37 * b);
+    for (let b = 0; b < B; b++) {
+      const left = b % 2 === 1; // odd rows left-padded, even rows right-padded
+      for (let t = 0; t < lengths[b]; t++) {
+        const at = left ? T - lengths[b] + t : t;
+        ids[b * T + at] = 1 + ((b * 7 + t * 13) % (V - 1));
+        mask[b * T + at] = 1;
+      }
+    }
+    const all = await m.forward(ids, [B, T], { attentionMask: mask });
+    for (const b of [0, 1, 8, 10]) {
+      const one = await m.forward(ids.subarray(b * T, (b + 1) * T), [1, T], { attentionMask: mask.subarray(b * T, (b + 1) * T) });
+      let worst = 0;
+      for (let t = 0; t < T; t++) {
+        if (!mask[b * T + t]) continue;
+        for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(all.logits[(b * T + t) * V + v] - one.logits[t * V + v]));
+      }
+      expect(worst, `sequence ${b}`).toBeLessThan(1e-5);
+    }
+    m.dispose();
+  });
+});

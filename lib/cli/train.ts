@@ -116,8 +116,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
   if (!distributed && (flags.nnodes || flags.nodeRank || flags.masterAddr || flags.masterPort)) {
     throw new CliError('--nnodes, --node-rank, --master-addr and --master-port go with --nproc-per-node');
   }
-  if (distributed && !(buildInfo().distributedBackends ?? []).includes('gloo')) {
-    throw new CliError('this build of tdpo has no distributed backend (Gloo): install libgloo-dev and rebuild (npm rebuild tdpo)');
+  if (distributed && (buildInfo().distributedBackends ?? []).length === 0) {
+    throw new CliError('this build of tdpo has no distributed backend (Gloo, or NCCL in a CUDA build): install libgloo-dev and rebuild (npm rebuild tdpo)');
   }
   const config = loadConfig(values.config ?? null, [...(values.set ?? []), ...(values['skip-invalid'] ? ['data.skip_invalid=true'] : [])]);
   const abort = new AbortController();

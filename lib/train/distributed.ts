@@ -1,5 +1,5 @@
 // Data-parallel training over c10d (src/distributed: a TCPStore rendezvous hosted by rank 0, Gloo for the
-// collectives). The training loop (trainer.ts) stays one loop; it calls these hooks, each of which
+// collectives on CPU tensors, NCCL for those on CUDA tensors where the build has it). The training loop (trainer.ts) stays one loop; it calls these hooks, each of which
 // is the single-process behaviour when `dist` is null:
 //   - shard: each rank takes a contiguous, disjoint share of every global batch (and of the eval
 //     set); the loop weighs its micro-batches by pairs / global batch pairs, so the allreduce SUM of
@@ -62,23 +62,33 @@ export class Distributed {
 
   /** Joins the group (every rank must call it), learns the peers, and compares config and data digests. */
   static async start(given: DistributedOptions, c: TrainConfig, log: (line: string) => void): Promise<Distributed> {
-    const d = await Distributed.join(given);
+    const cuda = /^cuda(:(\d+))?$/.exec(c.device);
+    const local = process.env.LOCAL_RANK;
+    const cudaDevice = !cuda ? undefined : cuda[2] !== undefined ? Number(cuda[2]) : local !== undefined && /^\d+$/.test(local) ? Number(local) : 0;
+    const backends = native.buildInfo().distributedBackends ?? [];
+    if (cudaDevice === undefined && backends.length > 0 && !backends.includes('gloo')) {
+      throw codedError('Error', 'ERR_TDPO_DISTRIBUTED', `this build of tdpo has NCCL but not Gloo, and NCCL works on CUDA tensors only: train with device: 'cuda', or on the CPU with a build that has Gloo's headers (device is '${c.device}')`);
+    }
+    const d = await Distributed.join(given, cudaDevice);
     try {
       await d.#compareDigests(await runDigest(c));
     } catch (err) {
       throw await d.fail(err);
     }
-    if (d.isMain) log(`distributed: ${d.worldSize} ranks joined at ${given.masterAddr ?? defaults.distributed.masterAddr}:${given.masterPort ?? defaults.distributed.masterPort} (c10d, gloo)`);
+    if (d.isMain) {
+      const backend = cudaDevice !== undefined && backends.includes('nccl') ? 'nccl' : 'gloo';
+      log(`distributed: ${d.worldSize} ranks joined at ${given.masterAddr ?? defaults.distributed.masterAddr}:${given.masterPort ?? defaults.distributed.masterPort} (c10d, ${backend})`);
+    }
     return d;
   }
 
   /** Joins the group and learns the peers, with no config to compare (the bench). */
-  static async join(given: DistributedOptions): Promise<Distributed> {
+  static async join(given: DistributedOptions, cudaDevice?: number): Promise<Distributed> {
     const o = resolveOptions(defaults.distributed, given, 'distributed');
     if (typeof native.createProcessGroup !== 'function' || !native.buildInfo().distributedBackends?.length) {
       throw codedError('Error', 'ERR_TDPO_DISTRIBUTED', 'this build of tdpo has no distributed backend: rebuild it with Gloo\'s headers (Debian: apt-get install libgloo-dev; then npm rebuild tdpo)');
     }
-    const group = await native.createProcessGroup(o as Required<DistributedOptions>);
+    const group = await native.createProcessGroup({ ...(o as Required<DistributedOptions>), cudaDevice });
     const d = new Distributed(group, o.rank as number, o.worldSize as number, o.timeoutMs);
     try {
       await d.#exchangePeers();

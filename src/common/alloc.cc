@@ -3,8 +3,11 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <new>
@@ -19,6 +22,36 @@ namespace {
 
 constexpr size_t kMinCached = size_t(1) << 20;  // below this, libtorch's allocator
 constexpr size_t kHuge = size_t(2) << 20;
+
+// Blocks are mapped and unmapped directly: glibc keeps freed blocks under its mmap threshold
+// (which rises to 32 MiB as blocks are freed) in its heap, so std::free would not always give the
+// memory back, and eviction (below) would not lower the process's footprint.
+void* map_block(size_t bytes) {
+#ifdef __linux__
+  const size_t span = bytes + kHuge;
+  void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(raw) + kHuge - 1) & ~(uintptr_t(kHuge) - 1);
+  const size_t head = start - reinterpret_cast<uintptr_t>(raw);
+  if (head) munmap(raw, head);
+  if (span - head - bytes) munmap(reinterpret_cast<void*>(start + bytes), span - head - bytes);
+  void* p = reinterpret_cast<void*>(start);
+#ifdef MADV_HUGEPAGE
+  madvise(p, bytes, MADV_HUGEPAGE);  // advisory: failure just means 4 KiB pages
+#endif
+  return p;
+#else
+  return std::aligned_alloc(kHuge, bytes);
+#endif
+}
+
+void unmap_block(void* p, size_t bytes) {
+#ifdef __linux__
+  munmap(p, bytes);
+#else
+  std::free(p);
+#endif
+}
 
 
 class CachingCpuAllocator final : public at::Allocator {
@@ -47,7 +80,7 @@ class CachingCpuAllocator final : public at::Allocator {
     }
     size_t bytes = 0;
     for (const auto& [p, size] : all) {
-      std::free(p);
+      unmap_block(p, size);
       bytes += size;
     }
     return bytes;
@@ -59,15 +92,15 @@ class CachingCpuAllocator final : public at::Allocator {
     const size_t rounded = (n + kHuge - 1) / kHuge * kHuge;
     void* p = take(rounded);
     if (p == nullptr) {
-      p = std::aligned_alloc(kHuge, rounded);
+      evict(rounded);
+      p = map_block(rounded);
       if (p == nullptr) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      madvise(p, rounded, MADV_HUGEPAGE);  // advisory: failure just means 4 KiB pages
-#endif
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
       live_[p] = rounded;
+      live_bytes_ += rounded;
+      peak_live_ = std::max(peak_live_, live_bytes_);
     }
     return {p, p, &CachingCpuAllocator::give_back, at::Device(at::kCPU)};
   }
@@ -82,6 +115,38 @@ class CachingCpuAllocator final : public at::Allocator {
     return p;
   }
 
+  // On a miss, cached blocks of other sizes go back to the system where the new block would take
+  // our footprint (live + cached) above the highest live total so far: the cache then only fills
+  // room that the process's peak has already taken, and a train step's peak RSS is its live peak,
+  // not live + cap. Where blocks must go: the smallest single one that is enough, else the
+  // largest ones until enough. Under a steady peak nothing is evicted and every size stays cached.
+  void evict(size_t bytes) const {
+    std::vector<std::pair<void*, size_t>> out;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const size_t budget = std::max(peak_live_, live_bytes_ + bytes);
+      const size_t footprint = live_bytes_ + held_ + bytes;
+      if (footprint <= budget) return;
+      const size_t excess = footprint - budget;
+      auto fit = free_.lower_bound(excess);
+      while (fit != free_.end() && fit->second.empty()) ++fit;
+      size_t freed = 0;
+      auto pop = [&](std::map<size_t, std::vector<void*>>::iterator it) {
+        out.emplace_back(it->second.back(), it->first);
+        it->second.pop_back();
+        held_ -= it->first;
+        freed += it->first;
+      };
+      if (fit != free_.end()) {
+        pop(fit);
+      } else {
+        for (auto it = free_.rbegin(); it != free_.rend() && freed < excess; ++it)
+          while (!it->second.empty() && freed < excess) pop(std::prev(it.base()));
+      }
+    }
+    for (const auto& [p, size] : out) unmap_block(p, size);
+  }
+
   static void give_back(void* ctx);
 
   at::Allocator* fallback_;
@@ -90,6 +155,7 @@ class CachingCpuAllocator final : public at::Allocator {
   mutable std::map<size_t, std::vector<void*>> free_;
   mutable size_t held_ = 0;
   mutable std::map<void*, size_t> live_;  // our blocks in use, by address
+  mutable size_t live_bytes_ = 0, peak_live_ = 0;  // their sum, its highest
 };
 
 CachingCpuAllocator* instance = nullptr;  // never destroyed: deleters may run at process exit
@@ -104,6 +170,7 @@ void CachingCpuAllocator::give_back(void* p) {
     if (it != a->live_.end()) {
       bytes = it->second;
       a->live_.erase(it);
+      a->live_bytes_ -= bytes;
       if (a->held_ + bytes <= a->cap_) {
         a->free_[bytes].push_back(p);
         a->held_ += bytes;
@@ -114,7 +181,7 @@ void CachingCpuAllocator::give_back(void* p) {
   if (bytes == 0) {
     a->fallback_->raw_deleter()(p);  // a small block: the fallback allocator's own
   } else if (!cached) {
-    std::free(p);
+    unmap_block(p, bytes);
   }
 }
 

@@ -6,8 +6,11 @@
 // logits and activations, and every temporary of a train step paid that again on every call:
 // about half of the fused backward pass, a quarter of a GPT-2 forward, most of a train step.
 // This allocator keeps freed blocks of 1 MiB and up (by exact rounded size, up to a byte cap)
-// and hands them to the next request of that size; new blocks are 2 MiB aligned and advised as
-// transparent huge pages. Smaller requests go to libtorch's own allocator unchanged.
+// and hands them to the next request of that size; new blocks are mapped 2 MiB aligned and
+// advised as transparent huge pages. A request the cache cannot serve first unmaps cached blocks
+// of other sizes where it would otherwise take the footprint (live + cached) above the highest
+// live total so far, so peak RSS follows the live peak rather than live + cap (a train step's:
+// README, Memory and devices). Smaller requests go to libtorch's own allocator unchanged.
 #pragma once
 
 #include <cstddef>

@@ -6,10 +6,21 @@
 
 #include "common/error.h"
 
-#ifdef USE_C10D_GLOO
+#if defined(TDPO_GLOO) || defined(TDPO_NCCL)
+#define TDPO_DISTRIBUTED 1
+#include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstdlib>
+#include <type_traits>
+#endif
+#ifdef TDPO_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef TDPO_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 namespace tdpo::dist {
@@ -39,6 +50,13 @@ std::string message_of(std::exception_ptr ep) {
   return m;
 }
 
+template <typename PG>
+auto shutdown_if_it_can(PG& pg, int) -> decltype(pg.shutdown(), void()) {
+  pg.shutdown();
+}
+template <typename PG>
+void shutdown_if_it_can(PG&, long) {}
+
 Error distributed_error(const std::string& message) {
   return Error(ErrorKind::Generic, "ERR_TDPO_DISTRIBUTED", message);
 }
@@ -51,6 +69,29 @@ bool is_loopback(const std::string& host) {
 }
 
 }  // namespace
+
+void prepare_environment() {
+#ifdef TDPO_NCCL
+  // A failed NCCL collective must come back as an error, not take the process down: blocking wait
+  // makes Work::wait throw at the timeout; with the watchdog's error handling, its debug dump on
+  // a timeout and its heartbeat monitor off, nothing terminates the process on its own. libtorch
+  // reads these when a process group is made, 2.x the TORCH_ names first, 1.13 the plain ones; a
+  // user's own setting of either name wins, and 2.x's deprecation warning for the plain names is
+  // not triggered by us.
+  const bool v2 = std::is_base_of_v<c10d::Backend, c10d::ProcessGroupNCCL>;
+  auto set = [v2](const char* name, const char* value) {
+    const std::string modern = std::string("TORCH_") + name;
+    if (std::getenv(name) || std::getenv(modern.c_str())) return;
+    setenv(v2 ? modern.c_str() : name, value, 0);
+  };
+  set("NCCL_BLOCKING_WAIT", "1");
+  set("NCCL_ASYNC_ERROR_HANDLING", "0");
+  if (v2) {
+    set("NCCL_DUMP_ON_TIMEOUT", "0");
+    set("NCCL_ENABLE_MONITORING", "0");
+  }
+#endif
+}
 
 void validate(const GroupOptions& o) {
   auto bad = [](const std::string& field, const std::string& want, const std::string& got) {
@@ -65,20 +106,60 @@ void validate(const GroupOptions& o) {
 }
 
 std::vector<std::string> backends() {
-#ifdef USE_C10D_GLOO
-  return {"gloo"};
-#else
-  return {};
+  std::vector<std::string> out;
+#ifdef TDPO_GLOO
+  out.push_back("gloo");
 #endif
+#ifdef TDPO_NCCL
+  out.push_back("nccl");
+#endif
+  return out;
 }
 
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
+// The collectives' common base: c10d::Backend in libtorch 2.x (ProcessGroupGloo and ProcessGroupNCCL
+// derive from it), c10d::ProcessGroup in 1.13. Both declare the same virtual allreduce/broadcast.
+#ifdef TDPO_GLOO
+using Collectives = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupGloo>, c10d::Backend, c10d::ProcessGroup>;
+#else
+using Collectives = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupNCCL>, c10d::Backend, c10d::ProcessGroup>;
+#endif
+
+// As torch.distributed's default "cpu:gloo,cuda:nccl": a bucket of CUDA tensors goes to NCCL when the
+// build has it (else to Gloo, which stages CUDA tensors through the host), a bucket of CPU tensors
+// to Gloo (else to NCCL, staged through options.cuda_device).
 struct Group::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<Collectives> gloo;
+  // Made at the first collective on CUDA tensors, which every rank reaches in the same order: a
+  // CPU-only run on a CUDA build never starts NCCL's communicator or its watchdog thread.
+  c10::intrusive_ptr<Collectives> nccl;
+  bool open = false;
+
+  // The backend for a bucket on `device`; called under the group's mutex.
+  c10::intrusive_ptr<Collectives> for_device(const at::Device& device, const GroupOptions& o) {
+#ifdef TDPO_NCCL
+    if (device.is_cuda() || !gloo) {
+      if (!nccl) {
+        if (!device.is_cuda() && o.cuda_device < 0)
+          throw distributed_error("rank " + std::to_string(o.rank) +
+                                  ": this build's only distributed backend is NCCL, which works on CUDA tensors: train on a CUDA device");
+        // (Blocking wait and the watchdog's settings: prepare_environment, at load.)
+        auto no = c10d::ProcessGroupNCCL::Options::create();
+        no->timeout = std::chrono::milliseconds(o.timeout_ms);
+        auto prefixed = c10::make_intrusive<c10d::PrefixStore>("tdpo/nccl", store);
+        nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, o.rank, o.world_size, no);
+      }
+      return nccl;
+    }
+#endif
+    return gloo;
+  }
 };
 #else
-struct Group::Impl {};
+struct Group::Impl {
+  bool open = false;
+};
 #endif
 
 void Group::fail(const std::string& what, std::exception_ptr cause) const {
@@ -88,7 +169,7 @@ void Group::fail(const std::string& what, std::exception_ptr cause) const {
 Group::Group(const GroupOptions& options)
     : options_(options), impl_(std::make_unique<Impl>()), start_(std::chrono::steady_clock::now()) {
   validate(options_);
-#ifndef USE_C10D_GLOO
+#ifndef TDPO_DISTRIBUTED
   throw distributed_error("this build of tdpo has no distributed backend (it was compiled without Gloo's headers: install libgloo-dev and rebuild)");
 #else
   const std::chrono::milliseconds timeout(options_.timeout_ms);
@@ -108,6 +189,8 @@ Group::Group(const GroupOptions& options)
          std::current_exception());
   }
   join(where);
+  impl_->open = true;
+#ifdef TDPO_GLOO
   try {
     auto go = c10d::ProcessGroupGloo::Options::create(timeout);
     // As torch.distributed: GLOO_SOCKET_IFNAME names the interface; on one machine, loopback.
@@ -117,18 +200,19 @@ Group::Group(const GroupOptions& options)
                               ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                               : c10d::ProcessGroupGloo::createDefaultDevice());
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>("tdpo/gloo", impl_->store);
-    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, options_.rank, options_.world_size, go);
+    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, options_.rank, options_.world_size, go);
   } catch (...) {
     fail("the Gloo process group (" + std::to_string(options_.world_size) + " ranks, rendezvous " + where + ") failed",
          std::current_exception());
   }
+#endif
 #endif
 }
 
 // Every rank announces itself and waits for all the others, within the timeout counted from the
 // start of the rendezvous; a rank that never arrives is named.
 void Group::join(const std::string& where) {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   const auto deadline = start_ + std::chrono::milliseconds(options_.timeout_ms);
   std::vector<std::string> keys;
   for (int r = 0; r < options_.world_size; ++r) keys.push_back("tdpo/joined/" + std::to_string(r));
@@ -173,15 +257,20 @@ void Group::join(const std::string& where) {
 Group::~Group() { close(); }
 
 void Group::close() noexcept {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   try {
-    c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+    c10::intrusive_ptr<Collectives> gloo, nccl;
     c10::intrusive_ptr<c10d::TCPStore> store;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      pg = std::move(impl_->pg);
+      impl_->open = false;
+      gloo = std::move(impl_->gloo);
+      nccl = std::move(impl_->nccl);
       store = std::move(impl_->store);
     }
+    // libtorch 2.4+ wants NCCL's communicators shut down before the group goes (it warns and
+    // aborts them in the destructor otherwise); older versions have no shutdown().
+    if (nccl) shutdown_if_it_can(*nccl, 0);
     // Destroyed outside the lock: the process group waits for its queued work first.
   } catch (...) {
   }
@@ -195,18 +284,13 @@ CommStats Group::stats() const {
 
 template <typename Start>
 void Group::bucketed(std::vector<at::Tensor>& tensors, int64_t bucket_bytes, const char* what, Start start) {
-#ifdef USE_C10D_GLOO
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    pg = impl_->pg;
-  }
-  if (!pg) throw distributed_error("rank " + std::to_string(options_.rank) + ": " + what + " after the process group was closed");
+#ifdef TDPO_DISTRIBUTED
   const auto t0 = Clock::now();
   struct Bucket {
     std::vector<size_t> members;
     int64_t bytes = 0;
     at::Tensor flat;
+    c10::intrusive_ptr<Collectives> backend;
     c10::intrusive_ptr<c10d::Work> work;
   };
   std::vector<Bucket> buckets;
@@ -214,23 +298,40 @@ void Group::bucketed(std::vector<at::Tensor>& tensors, int64_t bucket_bytes, con
   for (size_t i = 0; i < tensors.size(); ++i) {
     const at::Tensor& t = tensors[i];
     const int64_t n = static_cast<int64_t>(t.numel() * t.element_size());
-    if (buckets.empty() || buckets.back().bytes + n > bucket_bytes ||
-        tensors[buckets.back().members.front()].scalar_type() != t.scalar_type()) {
+    const at::Tensor* first = buckets.empty() ? nullptr : &tensors[buckets.back().members.front()];
+    if (!first || buckets.back().bytes + n > bucket_bytes || first->scalar_type() != t.scalar_type() ||
+        first->device() != t.device()) {
       buckets.emplace_back();
     }
     buckets.back().members.push_back(i);
     buckets.back().bytes += n;
     total += n;
   }
+  bool gloo = false;
+  try {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      gloo = static_cast<bool>(impl_->gloo);
+      if (!impl_->open)
+        throw distributed_error("rank " + std::to_string(options_.rank) + ": " + what + " after the process group was closed");
+      for (Bucket& b : buckets) b.backend = impl_->for_device(tensors[b.members.front()].device(), options_);
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (...) {
+    fail(what, std::current_exception());
+  }
   try {
     at::NoGradGuard no_grad;
-    // All buckets in flight at once; Gloo runs them in order on its own threads.
+    // All buckets in flight at once; each backend runs its own in order.
     for (Bucket& b : buckets) {
       std::vector<at::Tensor> parts;
       for (size_t i : b.members) parts.push_back(tensors[i].reshape({-1}));
       b.flat = at::cat(parts);
+      // CPU values on an NCCL-only build go through this rank's GPU.
+      if (!b.flat.is_cuda() && !gloo) b.flat = b.flat.to(at::Device(at::kCUDA, options_.cuda_device));
       std::vector<at::Tensor> arg{b.flat};
-      b.work = start(*pg, arg);
+      b.work = start(*b.backend, arg);
     }
     for (Bucket& b : buckets) {
       b.work->wait();
@@ -254,11 +355,11 @@ void Group::bucketed(std::vector<at::Tensor>& tensors, int64_t bucket_bytes, con
 }
 
 void Group::allreduce(std::vector<at::Tensor>& tensors, Op op, int64_t bucket_bytes) {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   c10d::AllreduceOptions ao;
   ao.reduceOp = op == Op::Sum ? c10d::ReduceOp::SUM : c10d::ReduceOp::MAX;
   ao.timeout = std::chrono::milliseconds(options_.timeout_ms);
-  bucketed(tensors, bucket_bytes, "allreduce", [&](c10d::ProcessGroupGloo& pg, std::vector<at::Tensor>& arg) {
+  bucketed(tensors, bucket_bytes, "allreduce", [&](Collectives& pg, std::vector<at::Tensor>& arg) {
     return pg.allreduce(arg, ao);
   });
 #else
@@ -267,11 +368,11 @@ void Group::allreduce(std::vector<at::Tensor>& tensors, Op op, int64_t bucket_by
 }
 
 void Group::broadcast(std::vector<at::Tensor>& tensors, int root, int64_t bucket_bytes) {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   c10d::BroadcastOptions bo;
   bo.rootRank = root;
   bo.timeout = std::chrono::milliseconds(options_.timeout_ms);
-  bucketed(tensors, bucket_bytes, "broadcast", [&](c10d::ProcessGroupGloo& pg, std::vector<at::Tensor>& arg) {
+  bucketed(tensors, bucket_bytes, "broadcast", [&](Collectives& pg, std::vector<at::Tensor>& arg) {
     return pg.broadcast(arg, bo);
   });
 #else
@@ -280,7 +381,7 @@ void Group::broadcast(std::vector<at::Tensor>& tensors, int root, int64_t bucket
 }
 
 void Group::send(const std::string& key, const std::string& value) {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   std::lock_guard<std::mutex> lock(mu_);
   if (!impl_->store) throw distributed_error("rank " + std::to_string(options_.rank) + ": send after the process group was closed");
   try {
@@ -296,7 +397,7 @@ void Group::send(const std::string& key, const std::string& value) {
 }
 
 std::string Group::recv(const std::string& key, int64_t timeout_ms) {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   auto sleep = std::chrono::milliseconds(2);
   for (;;) {
@@ -328,7 +429,7 @@ std::string Group::recv(const std::string& key, int64_t timeout_ms) {
 }
 
 void Group::abort(const std::string& message) noexcept {
-#ifdef USE_C10D_GLOO
+#ifdef TDPO_DISTRIBUTED
   try {
     std::lock_guard<std::mutex> lock(mu_);
     // The first failure is the cause; later ones are usually its echo.

@@ -1,5 +1,6 @@
 // A data-parallel process group over PyTorch's c10d: a TCPStore for the rendezvous (rank 0 hosts
-// it) and ProcessGroupGloo for the collectives on CPU tensors. Every failure (a peer gone, a
+// it), ProcessGroupGloo for the collectives on CPU tensors and, in a build against a libtorch with
+// NCCL, ProcessGroupNCCL for those on CUDA tensors (torch.distributed's "cpu:gloo,cuda:nccl"). Every failure (a peer gone, a
 // timeout, a port in use, an unreachable master) is an ERR_TDPO_DISTRIBUTED error naming this
 // rank; naming the peer that caused it is the caller's job (it knows the pids, lib/train).
 #pragma once
@@ -21,11 +22,19 @@ struct GroupOptions {
   std::string master_addr;
   int master_port = -1;
   int64_t timeout_ms = 0;  // rendezvous, each collective, each store wait
+  // This rank's GPU (the run's cuda:N), or -1: where CPU values go through NCCL in a build that
+  // has NCCL but not Gloo (PyTorch's CUDA wheels ship no Gloo headers).
+  int cuda_device = -1;
 };
+// Sets the environment NCCL's process group reads (blocking wait...; see group.cc) where the user has
+// not: once, at load, on the main thread, before any other thread may read the environment.
+void prepare_environment();
+
 // Throws ERR_TDPO_OPTION naming the field ("distributed.rank", ...).
 void validate(const GroupOptions& options);
 
-// The collective backends this build has ("gloo"; empty when built without Gloo's headers).
+// The collective backends this build has: "gloo" (with Gloo's headers), "nccl" (with a CUDA
+// libtorch and NCCL's headers); empty without either.
 std::vector<std::string> backends();
 
 enum class Op { Sum, Max };

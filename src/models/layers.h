@@ -36,21 +36,15 @@ inline std::pair<at::Tensor, at::Tensor> cached_kv(KVCache* cache, size_t layer,
   return {cache->k[layer].slice(2, 0, past + T), cache->v[layer].slice(2, 0, past + T)};
 }
 
-// Scaled dot-product attention, q/k/v [B, H, T, D]. Scores, masking and softmax in float32 (as
-// Hugging Face upcasts for reduced precision); masked scores get float32's lowest value, as in its
-// eager attention, so a row with no allowed key (a left-padding query) is uniform, not NaN.
-inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& allowed) {
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat).mul_(scale);
-  scores = scores.masked_fill(allowed.logical_not(), std::numeric_limits<float>::lowest());
-  return at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
-}
+// Scaled dot-product attention, q/k/v [B, H, T, D], allowed [B or 1, 1, T, S] (attention.cc).
+// Scores, masking and softmax in float32 (as Hugging Face upcasts for reduced precision); masked
+// scores get float32's lowest value, as in its eager attention, so a row with no allowed key (a
+// left-padding query) is uniform, not NaN.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed);
 
-// GPT-2's "gelu_new": the tanh approximation.
-inline at::Tensor gelu_tanh(const at::Tensor& x) {
-  const double c = std::sqrt(2.0 / M_PI);
-  return 0.5 * x * (1.0 + at::tanh(c * (x + 0.044715 * at::pow(x, 3))));
-}
+// GPT-2's "gelu_new" (the tanh approximation) as one ATen op: autograd then keeps only its input,
+// where the formula written out op by op kept four [B, T, 4H] tensors per block (3.6 GB at
+// GPT-2-small, 8 pairs x 512 tokens) and made as many more in the backward pass.
+inline at::Tensor gelu_tanh(const at::Tensor& x) { return at::gelu(x, "tanh"); }
 
 }  // namespace tdpo::models
