@@ -387,3 +387,11 @@ describe.skipIf(!gloo)('SIGINT and resume', () => {
     expect(weightError(path.join(whole, 'final'), path.join(cut, 'final'))).toBeLessThanOrEqual(1e-6);
   }, 120_000);
 });
+
+// PyTorch's CUDA wheels ship no Gloo headers, so a build against one has NCCL alone (runs there only).
+describe.skipIf(gloo || !buildInfo().distributedBackends.includes('nccl'))('a build with NCCL alone', () => {
+  it('refuses a CPU run up front: NCCL works on CUDA tensors only', async () => {
+    const run = train(jsConfig(path.join(dir, 'nccl-only-cpu')), { distributed: { rank: 0, worldSize: 1, masterPort: await freePort() } });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_TDPO_DISTRIBUTED', message: expect.stringContaining('NCCL but not Gloo') });
+  });
+});
