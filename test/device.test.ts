@@ -20,7 +20,7 @@ import {
   type TrainConfig,
   type TrainStepOptions,
 } from '../lib/index.js';
-import { freePort, readWeights, rng } from './helpers.js';
+import { freePort, parityPairLines, readWeights } from './helpers.js';
 import { dirOf, golden, llamaGolden, logitError } from './model-fixtures.js';
 
 const dryRun = process.env.TDPO_TEST_DEVICE === 'cpu';
@@ -135,6 +135,22 @@ describe.skipIf(!cuda && !dryRun)(`on ${device}`, () => {
 
 // Training on the device (issue 10): the fused linear loss in libtorch ops, the materialised
 // composition, checkpointing, bf16 with float32 masters; the numbers the CPU gives.
+/** The largest difference of a tensor's elements over its largest magnitude. */
+function worst(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  let out = 0;
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    let diff = 0;
+    let scale = 0;
+    for (let i = 0; i < x.length; i++) {
+      diff = Math.max(diff, Math.abs(x[i] - y[i]));
+      scale = Math.max(scale, Math.abs(y[i]));
+    }
+    out = Math.max(out, diff / scale);
+  }
+  return out;
+}
+
 describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
   const V = 96;
   const config = { model_type: 'gpt2', vocab_size: V, n_positions: 32, n_embd: 48, n_layer: 2, n_head: 4 };
@@ -171,22 +187,6 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     await policy.save(out);
     policy.dispose();
     return { losses, weights: readWeights(path.join(out, 'model.safetensors')) };
-  }
-
-  /** The largest difference of a tensor's elements over its largest magnitude. */
-  function worst(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-    let out = 0;
-    for (const [name, x] of a) {
-      const y = b.get(name)!;
-      let diff = 0;
-      let scale = 0;
-      for (let i = 0; i < x.length; i++) {
-        diff = Math.max(diff, Math.abs(x[i] - y[i]));
-        scale = Math.max(scale, Math.abs(y[i]));
-      }
-      out = Math.max(out, diff / scale);
-    }
-    return out;
   }
 
   it('float32: three TDPO2 steps equal the CPU to 1e-4 (losses and weights)', async () => {
@@ -237,16 +237,8 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
 // The dry run needs Gloo for CPU tensors (a build against PyTorch's CUDA wheel has NCCL alone).
 describe.skipIf(!cuda && !(dryRun && buildInfo().distributedBackends.includes('gloo')))(`data parallel on ${device}`, () => {
   it('one rank over c10d (NCCL for CUDA tensors where the build has it) trains as the plain run', async () => {
-    const r = rng(5);
-    const lines = Array.from({ length: 24 }, () =>
-      JSON.stringify({
-        prompt_ids: Array.from({ length: 1 + Math.floor(r() * 3) }, () => 2 + Math.floor(r() * 30)),
-        chosen_ids: Array.from({ length: 2 + Math.floor(r() * 4) }, () => 2 + 2 * Math.floor(r() * 15)),
-        rejected_ids: Array.from({ length: 2 + Math.floor(r() * 4) }, () => 3 + 2 * Math.floor(r() * 15)),
-      }),
-    );
     const data = path.join(tmp, 'dp.jsonl');
-    writeFileSync(data, `${lines.join('\n')}\n`);
+    writeFileSync(data, parityPairLines(24, 5));
     const config = (out: string): TrainConfig =>
       loadConfig(null, [], {
         model: { model_type: 'gpt2', vocab_size: 32, n_positions: 32, n_embd: 32, n_layer: 2, n_head: 4, eos_token_id: 1 },
@@ -278,15 +270,6 @@ describe.skipIf(!cuda && !(dryRun && buildInfo().distributedBackends.includes('g
       }
     });
     const w = (out: string) => readWeights(path.join(tmp, out, 'final', 'model.safetensors'));
-    expect(worstOf(w('dp-one-rank'), w('dp-plain'))).toBeLessThan(1e-6);
+    expect(worst(w('dp-one-rank'), w('dp-plain'))).toBeLessThan(1e-6);
   });
 });
-
-function worstOf(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  let out = 0;
-  for (const [name, x] of a) {
-    const y = b.get(name)!;
-    for (let i = 0; i < x.length; i++) out = Math.max(out, Math.abs(x[i] - y[i]) / Math.max(1e-6, Math.abs(y[i])));
-  }
-  return out;
-}

@@ -8,27 +8,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInfo, loadConfig, train, type TrainConfig } from '../lib/index.js';
-import { freePort, readWeights, rng } from './helpers.js';
+import { freePort, parityPairLines, readWeights } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-dist-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
 
-// Pre-tokenised pairs with a learnable rule (chosen tokens even, rejected odd), varied lengths so
-// that padding differs between a whole batch and its shares.
 function writeData(name: string, n: number, seed: number): string {
-  const r = rng(seed);
-  const tok = (parity: number) => 2 + 2 * Math.floor(r() * 15) + parity;
-  const len = () => 2 + Math.floor(r() * 4);
-  const lines = Array.from({ length: n }, () =>
-    JSON.stringify({
-      prompt_ids: Array.from({ length: 1 + Math.floor(r() * 3) }, () => 2 + Math.floor(r() * 30)),
-      chosen_ids: Array.from({ length: len() }, () => tok(0)),
-      rejected_ids: Array.from({ length: len() }, () => tok(1)),
-    }),
-  );
   const f = path.join(dir, name);
-  writeFileSync(f, `${lines.join('\n')}\n`);
+  writeFileSync(f, parityPairLines(n, seed));
   return f;
 }
 const trainFile = writeData('train.jsonl', 20, 1);

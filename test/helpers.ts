@@ -25,6 +25,24 @@ export function readWeights(file: string): Map<string, Float32Array> {
   return out;
 }
 
+/**
+ * n pre-tokenised preference pairs (JSONL) with a learnable rule, chosen tokens even and rejected
+ * odd, and varied lengths, so that padding differs between a whole batch and its shares.
+ */
+export function parityPairLines(n: number, seed: number): string {
+  const r = rng(seed);
+  const tok = (parity: number) => 2 + 2 * Math.floor(r() * 15) + parity;
+  const len = () => 2 + Math.floor(r() * 4);
+  const lines = Array.from({ length: n }, () =>
+    JSON.stringify({
+      prompt_ids: Array.from({ length: 1 + Math.floor(r() * 3) }, () => 2 + Math.floor(r() * 30)),
+      chosen_ids: Array.from({ length: len() }, () => tok(0)),
+      rejected_ids: Array.from({ length: len() }, () => tok(1)),
+    }),
+  );
+  return `${lines.join('\n')}\n`;
+}
+
 /** A TCP port that was free a moment ago, for a rendezvous. */
 export async function freePort(): Promise<number> {
   return new Promise((resolve) => {

@@ -14,7 +14,7 @@ import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { TrainConfig } from '../config.js';
 import { codedError, showValue } from '../errors.js';
-import type { Model } from '../model.js';
+import type { Model, ModelDevice } from '../model.js';
 import { nativeHandleOf } from '../model.js';
 import { native, type NativeProcessGroupHandle } from '../native.js';
 import { defaults, resolveOptions } from '../options.js';
@@ -61,13 +61,13 @@ export class Distributed {
   }
 
   /** Joins the group (every rank must call it), learns the peers, and compares config and data digests. */
-  static async start(given: DistributedOptions, c: TrainConfig, log: (line: string) => void): Promise<Distributed> {
-    const cuda = /^cuda(:(\d+))?$/.exec(c.device);
-    const local = process.env.LOCAL_RANK;
-    const cudaDevice = !cuda ? undefined : cuda[2] !== undefined ? Number(cuda[2]) : local !== undefined && /^\d+$/.test(local) ? Number(local) : 0;
+  /** `device`: where this rank's models live, as the trainer resolved it (cuda:LOCAL_RANK under a launcher). */
+  static async start(given: DistributedOptions, c: TrainConfig, device: ModelDevice, log: (line: string) => void): Promise<Distributed> {
+    const cuda = /^cuda(?::(\d+))?$/.exec(device);
+    const cudaDevice = cuda ? Number(cuda[1] ?? 0) : undefined;
     const backends = native.buildInfo().distributedBackends ?? [];
     if (cudaDevice === undefined && backends.length > 0 && !backends.includes('gloo')) {
-      throw codedError('Error', 'ERR_TDPO_DISTRIBUTED', `this build of tdpo has NCCL but not Gloo, and NCCL works on CUDA tensors only: train with device: 'cuda', or on the CPU with a build that has Gloo's headers (device is '${c.device}')`);
+      throw codedError('Error', 'ERR_TDPO_DISTRIBUTED', `this build of tdpo has NCCL but not Gloo, and NCCL works on CUDA tensors only: train with device: 'cuda', or on the CPU with a build that has Gloo's headers (device is '${device}')`);
     }
     const d = await Distributed.join(given, cudaDevice);
     try {

@@ -125,7 +125,7 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
     throw codedError('TypeError', 'ERR_TDPO_OPTION', 'resume and overwrite exclude each other: resume continues the run in output_dir, overwrite removes it and starts over');
   }
   if (c.threads) setNumThreads(c.threads);
-  const dist = options.distributed ? await Distributed.start(options.distributed, c, log) : null;
+  const dist = options.distributed ? await Distributed.start(options.distributed, c, modelOptions(c).device, log) : null;
   try {
     // Rank 0 alone writes output_dir, so it alone holds the lock.
     if (dist && !dist.isMain) return await runFinished(c, options, log, dist);

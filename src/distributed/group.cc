@@ -134,7 +134,6 @@ struct Group::Impl {
   // Made at the first collective on CUDA tensors, which every rank reaches in the same order: a
   // CPU-only run on a CUDA build never starts NCCL's communicator or its watchdog thread.
   c10::intrusive_ptr<Collectives> nccl;
-  bool open = false;
 
   // The backend for a bucket on `device`; called under the group's mutex.
   c10::intrusive_ptr<Collectives> for_device(const at::Device& device, const GroupOptions& o) {
@@ -157,9 +156,7 @@ struct Group::Impl {
   }
 };
 #else
-struct Group::Impl {
-  bool open = false;
-};
+struct Group::Impl {};
 #endif
 
 void Group::fail(const std::string& what, std::exception_ptr cause) const {
@@ -189,7 +186,6 @@ Group::Group(const GroupOptions& options)
          std::current_exception());
   }
   join(where);
-  impl_->open = true;
 #ifdef TDPO_GLOO
   try {
     auto go = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -263,7 +259,6 @@ void Group::close() noexcept {
     c10::intrusive_ptr<c10d::TCPStore> store;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      impl_->open = false;
       gloo = std::move(impl_->gloo);
       nccl = std::move(impl_->nccl);
       store = std::move(impl_->store);
@@ -312,7 +307,7 @@ void Group::bucketed(std::vector<at::Tensor>& tensors, int64_t bucket_bytes, con
     {
       std::lock_guard<std::mutex> lock(mu_);
       gloo = static_cast<bool>(impl_->gloo);
-      if (!impl_->open)
+      if (!impl_->store)
         throw distributed_error("rank " + std::to_string(options_.rank) + ": " + what + " after the process group was closed");
       for (Bucket& b : buckets) b.backend = impl_->for_device(tensors[b.members.front()].device(), options_);
     }

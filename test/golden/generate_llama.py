@@ -28,7 +28,8 @@ import os
 
 import torch
 
-from hf_folder import inputs, write_safetensors
+import hf_folder
+from hf_folder import write_safetensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "models")
@@ -181,22 +182,7 @@ def rand_params(shapes, scale=0.3):
 
 
 def emit(name, cfg, params, files):
-    d = os.path.join(OUT, name)
-    os.makedirs(d, exist_ok=True)
-    for f in os.listdir(d):
-        os.remove(os.path.join(d, f))
-    with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2, sort_keys=True)
-        f.write("\n")
-    files(d)
-    p64 = {k: v.double() for k, v in params.items()}
-    ids, mask = inputs(cfg["vocab_size"])
-    with torch.no_grad():
-        plain = llama_forward(p64, cfg, ids, None)
-        masked = llama_forward(p64, cfg, ids, mask)
-    r = lambda t: [float("%.9g" % x) for x in t.flatten().tolist()]
-    return {"name": name, "shape": list(ids.shape), "inputIds": ids.flatten().tolist(),
-            "attentionMask": mask.flatten().tolist(), "logits": r(plain), "maskedLogits": r(masked)}
+    return hf_folder.emit(OUT, name, cfg, params, llama_forward, files, sort_keys=True)
 
 
 def single_file(params, dtype=None):

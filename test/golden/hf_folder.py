@@ -4,6 +4,7 @@ and the test inputs (three rows: plain, right-padded, left-padded).
 Used by generate_models.py (GPT-2, GPT-NeoX) and generate_llama.py (the Llama family).
 """
 import json
+import os
 import struct
 
 import torch
@@ -34,3 +35,25 @@ def inputs(V, B=3, T=7):
     mask[1, 5:] = 0   # right padding (the layout TDPO batches use)
     mask[2, :2] = 0   # left padding
     return ids, mask
+
+
+def emit(out, name, cfg, params, forward, files, sort_keys=False):
+    """One golden case: a fresh folder out/name with config.json and the weights (files(d) writes
+    them), and the float64 logits of forward(params, cfg, ids, mask) without and with a mask."""
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        os.remove(os.path.join(d, f))
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=sort_keys)
+        if sort_keys:
+            f.write("\n")
+    files(d)
+    p64 = {k: v.double() for k, v in params.items()}
+    ids, mask = inputs(cfg["vocab_size"])
+    with torch.no_grad():
+        plain = forward(p64, cfg, ids, None)
+        masked = forward(p64, cfg, ids, mask)
+    r = lambda t: [float("%.9g" % x) for x in t.flatten().tolist()]
+    return {"name": name, "shape": list(ids.shape), "inputIds": ids.flatten().tolist(),
+            "attentionMask": mask.flatten().tolist(), "logits": r(plain), "maskedLogits": r(masked)}
