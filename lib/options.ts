@@ -24,8 +24,8 @@ export const defaults = {
   loss: { variant: paper.variant, beta: paper.beta, alpha: paper.alpha, implementation: 'fused' as TdpoImplementation, grad: false },
   // fusedLinear: the loss from the final hidden states, a chunk of rows' logits at a time (never
   // [B, T, V]); chunkMb bounds those logits (policy + reference, float32; see src/loss/fused_linear.h
-  // for why 512). gradientCheckpointing recomputes each block's forward in the backward pass.
-  trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0, fusedLinear: true, chunkMb: 512, gradientCheckpointing: false },
+  // for why 128). gradientCheckpointing recomputes each block's forward in the backward pass.
+  trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0, fusedLinear: true, chunkMb: 128, gradientCheckpointing: false },
   model: { dtype: 'float32' as ModelDtype, device: 'cpu' as ModelDevice, seed: 0 },
   sampling: { maxNewTokens: 32, temperature: 1, topP: 1, topK: 0, seed: 0, useCache: true, eosTokenId: undefined as number | readonly number[] | undefined },
   // rank and worldSize have no default (the binding refuses them missing). The timeout bounds the

@@ -9,6 +9,7 @@ import packageRoot from '../package-root.cjs';
 import type { ModelDevice, ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
+import { defaults } from '../options.js';
 import type { TrainBenchModel, TrainBenchVariant, TrainChildError, TrainChildResult, TrainChildSpec, TrainRunSpec } from './train-child.js';
 
 export type { TrainBenchModel, TrainBenchVariant };
@@ -58,7 +59,7 @@ export const defaultTrainBenchConfig: TrainBenchConfig = {
   threads: 0,
   device: 'cpu',
   dtype: 'float32',
-  chunkMb: 512, // the library's default (TrainStepOptions.chunkMb)
+  chunkMb: defaults.trainStep.chunkMb,
   variants: [...trainBenchVariants],
 };
 

@@ -20,7 +20,7 @@ export interface TrainStepOptions {
    * logits for the policy, the reference and the gradient. SFT always materialises.
    */
   fusedLinear?: boolean;
-  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default 512. */
+  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default 128 (see src/loss/fused_linear.h). */
   chunkMb?: number;
   /** Default false: recompute each block's forward during backward (activation memory: one block plus the block inputs). */
   gradientCheckpointing?: boolean;

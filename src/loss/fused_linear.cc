@@ -329,17 +329,31 @@ class Runner {
     if (opt_.loss.grad && ch.size() > 0) backward(ch);
   }
 
-  // One pair in row chunks: statistics first, then the gradient, recomputing the logits.
+  // One pair in row chunks. Each side's rows are cut into even chunks (TDPO2's chosen rows then
+  // need no reference logits when recomputed). The statistics pass keeps its last chunk's logits,
+  // a rejected chunk, whose gradient is taken from them once the pair's coefficients are known;
+  // the other chunks are recomputed: the policy's logits, the reference's only where a row's KL
+  // term has a gradient.
   void two_pass(int64_t p) {
-    const int64_t begin = L_.offset[2 * p], end = L_.offset[2 * p + 2];
-    for (int64_t b = begin; b < end; b += cap_) {
-      Chunk ch = make_chunk(b, std::min(end, b + cap_));
-      forward(ch);
+    std::vector<std::pair<int64_t, int64_t>> spans;
+    for (int side = 0; side < 2; ++side) {
+      const int64_t b = L_.offset[2 * p + side], n = L_.offset[2 * p + side + 1] - b;
+      const int64_t k = (n + cap_ - 1) / cap_;
+      for (int64_t j = 0; j < k; ++j) spans.emplace_back(b + n * j / k, b + n * (j + 1) / k);
+    }
+    Chunk last{0, 0, {}, {}, {}, {}};
+    for (const auto& [b, e] : spans) {
+      last = Chunk{0, 0, {}, {}, {}, {}};  // the previous chunk's logits go before the next's are made
+      last = make_chunk(b, e);
+      forward(last);
     }
     combine(p, p + 1);
     if (!opt_.loss.grad) return;
-    for (int64_t b = begin; b < end; b += cap_) {
-      Chunk ch = make_chunk(b, std::min(end, b + cap_));
+    if (!needs_reference_grad(last)) last.r = at::Tensor();
+    backward(last);
+    last = Chunk{0, 0, {}, {}, {}, {}};
+    for (size_t j = 0; j + 1 < spans.size(); ++j) {
+      Chunk ch = make_chunk(spans[j].first, spans[j].second);
       ++chunks_;
       recomputed_ += ch.size();
       ch.z = logits(ch.policy_h, in_.policy_weight);

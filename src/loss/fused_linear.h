@@ -10,13 +10,16 @@
 //     gradient is written over the policy's logits in place and multiplied into the hidden states'
 //     and the projection's gradients. No recomputation: the same matmuls as the materialised path
 //     (one forward per model, two backward for the policy), on scored rows only.
-//   - a pair larger than a chunk: two passes over row chunks of that pair, statistics first, then
-//     the gradient with the policy's logits recomputed, and the reference's only for rows whose KL
-//     term has a gradient (none under DPO, the rejected rows only under TDPO2).
-// The chunk budget bounds the policy's and the reference's float32 logits of one chunk. 512 MB
-// holds a whole pair of 2 x 512 scored positions at GPT-2's and Pythia's vocabularies (50k), so
-// the paper's settings never recompute; the step time at budgets from 128 MB to 2 GB is measured
-// by `npx tdpo bench --train --chunk-mb N` (README).
+//   - a pair larger than a chunk: each side's rows in even chunks, two passes: statistics first
+//     (the last chunk's logits, a rejected chunk, kept), then the gradient: the kept chunk's from
+//     its logits, the others' with the policy's logits recomputed, and the reference's only for
+//     rows whose KL term has a gradient (none under DPO, the rejected rows only under TDPO2).
+// The chunk budget bounds the policy's and the reference's float32 logits of one chunk. The
+// default, 128 MB (lib/options.ts), was chosen by measurement (`npx tdpo bench --train --pairs 8
+// -T 512 --fused-linear on --chunk-mb N`, README): at GPT-2's shape a pair's logits (2 x 154 MB
+// for 768 scored rows) were the step's memory peak; in 128 MB chunks the peak moves to the
+// blocks' backward pass (0.25 GB lower than whole pairs), for about 1.05x the step time (a
+// second pass over three quarters of each pair's rows, the reference's over one quarter).
 //
 // Per-row math: the fused kernel's SIMD rows (row_kernel.h) for CPU tensors; libtorch ops on any
 // other device (CUDA), where the same chunking and pair objective run unchanged.

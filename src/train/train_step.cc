@@ -152,12 +152,14 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
 
 MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor& target, bool backward,
                                        double scale) const {
-  const at::Tensor hidden = policy_->hidden(batch.ids, batch.attention_mask);
+  // The reference first: its forward pass's temporaries then come and go before the policy's
+  // activations are held, and only its [B, T, H] hidden states wait for the loss.
   at::Tensor ref_hidden;
   {
     at::NoGradGuard no_grad;
     ref_hidden = reference_->hidden(batch.ids, batch.attention_mask);
   }
+  const at::Tensor hidden = policy_->hidden(batch.ids, batch.attention_mask);
   loss::LinearInputs in;
   in.policy_hidden = hidden.detach().reshape({-1, hidden.size(-1)});
   in.policy_weight = policy_->output_weight().detach();
