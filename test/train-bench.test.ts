@@ -2,7 +2,7 @@
 // process (dist/esm/bench/train-child.js, so dist/ must be built: npm run build:ts, or npm test).
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { defaultTrainBenchConfig, formatTrainReport, runTrainBench, type TrainBenchConfig } from '../lib/bench/train-bench.js';
 
 const tiny = { model_type: 'gpt2', vocab_size: 64, n_positions: 64, n_embd: 32, n_layer: 2, n_head: 2, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5 };
@@ -49,6 +49,37 @@ describe('train bench', () => {
     expect(text).toMatch(/^materialised logits\s.*\s1\.00\s+1\.00$/m);
     expect(text).toMatch(/^fused linear \+ checkpointing\s/m);
     expect(text).toContain('peak RSS ÷');
+  });
+
+  it('passes each step phase\'s allocator peak through with TDPO_MEMORY_TRACE=1', async () => {
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((d: string | Uint8Array) => {
+      written.push(String(d));
+      return true;
+    });
+    process.env.TDPO_MEMORY_TRACE = '1';
+    try {
+      // A vocabulary of 8192 x 128 float32: 4 MiB tensors, which the caching allocator counts (>= 1 MiB).
+      await runTrainBench({ ...config, model: { ...tiny, vocab_size: 8192, n_embd: 128 }, variants: [{ fusedLinear: true, gradientCheckpointing: false }] });
+    } finally {
+      delete process.env.TDPO_MEMORY_TRACE;
+      spy.mockRestore();
+    }
+    const lines = written.join('').split('\n').filter((l) => l.startsWith('tdpo memory: '));
+    const parsed = lines.map((l) => {
+      const m = /^tdpo memory: (.+?)\s+peak\s+([\d.]+) GB live, at its end\s+([\d.]+) GB; highest so far\s+([\d.]+) GB$/.exec(l);
+      expect(m, l).not.toBeNull();
+      return { phase: m![1], peak: Number(m![2]), end: Number(m![3]), highest: Number(m![4]) };
+    });
+    // Each line ends a phase: the warm-up step and the timed one (runs: 1).
+    const step = ['reference forward', 'policy forward', 'loss', 'backward', 'optimizer'];
+    expect(parsed.map((x) => x.phase)).toEqual(['start-up', ...step, 'between steps', ...step]);
+    for (const x of parsed) {
+      expect(x.peak).toBeGreaterThanOrEqual(x.end);
+      expect(x.highest).toBeGreaterThanOrEqual(x.peak);
+    }
+    // Weights, gradients and RMSprop state of the 4 MiB embedding are held between steps.
+    expect(parsed.find((x) => x.phase === 'between steps')!.peak).toBeGreaterThan(0.012);
   });
 
   it('runs one configuration alone, without ratios when the materialised row did not run', async () => {

@@ -114,7 +114,12 @@ function runChild(spec: TrainChildSpec, name: string): Promise<TrainChildResult>
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
+    // TDPO_MEMORY_TRACE=1: the child's per-phase memory lines (src/common/alloc.h) pass through.
+    const trace = process.env.TDPO_MEMORY_TRACE === '1';
+    p.stderr.on('data', (d) => {
+      err += d;
+      if (trace) process.stderr.write(d);
+    });
     p.on('error', reject);
     p.on('close', (code, signal) => {
       let parsed: (TrainChildResult & Partial<TrainChildError>) | undefined;

@@ -21,7 +21,9 @@ default 128; --runs, default 3) in three configurations, each in its own process
 states); the fused linear with gradient checkpointing. Step time, pairs/s, tokens/s, RSS before
 the first step and peak RSS (on a GPU also the CUDA caching allocator's peak), and each row's
 time and peak memory against the materialised row's. --shape pythia-1b: Pythia-1B's shape instead.
---fused-linear or --gradient-checkpointing runs that one configuration instead.
+--fused-linear or --gradient-checkpointing runs that one configuration instead. With
+TDPO_MEMORY_TRACE=1 in the environment each step prints, per phase (reference forward, policy
+forward, loss, backward, optimizer), the highest live bytes of tdpo's CPU allocator.
 With --train --nproc-per-node N: the same global batch (--pairs, default 2N) by 1 process x N
 threads and by N processes x 1 thread (c10d, Gloo on loopback): step time, pairs/s, the
 allreduce's share of the step and the bytes it reduces.

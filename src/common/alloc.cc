@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <map>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 #ifdef __linux__
@@ -86,6 +88,26 @@ class CachingCpuAllocator final : public at::Allocator {
     return bytes;
   }
 
+  void phase(const char* name) {
+    std::string ended;
+    size_t peak, live, all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ended.swap(phase_);
+      phase_ = name;
+      peak = phase_peak_;
+      live = live_bytes_;
+      all = peak_live_;
+      phase_peak_ = live_bytes_;
+    }
+    if (cap_ == 0) {
+      std::fprintf(stderr, "tdpo memory: %-18s (TDPO_CPU_CACHE_MB=0: the allocator is not ours, no figures)\n", ended.c_str());
+      return;
+    }
+    std::fprintf(stderr, "tdpo memory: %-18s peak %7.3f GB live, at its end %7.3f GB; highest so far %7.3f GB\n",
+                 ended.c_str(), peak / 1e9, live / 1e9, all / 1e9);
+  }
+
  private:
   at::DataPtr do_allocate(size_t n) const {
     if (n < kMinCached || cap_ == 0) return fallback_->allocate(n);
@@ -101,6 +123,7 @@ class CachingCpuAllocator final : public at::Allocator {
       live_[p] = rounded;
       live_bytes_ += rounded;
       peak_live_ = std::max(peak_live_, live_bytes_);
+      phase_peak_ = std::max(phase_peak_, live_bytes_);
     }
     return {p, p, &CachingCpuAllocator::give_back, at::Device(at::kCPU)};
   }
@@ -156,6 +179,8 @@ class CachingCpuAllocator final : public at::Allocator {
   mutable size_t held_ = 0;
   mutable std::map<void*, size_t> live_;  // our blocks in use, by address
   mutable size_t live_bytes_ = 0, peak_live_ = 0;  // their sum, its highest
+  mutable size_t phase_peak_ = 0;                  // the highest sum since memory_phase()
+  std::string phase_ = "start-up";
 };
 
 CachingCpuAllocator* instance = nullptr;  // never destroyed: deleters may run at process exit
@@ -193,6 +218,14 @@ void install_caching_allocator(size_t cap_bytes) {
     instance = new CachingCpuAllocator(c10::GetCPUAllocator(), cap_bytes);
     c10::SetCPUAllocator(instance, /*priority=*/1);
   });
+}
+
+void memory_phase(const char* name) {
+  static const bool on = [] {
+    const char* e = std::getenv("TDPO_MEMORY_TRACE");
+    return e && std::string(e) == "1";
+  }();
+  if (on && instance) instance->phase(name);
 }
 
 size_t release_cached_memory() { return instance ? instance->release() : 0; }

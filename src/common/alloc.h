@@ -23,4 +23,10 @@ void install_caching_allocator(size_t cap_bytes);
 // Frees every cached block; returns the bytes released.
 size_t release_cached_memory();
 
+// Where a train step's memory peaks. With TDPO_MEMORY_TRACE=1 in the environment (read at the
+// first call), ends the current phase and starts `name`, printing one line to stderr: the ended
+// phase's highest live bytes in this allocator (blocks of 1 MiB and up: tensors, not Node or the
+// libraries), the live bytes now and the highest since start-up. Otherwise does nothing.
+void memory_phase(const char* name);
+
 }  // namespace tdpo

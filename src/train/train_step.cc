@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "common/alloc.h"
 #include "common/error.h"
 #include "io/atomic_file.h"
 #include "loss/fused_linear.h"
@@ -85,11 +86,13 @@ MicroStats TrainStep::run(const MicroBatch& host_batch, bool backward, double sc
   torch::AutoGradMode grad_mode(backward);
   if (options_.objective == Objective::Sft) {
     MicroStats out;
+    memory_phase("policy forward");
     at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
     at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}),
                                              {}, at::Reduction::Mean, loss::kIgnoreIndex);
     out.loss = loss.item<double>();
     out.tokens = (target != loss::kIgnoreIndex).sum().item<int64_t>();
+    memory_phase("backward");
     if (backward) (loss * scale).backward();
     return out;
   }
@@ -122,8 +125,10 @@ loss::Options loss_options(const StepOptions& o, bool grad) {
 
 MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor& target, bool backward,
                                        double scale) const {
+  memory_phase("policy forward");
   at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
   at::Tensor ref_logits;
+  memory_phase("reference forward");
   {
     at::NoGradGuard no_grad;
     ref_logits = reference_->forward(batch.ids, batch.attention_mask).to(at::kFloat).contiguous();
@@ -131,7 +136,9 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
   if (!policy_->device().is_cpu() || std::string(loss::cpu_row_math()) == "aten") {
     // Off the CPU (or with TDPO_FUSED_LINEAR_ROWS=aten, which tests this path on the CPU): the
     // reference composition in libtorch ops, its gradient by autograd, the unfused baseline.
+    memory_phase("loss");
     loss::Composed c = loss::compose(logits, ref_logits, target, loss_options(options_, backward));
+    memory_phase("backward");
     if (backward) (c.loss * scale).backward();
     return pair_stats(std::move(c.result));
   }
@@ -144,7 +151,9 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
   in.batch = logits.size(0);
   in.seq = logits.size(1);
   in.vocab = logits.size(2);
+  memory_phase("loss");
   loss::Result res = loss::fused(in, loss_options(options_, backward));
+  memory_phase("backward");
   // The fused kernel gives d loss / d logits; autograd carries it into the parameters.
   if (backward) logits.backward(res.grad.mul_(scale));
   return pair_stats(std::move(res));
@@ -155,10 +164,12 @@ MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor
   // The reference first: its forward pass's temporaries then come and go before the policy's
   // activations are held, and only its [B, T, H] hidden states wait for the loss.
   at::Tensor ref_hidden;
+  memory_phase("reference forward");
   {
     at::NoGradGuard no_grad;
     ref_hidden = reference_->hidden(batch.ids, batch.attention_mask);
   }
+  memory_phase("policy forward");
   const at::Tensor hidden = policy_->hidden(batch.ids, batch.attention_mask);
   loss::LinearInputs in;
   in.policy_hidden = hidden.detach().reshape({-1, hidden.size(-1)});
@@ -180,7 +191,9 @@ MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor
     if (!w.grad().defined()) w.mutable_grad() = at::zeros_like(w);
     lo.grad_weight_into = w.grad();
   }
+  memory_phase("loss");
   loss::LinearResult res = loss::fused_linear(in, lo);
+  memory_phase("backward");
   // Nothing of the loss but grad_hidden lives on through the blocks' backward pass.
   in = loss::LinearInputs();
   ref_hidden.reset();
@@ -226,6 +239,7 @@ MicroStats TrainStep::evaluate(const MicroBatch& batch) const { return run(batch
 double TrainStep::apply(double lr, double max_grad_norm) {
   if (!(lr >= 0 && std::isfinite(lr))) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a finite number >= 0, got " + js_number(lr));
   if (std::isnan(max_grad_norm)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
+  memory_phase("optimizer");
   std::vector<at::Tensor> params = optimized();
   double norm = 0;
   if (group_ && group_->size() > 1) {
@@ -255,6 +269,7 @@ double TrainStep::apply(double lr, double max_grad_norm) {
   optimizer_->step();
   optimizer_->zero_grad();
   round_masters_into_policy();
+  memory_phase("between steps");
   return norm;
 }
 
