@@ -115,13 +115,13 @@ export function fusedLinearSuite(lib: typeof Lib): void {
   ];
   describe('fused linear = materialised logits', () => {
     for (const [arch, loss] of cases) {
-      it(`${arch} ${loss}: loss, statistics and gradients at chunk budgets of 3, 17 and 40 rows and the default`, async () => {
+      it(`${arch} ${loss}: loss, statistics and gradients at chunk budgets of 1, 3, 17 and 40 rows and the default`, async () => {
         const b = batch(lib, 11);
         const materialised = await step(arch, loss, { fusedLinear: false }, [b]);
         expect(materialised.norm).toBeGreaterThan(0);
         expect(materialised.evaluated.chosenKl.some((x) => x > 1e-3)).toBe(true); // the reference differs
-        // 3 rows: every pair is cut (two passes); 17: some pairs whole, some cut; 40: whole pairs grouped.
-        for (const chunkMb of [chunkOf(3), chunkOf(17), chunkOf(40), undefined]) {
+        // 1 row: every chunk one row; 3 rows: every pair is cut (two passes); 17: some pairs whole, some cut; 40: whole pairs grouped.
+        for (const chunkMb of [chunkOf(1), chunkOf(3), chunkOf(17), chunkOf(40), undefined]) {
           expectSame(await step(arch, loss, { fusedLinear: true, chunkMb }, [b]), materialised, 1e-5);
         }
       });

@@ -51,18 +51,21 @@ describe('train bench', () => {
     expect(text).toContain('peak RSS ÷');
   });
 
-  it('passes each step phase\'s allocator peak through with TDPO_MEMORY_TRACE=1', async () => {
+  // With TDPO_CPU_CACHE_MB=0 the allocator counts nothing (the lines say so instead).
+  it.skipIf(process.env.TDPO_CPU_CACHE_MB === '0')('passes each step phase\'s allocator peak through with TDPO_MEMORY_TRACE=1', async () => {
     const written: string[] = [];
     const spy = vi.spyOn(process.stderr, 'write').mockImplementation((d: string | Uint8Array) => {
       written.push(String(d));
       return true;
     });
+    const before = process.env.TDPO_MEMORY_TRACE;
     process.env.TDPO_MEMORY_TRACE = '1';
     try {
       // A vocabulary of 8192 x 128 float32: 4 MiB tensors, which the caching allocator counts (>= 1 MiB).
       await runTrainBench({ ...config, model: { ...tiny, vocab_size: 8192, n_embd: 128 }, variants: [{ fusedLinear: true, gradientCheckpointing: false }] });
     } finally {
-      delete process.env.TDPO_MEMORY_TRACE;
+      if (before === undefined) delete process.env.TDPO_MEMORY_TRACE;
+      else process.env.TDPO_MEMORY_TRACE = before;
       spy.mockRestore();
     }
     const lines = written.join('').split('\n').filter((l) => l.startsWith('tdpo memory: '));
@@ -78,8 +81,9 @@ describe('train bench', () => {
       expect(x.peak).toBeGreaterThanOrEqual(x.end);
       expect(x.highest).toBeGreaterThanOrEqual(x.peak);
     }
-    // Weights, gradients and RMSprop state of the 4 MiB embedding are held between steps.
-    expect(parsed.find((x) => x.phase === 'between steps')!.peak).toBeGreaterThan(0.012);
+    // Between steps at least the policy's and the reference's 4 MiB embeddings are held (and
+    // RMSprop's state for it): counted, so the figures are the allocator's.
+    expect(parsed.find((x) => x.phase === 'between steps')!.peak).toBeGreaterThan(0.008);
   });
 
   it('runs one configuration alone, without ratios when the materialised row did not run', async () => {

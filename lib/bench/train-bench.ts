@@ -6,10 +6,9 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
-import type { ModelDevice, ModelDtype } from '../index.js';
+import { defaultConfig, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
-import { defaults } from '../options.js';
 import type { TrainBenchModel, TrainBenchVariant, TrainChildError, TrainChildResult, TrainChildSpec, TrainRunSpec } from './train-child.js';
 
 export type { TrainBenchModel, TrainBenchVariant };
@@ -59,7 +58,7 @@ export const defaultTrainBenchConfig: TrainBenchConfig = {
   threads: 0,
   device: 'cpu',
   dtype: 'float32',
-  chunkMb: defaults.trainStep.chunkMb,
+  chunkMb: defaultConfig.loss.chunk_mb, // the library's default
   variants: [...trainBenchVariants],
 };
 
@@ -114,7 +113,8 @@ function runChild(spec: TrainChildSpec, name: string): Promise<TrainChildResult>
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
-    // TDPO_MEMORY_TRACE=1: the child's per-phase memory lines (src/common/alloc.h) pass through.
+    // TDPO_MEMORY_TRACE=1: the child's stderr passes through, for its per-phase memory lines
+    // (src/common/alloc.h).
     const trace = process.env.TDPO_MEMORY_TRACE === '1';
     p.stderr.on('data', (d) => {
       err += d;

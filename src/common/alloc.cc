@@ -101,7 +101,7 @@ class CachingCpuAllocator final : public at::Allocator {
       phase_peak_ = live_bytes_;
     }
     if (cap_ == 0) {
-      std::fprintf(stderr, "tdpo memory: %-18s (TDPO_CPU_CACHE_MB=0: the allocator is not ours, no figures)\n", ended.c_str());
+      std::fprintf(stderr, "tdpo memory: %-18s (TDPO_CPU_CACHE_MB=0: the cache is off and counts nothing)\n", ended.c_str());
       return;
     }
     std::fprintf(stderr, "tdpo memory: %-18s peak %7.3f GB live, at its end %7.3f GB; highest so far %7.3f GB\n",
@@ -184,6 +184,7 @@ class CachingCpuAllocator final : public at::Allocator {
 };
 
 CachingCpuAllocator* instance = nullptr;  // never destroyed: deleters may run at process exit
+bool trace_phases = false;  // TDPO_MEMORY_TRACE=1, read at install (on the main thread, before any step)
 
 void CachingCpuAllocator::give_back(void* p) {
   CachingCpuAllocator* a = instance;
@@ -215,17 +216,15 @@ void CachingCpuAllocator::give_back(void* p) {
 void install_caching_allocator(size_t cap_bytes) {
   static std::once_flag once;
   std::call_once(once, [cap_bytes] {
+    const char* trace = std::getenv("TDPO_MEMORY_TRACE");
+    trace_phases = trace && std::string(trace) == "1";
     instance = new CachingCpuAllocator(c10::GetCPUAllocator(), cap_bytes);
     c10::SetCPUAllocator(instance, /*priority=*/1);
   });
 }
 
 void memory_phase(const char* name) {
-  static const bool on = [] {
-    const char* e = std::getenv("TDPO_MEMORY_TRACE");
-    return e && std::string(e) == "1";
-  }();
-  if (on && instance) instance->phase(name);
+  if (trace_phases && instance) instance->phase(name);
 }
 
 size_t release_cached_memory() { return instance ? instance->release() : 0; }

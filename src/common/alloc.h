@@ -23,10 +23,12 @@ void install_caching_allocator(size_t cap_bytes);
 // Frees every cached block; returns the bytes released.
 size_t release_cached_memory();
 
-// Where a train step's memory peaks. With TDPO_MEMORY_TRACE=1 in the environment (read at the
-// first call), ends the current phase and starts `name`, printing one line to stderr: the ended
-// phase's highest live bytes in this allocator (blocks of 1 MiB and up: tensors, not Node or the
-// libraries), the live bytes now and the highest since start-up. Otherwise does nothing.
+// Where a train step's memory peaks. With TDPO_MEMORY_TRACE=1 in the environment when the
+// allocator is installed, ends the current phase and starts `name`, printing one line to stderr:
+// the ended phase's highest live bytes in this allocator (CPU blocks of 1 MiB and up: tensors, not
+// Node or the libraries), the live bytes now and the highest since start-up. Otherwise does
+// nothing. One phase per process: steps running at once (two trainers, a generate() beside a
+// step) share it.
 void memory_phase(const char* name);
 
 }  // namespace tdpo

@@ -270,6 +270,7 @@ class Runner {
     } else {
       backward_aten(ch);
     }
+    ch.r = at::Tensor();  // not needed by the matmuls below
     const at::Tensor g = ch.z.to(in_.policy_weight.scalar_type());
     grad_hidden_.index_copy_(0, ch.index, at::mm(g, in_.policy_weight).to(grad_hidden_.scalar_type()));
     if (grad_weight_.scalar_type() == g.scalar_type()) {
@@ -330,8 +331,8 @@ class Runner {
   }
 
   // One pair in row chunks. Each side's rows are cut into even chunks (TDPO2's chosen rows then
-  // need no reference logits when recomputed). The statistics pass keeps its last chunk's logits,
-  // a rejected chunk, whose gradient is taken from them once the pair's coefficients are known;
+  // need no reference logits when recomputed). The statistics pass keeps its last chunk's logits
+  // (a rejected chunk, or a chosen one where no rejected row is scored), whose gradient is taken from them once the pair's coefficients are known;
   // the other chunks are recomputed: the policy's logits, the reference's only where a row's KL
   // term has a gradient.
   void two_pass(int64_t p) {

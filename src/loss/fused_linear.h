@@ -10,10 +10,11 @@
 //     gradient is written over the policy's logits in place and multiplied into the hidden states'
 //     and the projection's gradients. No recomputation: the same matmuls as the materialised path
 //     (one forward per model, two backward for the policy), on scored rows only.
-//   - a pair larger than a chunk: each side's rows in even chunks, two passes: statistics first
-//     (the last chunk's logits, a rejected chunk, kept), then the gradient: the kept chunk's from
-//     its logits, the others' with the policy's logits recomputed, and the reference's only for
-//     rows whose KL term has a gradient (none under DPO, the rejected rows only under TDPO2).
+//   - a pair larger than a chunk: each side's rows in even chunks, two passes: statistics first,
+//     keeping the last chunk's logits (a rejected chunk where the pair has scored rejected rows);
+//     then the gradient: the kept chunk's from its logits, the others' with the policy's logits
+//     recomputed, and the reference's only for rows whose KL term has a gradient (none under
+//     DPO, the rejected rows only under TDPO2).
 // The chunk budget bounds the policy's and the reference's float32 logits of one chunk. The
 // default, 128 MB (lib/options.ts), was chosen by measurement (`npx tdpo bench --train --pairs 8
 // -T 512 --fused-linear on --chunk-mb N`, README): at GPT-2's shape a pair's logits (2 x 154 MB

@@ -88,12 +88,15 @@ MicroStats TrainStep::run(const MicroBatch& host_batch, bool backward, double sc
     MicroStats out;
     memory_phase("policy forward");
     at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
+    memory_phase("loss");
     at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}),
                                              {}, at::Reduction::Mean, loss::kIgnoreIndex);
     out.loss = loss.item<double>();
     out.tokens = (target != loss::kIgnoreIndex).sum().item<int64_t>();
-    memory_phase("backward");
-    if (backward) (loss * scale).backward();
+    if (backward) {
+      memory_phase("backward");
+      (loss * scale).backward();
+    }
     return out;
   }
   return options_.fused_linear ? run_fused_linear(batch, target, backward, scale)
@@ -138,7 +141,7 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
     // reference composition in libtorch ops, its gradient by autograd, the unfused baseline.
     memory_phase("loss");
     loss::Composed c = loss::compose(logits, ref_logits, target, loss_options(options_, backward));
-    memory_phase("backward");
+    if (backward) memory_phase("backward");
     if (backward) (c.loss * scale).backward();
     return pair_stats(std::move(c.result));
   }
@@ -153,7 +156,7 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
   in.vocab = logits.size(2);
   memory_phase("loss");
   loss::Result res = loss::fused(in, loss_options(options_, backward));
-  memory_phase("backward");
+  if (backward) memory_phase("backward");
   // The fused kernel gives d loss / d logits; autograd carries it into the parameters.
   if (backward) logits.backward(res.grad.mul_(scale));
   return pair_stats(std::move(res));
@@ -181,6 +184,7 @@ MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor
   lo.loss = loss_options(options_, backward);
   lo.chunk_bytes = options_.chunk_bytes;
   lo.grad_scale = scale;
+  memory_phase("loss");
   if (backward) {
     // The projection's gradient is summed straight into the parameter's .grad (with masters, the
     // float32 master's, unrounded), before the backward pass through the blocks: no V x H buffer
@@ -191,9 +195,8 @@ MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor
     if (!w.grad().defined()) w.mutable_grad() = at::zeros_like(w);
     lo.grad_weight_into = w.grad();
   }
-  memory_phase("loss");
   loss::LinearResult res = loss::fused_linear(in, lo);
-  memory_phase("backward");
+  if (backward) memory_phase("backward");
   // Nothing of the loss but grad_hidden lives on through the blocks' backward pass.
   in = loss::LinearInputs();
   ref_hidden.reset();
