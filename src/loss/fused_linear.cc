@@ -332,9 +332,9 @@ class Runner {
 
   // One pair in row chunks. Each side's rows are cut into even chunks (TDPO2's chosen rows then
   // need no reference logits when recomputed). The statistics pass keeps its last chunk's logits
-  // (a rejected chunk, or a chosen one where no rejected row is scored), whose gradient is taken from them once the pair's coefficients are known;
-  // the other chunks are recomputed: the policy's logits, the reference's only where a row's KL
-  // term has a gradient.
+  // (a rejected chunk, or a chosen one where no rejected row is scored), whose gradient is taken
+  // from them once the pair's coefficients are known; the other chunks are recomputed: the
+  // policy's logits, the reference's only where a row's KL term has a gradient.
   void two_pass(int64_t p) {
     std::vector<std::pair<int64_t, int64_t>> spans;
     for (int side = 0; side < 2; ++side) {
@@ -344,15 +344,14 @@ class Runner {
     }
     Chunk last{0, 0, {}, {}, {}, {}};
     for (const auto& [b, e] : spans) {
-      last = Chunk{0, 0, {}, {}, {}, {}};  // the previous chunk's logits go before the next's are made
-      last = make_chunk(b, e);
+      last = make_chunk(b, e);  // drops the previous chunk's logits before forward() makes these
       forward(last);
     }
     combine(p, p + 1);
     if (!opt_.loss.grad) return;
     if (!needs_reference_grad(last)) last.r = at::Tensor();
     backward(last);
-    last = Chunk{0, 0, {}, {}, {}, {}};
+    last = Chunk{0, 0, {}, {}, {}, {}};  // its gradient is in: freed before the recomputed chunks
     for (size_t j = 0; j + 1 < spans.size(); ++j) {
       Chunk ch = make_chunk(spans[j].first, spans[j].second);
       ++chunks_;
