@@ -59,6 +59,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("cuda", runtime::cuda_available());
   out.Set("cudaDevices", runtime::cuda_device_count());
   out.Set("defaultThreads", runtime::default_num_threads());
+  out.Set("blasThreads", runtime::blas_threads());
   // c10d backends for distributed training (train's `distributed` option).
   const std::vector<std::string> names = dist::backends();
   Napi::Array backends = Napi::Array::New(env, names.size());

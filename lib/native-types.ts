@@ -153,6 +153,11 @@ export interface BuildInfo {
   cudaDevices: number;
   /** Intra-op threads used by default: the CPUs this process may run on. */
   defaultThreads: number;
+  /**
+   * OpenBLAS's thread count now, which setNumThreads keeps equal to the intra-op count (ATen alone
+   * leaves OpenBLAS on every core); -1 where libtorch's BLAS is not OpenBLAS (MKL follows libtorch).
+   */
+  blasThreads: number;
   /** c10d backends for distributed training: 'gloo' (CPU tensors) and, in a CUDA build with NCCL's headers, 'nccl' (CUDA tensors); [] in a build with neither. */
   distributedBackends: string[];
   /** The fused loss kernel's instruction set on this CPU: 'avx512', 'avx2', 'sse2' or 'generic'. */

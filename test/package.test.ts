@@ -67,6 +67,34 @@ describe('threads', () => {
     setNumThreads(buildInfo().defaultThreads);
     expect(() => setNumThreads(0)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_OPTION' }));
   });
+  it("sets OpenBLAS's threads too, where libtorch calls OpenBLAS", () => {
+    // Read independently of the addon: is an OpenBLAS library mapped into this process?
+    const openblas = /libopenblas/.test(readFileSync('/proc/self/maps', 'utf8'));
+    if (!openblas) return expect(buildInfo().blasThreads).toBe(-1);
+    expect(buildInfo().blasThreads).toBe(getNumThreads());
+    setNumThreads(1);
+    expect(buildInfo().blasThreads).toBe(1);
+    setNumThreads(buildInfo().defaultThreads);
+    expect(buildInfo().blasThreads).toBe(buildInfo().defaultThreads);
+  });
+  it.skipIf(buildInfo().defaultThreads < 2)('keeps a process at threads 1 on one core through its matmuls', () => {
+    // Before setNumThreads reached OpenBLAS, this used 2.0 CPU-seconds a second on 2 cores.
+    const script = `
+      const t = require('tdpo');
+      t.setNumThreads(1);
+      (async () => {
+        const m = await t.Model.create({ model_type: 'gpt2', vocab_size: 8192, n_positions: 64, n_embd: 256, n_layer: 2, n_head: 4 }, { seed: 1 });
+        const ids = new Int32Array(32 * 64).fill(7);
+        await m.forward(ids, [32, 64]);
+        const c0 = process.cpuUsage(), t0 = Date.now();
+        for (let i = 0; i < 6; i++) await m.forward(ids, [32, 64]);
+        const c = process.cpuUsage(c0);
+        console.log(((c.user + c.system) / 1000 / (Date.now() - t0)).toFixed(2));
+      })();`;
+    const r = node(['-e', script]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(Number(r.stdout.trim())).toBeLessThan(1.3);
+  });
 });
 
 describe('a binary that cannot load', () => {

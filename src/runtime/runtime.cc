@@ -15,6 +15,8 @@
 #include <thread>
 
 #ifdef __linux__
+#include <dlfcn.h>
+#include <link.h>
 #include <sched.h>
 #endif
 
@@ -22,15 +24,60 @@
 
 namespace tdpo::runtime {
 
+namespace {
+
+using SetBlasThreads = void (*)(int);
+using GetBlasThreads = int (*)();
+
+struct OpenBlas {
+  SetBlasThreads set = nullptr;
+  GetBlasThreads get = nullptr;
+};
+
+#ifdef __linux__
+// libtorch loads its BLAS as a dependency of a library node dlopened without RTLD_GLOBAL, so
+// dlsym(RTLD_DEFAULT) cannot see it: each mapped object is asked in turn.
+int find_openblas(dl_phdr_info* info, size_t, void* data) {
+  if (info->dlpi_name == nullptr || info->dlpi_name[0] == '\0') return 0;
+  void* handle = dlopen(info->dlpi_name, RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == nullptr) return 0;
+  auto* found = static_cast<OpenBlas*>(data);
+  found->set = reinterpret_cast<SetBlasThreads>(dlsym(handle, "openblas_set_num_threads"));
+  found->get = reinterpret_cast<GetBlasThreads>(dlsym(handle, "openblas_get_num_threads"));
+  dlclose(handle);  // NOLOAD took a reference; the library stays mapped for libtorch
+  return found->set != nullptr && found->get != nullptr ? 1 : 0;
+}
+#endif
+
+const OpenBlas& openblas() {
+  static const OpenBlas found = [] {
+    OpenBlas f;
+#ifdef __linux__
+    dl_iterate_phdr(find_openblas, &f);
+    if (f.set == nullptr || f.get == nullptr) f = OpenBlas{};
+#endif
+    return f;
+  }();
+  return found;
+}
+
+}  // namespace
+
 void set_num_threads(int n) {
   if (n < 1) {
     throw range_error("ERR_TDPO_OPTION",
                       "threads must be an integer >= 1, got " + std::to_string(n));
   }
   at::set_num_threads(n);
+  // ATen passes the count to OpenMP and MKL but not to OpenBLAS (Debian's libtorch), whose own
+  // pool otherwise runs every matmul on all cores: `threads: 1`, or one core per data-parallel
+  // worker, still used them all (CPU time 2.0x wall time at threads 1 on 2 cores).
+  if (openblas().set != nullptr) openblas().set(n);
 }
 
 int get_num_threads() { return at::get_num_threads(); }
+
+int blas_threads() { return openblas().get != nullptr ? openblas().get() : -1; }
 
 int default_num_threads() {
 #ifdef __linux__

@@ -9,6 +9,9 @@ namespace tdpo::runtime {
 // libtorch may start with one intra-op thread (Debian's build does); we default to every core.
 void set_num_threads(int n);  // throws ERR_TDPO_OPTION for n < 1
 int get_num_threads();
+// OpenBLAS's thread count, which set_num_threads keeps equal to the intra-op count; -1 where the
+// process's BLAS is not OpenBLAS (MKL follows at::set_num_threads by itself).
+int blas_threads();
 int default_num_threads();
 
 std::string torch_version();  // e.g. "1.13.0"
