@@ -1,17 +1,21 @@
 // The demo's building blocks: the WordNet corpus, the narrowed GPT-2 vocabulary, the reward, the
 // pair selection, the statistics behind the verdicts, and the charts.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { accuracySpec, chartSpecs, frontierSpec, renderSvg } from '../lib/demo/charts.js';
 import { buildCorpus, defaultCorpusOptions, encodable, wordnetExamples } from '../lib/demo/corpus.js';
-import type { EvalPoint } from '../lib/demo/experiment.js';
+import { meanWithSe, sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, type Scored } from '../lib/demo/pairs.js';
-import { continuationText } from '../lib/demo/stages.js';
+import { fullSettings, quickSettings } from '../lib/cli/demo.js';
+import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
-import { aboveChance, binomialSe, DPO, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
+import { aboveChance, binomialSe, DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
 import { NarrowVocab } from '../lib/demo/vocab.js';
-import { Tokenizer } from '../lib/index.js';
+import { Model, Tokenizer } from '../lib/index.js';
 
 describe('demo corpus', () => {
   const corpus = buildCorpus();
@@ -109,7 +113,7 @@ describe('demo pairs: best of n against worst of n', () => {
 });
 
 const point = (method: string, seed: number, step: number, p: Partial<EvalPoint> = {}): EvalPoint => ({
-  method, seed, step, reward: 0, sampleKl: 0, entropy: 5, accuracy: 0, rewardMargin: 0, klChosen: 0, klRejected: 0, klMargin: 0, ...p,
+  method, seed, step, reward: 0, rewardSe: 0, sampleKl: 0, entropy: 5, accuracy: 0, rewardMargin: 0, klChosen: 0, klRejected: 0, klMargin: 0, ...p,
 });
 
 describe('demo statistics and verdicts', () => {
@@ -137,13 +141,33 @@ describe('demo statistics and verdicts', () => {
     expect(frontier.detail).toMatch(/^2 of 2 trained DPO evaluation points .* within each seed alone it holds in 1 of 2$/);
     expect(acc).toMatchObject({ answer: 'yes', seedsHolding: 1 }); // TDPO2: mean 0.625 clears, seed 2's 0.55 does not
     expect(acc.detail).toContain(`lowest: ${TDPO2}, 0.625 ± 0.048 on 100 pairs`);
+    // Point by point: seed 1's DPO point is dominated by its TDPO2 step 10; in seed 2 the only
+    // TDPO2 point with no more KL is πref (reward 0 < 1).
+    const checks = frontierChecks(pts, [1, 2]);
+    expect(checks.map((c) => [c.seed, c.dpo.step, c.best?.step, c.dominated])).toEqual([[1, 10, 10, true], [2, 10, 0, false]]);
     expect(verdictLines([margin])[0]).toMatch(/^- \*\*TDPO2 keeps a smaller KL margin than DPO:\*\* yes — 0.650 against 1.000/);
+  });
+});
+
+describe('the seed-by-seed frontier table', () => {
+  it('agrees with the verdict: a seed holds exactly when every one of its rows is dominated', () => {
+    let x = 12345; // a fixed linear congruential stream: the same cases every run
+    const rand = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+    for (let trial = 0; trial < 200; trial++) {
+      const seeds = [1, 2, 3];
+      // Rewards and KLs on a coarse grid, so ties (which count as dominated) happen.
+      const pts = seeds.flatMap((seed) => [DPO, TDPO2].flatMap((m) => [0, 10, 20].map((step) =>
+        point(m, seed, step, step === 0 ? {} : { sampleKl: Math.floor(rand() * 4) / 4, reward: Math.floor(rand() * 4) / 4 }))));
+      const perSeed = seeds.filter((seed) => frontierChecks(pts, seeds).filter((c) => c.seed === seed).every((c) => c.dominated)).length;
+      const [, frontier] = verdicts(pts, seeds, [DPO, TDPO2], 100);
+      expect(perSeed).toBe(frontier.seedsHolding);
+    }
   });
 });
 
 describe('demo report parts', () => {
   const pts = [1, 2].flatMap((seed) =>
-    ['DPO', 'TDPO1'].flatMap((m) => [0, 5, 10].map((step) => point(m, seed, step, { sampleKl: step * seed, reward: step / 10, accuracy: step ? 0.6 + seed / 10 : 0 }))),
+    ['DPO', 'TDPO1'].flatMap((m) => [0, 5, 10].map((step) => point(m, seed, step, { sampleKl: step * seed, reward: step / 10, rewardSe: 0.03 * seed, accuracy: step ? 0.6 + seed / 10 : 0 }))),
   );
   it('plots every evaluation point of every seed, with one πref marker per seed', () => {
     const spec = frontierSpec(pts, ['DPO', 'TDPO1']) as { data: { values: Array<{ group: string; seed: number }> }; encoding: Record<string, { scale: { domain: string[]; range: string[] } }> };
@@ -164,12 +188,75 @@ describe('demo report parts', () => {
   it('renders every chart to SVG and tables the means with SE', async () => {
     for (const [name, spec] of chartSpecs(pts, ['DPO', 'TDPO1'], 100)) expect((await renderSvg(spec)).startsWith('<svg'), name).toBe(true);
     const t = table(summarise(pts), 100);
-    expect(t.split('\n')[0]).toBe('| method | reward | sample KL | entropy | pair acc. ± SE | reward margin | KL chosen | KL rejected | KL margin |');
-    expect(t).toContain('| DPO | 1.000 | 15.000 | 5.000 | 0.750 ± 0.043 |');
+    expect(t.split('\n')[0]).toBe('| method | reward ± SE | sample KL | entropy | pair acc. ± SE | reward margin | KL chosen | KL rejected | KL margin |');
+    // The mean of two seeds' rewards, SEs 0.03 and 0.06: √(0.03² + 0.06²)/2 = 0.0335.
+    expect(t).toContain('| DPO | 1.000 ± 0.034 | 15.000 | 5.000 | 0.750 ± 0.043 |');
   });
   it('names the machine and the libraries', () => {
     const line = machineLine();
     expect(line).toMatch(/\d+ cores, \d+ GiB; .+; node v\d+.*, libtorch \d+\.\d+/);
     expect(line).toMatch(/BLAS /);
+  });
+});
+
+describe('demo evaluation statistics', () => {
+  it('gives the mean reward with its standard error', () => {
+    // Rewards 0, 2, 4: mean 2, sample variance 4, SE √(4/3).
+    expect(meanWithSe([0, 2, 4]).reward).toBe(2);
+    expect(meanWithSe([0, 2, 4]).rewardSe).toBeCloseTo(Math.sqrt(4 / 3), 12);
+    expect(meanWithSe([3])).toEqual({ reward: 3, rewardSe: 0 });
+  });
+  it('computes the same sample entropy and KL whatever block of rows crosses at once', async () => {
+    const config = { model_type: 'gpt2', vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 };
+    const policy = await Model.create(config, { seed: 1 });
+    const reference = await Model.create(config, { seed: 2 });
+    // 6 rows: prompts of 2-3 tokens (one repeated, as the evaluation repeats each prompt), 4 tokens each.
+    const prompts = [[0, 5], [0, 5], [0, 7, 8], [0, 9], [0, 7, 8], [0, 3]];
+    const conts = prompts.map((_, i) => [1 + i, 2 + i, 3 + i, 4 + i]);
+    const whole = await sampleStats(policy, reference, prompts, conts, 0, 6);
+    for (const block of [1, 4]) {
+      const s = await sampleStats(policy, reference, prompts, conts, 0, block);
+      expect(s.entropy).toBeCloseTo(whole.entropy, 5);
+      expect(s.kl).toBe(whole.kl);
+    }
+    expect(whole.entropy).toBeGreaterThan(0);
+    expect(whole.entropy).toBeLessThanOrEqual(Math.log(40) + 1e-9);
+    expect(whole.kl).toBeGreaterThan(0);
+    policy.dispose();
+    reference.dispose();
+  });
+});
+
+describe('demo stages folder', () => {
+  const root = mkdtempSync(path.join(tmpdir(), 'tdpo-stages-'));
+  const dir = path.join(root, 'stages');
+  it('keeps stages made with the same settings, and empties them for other settings or --fresh', () => {
+    expect(prepareStages(dir, quickSettings, false)).toBeNull(); // new
+    mkdirSync(path.join(dir, 'runs'));
+    writeFileSync(path.join(dir, 'pairs.jsonl'), '{}\n');
+    expect(prepareStages(dir, quickSettings, false)).toBeNull();
+    expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(true);
+    expect(prepareStages(dir, fullSettings, false)).toBe('other settings');
+    expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(false);
+    writeFileSync(path.join(dir, 'pairs.jsonl'), '{}\n');
+    expect(prepareStages(dir, fullSettings, true)).toBe('fresh');
+    expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(false);
+    expect(JSON.parse(readFileSync(path.join(dir, 'settings.json'), 'utf8')).settings).toEqual(fullSettings);
+  });
+  it('starts over on stages of an earlier version (no settings.json)', () => {
+    rmSync(path.join(dir, 'settings.json'));
+    mkdirSync(path.join(dir, 'reference'));
+    expect(prepareStages(dir, fullSettings, false)).toBe('other settings');
+    expect(existsSync(path.join(dir, 'reference'))).toBe(false);
+  });
+  it('never deletes a folder holding files the demo does not write', () => {
+    writeFileSync(path.join(dir, 'notes.txt'), 'mine');
+    for (const [s, fresh] of [[quickSettings, false], [fullSettings, true]] as const) {
+      expect(() => prepareStages(dir, s, fresh)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DEMO_STAGES', message: expect.stringContaining('notes.txt') }));
+    }
+    expect(readFileSync(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
+    // With the same settings nothing is deleted, so nothing is refused.
+    expect(prepareStages(dir, fullSettings, false)).toBeNull();
+    rmSync(root, { recursive: true, force: true });
   });
 });

@@ -1,6 +1,6 @@
 // `tdpo demo --quick` end to end: the report's structure, and every number in it finite.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -25,10 +25,11 @@ describe('tdpo demo --quick', () => {
     expect(report).toMatch(/- Run: started \d{4}-\d\d-\d\d \d\d:\d\d UTC; [\d.]+ min, from scratch/);
     expect(report).toMatch(/- Machine: .+ cores, .+, libtorch /);
     expect(report).toMatch(/- Reward gap \(best − worst\) over the prompts: 0 \(dropped\): \d+, /);
-    for (const m of ['DPO', 'TDPO1', 'TDPO2 α=0.5', 'TDPO2 α=1.0']) expect(report).toMatch(new RegExp(`\\| ${m} \\| -?\\d+\\.\\d{3} \\| .* \\| 0\\.\\d{3} ± 0\\.\\d{3} \\|`));
+    for (const m of ['DPO', 'TDPO1', 'TDPO2 α=0.5', 'TDPO2 α=1.0']) expect(report).toMatch(new RegExp(`\\| ${m} \\| -?\\d+\\.\\d{3} ± \\d+\\.\\d{3} \\| .* \\| 0\\.\\d{3} ± 0\\.\\d{3} \\|`));
     expect(report).toMatch(/TDPO2 keeps a smaller KL margin than DPO:\*\* (yes|no) — .* in \d of 1 seeds/);
     expect(report).toMatch(/frontier dominates DPO's:\*\* (yes|no|partly) — .* holds in \d of 1/);
     expect(report).toMatch(/Every trained method learns the preference:\*\* (yes|no) — /);
+    expect(report).toMatch(/\| 1 \| step 8: KL \d+\.\d{3}, reward -?\d+\.\d{3} ± \d+\.\d{3} \| (step \d+: KL .*|none) \| (yes|no) \|/);
     expect(report).not.toMatch(/NaN|Infinity/);
     const metrics = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     const numbers: number[] = [];
@@ -40,9 +41,11 @@ describe('tdpo demo --quick', () => {
     expect(numbers.length).toBeGreaterThan(100);
     expect(numbers.every(Number.isFinite)).toBe(true);
     expect(metrics.points.length).toBe(4 * 3); // 4 methods x evaluations at steps 0, 8, 16
+    // 64 samples (2 for each of 32 prompts): the reward's SE is its spread over √64, not 0.
+    for (const p of metrics.points) expect(p.rewardSe > 0 && p.rewardSe < 1, JSON.stringify(p)).toBe(true);
     expect(metrics.pairs.pairs + metrics.pairs.smallGap + metrics.pairs.empty).toBe(metrics.pairs.prompts);
     expect(metrics.verdicts).toHaveLength(3);
-    expect(r.stdout).toContain('| method | reward |');
+    expect(r.stdout).toContain('| method | reward ± SE |');
     expect(r.stdout).toContain('Every trained method learns the preference');
 
     // A rerun reuses πref and the pairs.
@@ -50,5 +53,14 @@ describe('tdpo demo --quick', () => {
     expect(again.status, again.stderr).toBe(0);
     expect(again.stderr).toContain('(reused)');
     expect(Date.now() - t0 - first).toBeLessThan(first);
+
+    // Stages made with other settings (an earlier version) are not mixed in: the run starts over.
+    const settings = path.join(out, 'stages-quick', 'settings.json');
+    writeFileSync(settings, readFileSync(settings, 'utf8').replace('"trainSteps":16', '"trainSteps":17'));
+    const stale = spawnSync(process.execPath, [cli, 'demo', '--quick', '--out', out], { encoding: 'utf8' });
+    expect(stale.status, stale.stderr).toBe(0);
+    expect(stale.stderr).toContain('was made with other settings');
+    expect(stale.stderr).not.toContain('(reused)');
+    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/min, from scratch/);
   }, 300_000);
 });

@@ -1,5 +1,5 @@
 // `tdpo demo`: the end-to-end TDPO vs DPO experiment (lib/demo), what `npm start` runs.
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildCorpus, encodable } from '../demo/corpus.js';
@@ -7,7 +7,7 @@ import { runExperiment } from '../demo/experiment.js';
 import { machineLine } from '../demo/machine.js';
 import { samplePairs } from '../demo/pairs.js';
 import { writeReport } from '../demo/report.js';
-import { referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
+import { prepareStages, referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
 import { table } from '../demo/summary.js';
 import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
@@ -21,9 +21,9 @@ and TDPO2 (α = 0.5 and 1.0) from πref on the same pairs, and writes DIR/report
 reward-KL frontier, held-out accuracy and KL curves as SVG charts, and DIR/metrics.json.
 
 Options:
-      --quick      fewer steps and one seed (about a minute)
+      --quick      fewer steps and one seed (under a minute)
       --out DIR    where the stages and the report go (default demo-output); finished stages
-                   (πref, the pairs) are reused on a rerun
+                   (πref, the pairs, each run) are reused on a rerun with the same settings
       --fresh      start over: delete DIR's stages first
   -h, --help       this text
 `;
@@ -39,10 +39,10 @@ const methods: DemoSettings['methods'] = [
 // README.md, "The experiment", says what was measured.
 export const fullSettings: DemoSettings = {
   seeds: [1, 2, 3], vocabTokens: 8192, sftSteps: 400, sftBatch: 64, promptTokens: 3, continuationTokens: 10, pairPrompts: 1280,
-  samplesPerPrompt: 8, minGap: 3, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, evalPairs: 192, beta: 0.5, lr: 1e-4, methods,
+  samplesPerPrompt: 8, minGap: 3, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, samplesPerEvalPrompt: 4, evalPairs: 192, beta: 0.5, lr: 1e-4, methods,
 };
 export const quickSettings: DemoSettings = {
-  ...fullSettings, seeds: [1], sftSteps: 120, pairPrompts: 256, trainSteps: 16, trainBatch: 16, evalEvery: 8, evalPrompts: 32, evalPairs: 48,
+  ...fullSettings, seeds: [1], sftSteps: 120, pairPrompts: 256, trainSteps: 16, trainBatch: 16, evalEvery: 8, evalPrompts: 32, samplesPerEvalPrompt: 2, evalPairs: 48,
 };
 
 /** "2026-11-28 17:03 UTC": the report's date and time. */
@@ -67,8 +67,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const out = path.resolve(values.out ?? 'demo-output');
   // Stages of a --quick run and a full run are kept apart: their settings differ.
   const stages = path.join(out, values.quick ? 'stages-quick' : 'stages');
-  if (values.fresh) rmSync(stages, { recursive: true, force: true });
-  mkdirSync(stages, { recursive: true });
+  const emptied = prepareStages(stages, s, values.fresh);
+  if (emptied === 'other settings') process.stderr.write(`${stages} was made with other settings (an earlier version): starting over\n`);
   const t0 = Date.now();
   const started = utcMinute(new Date(t0));
   const say = (m: string) => process.stderr.write(`${m}\n`);

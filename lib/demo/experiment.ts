@@ -16,6 +16,8 @@ export interface EvalPoint {
   step: number;
   /** Mean sentiment of continuations sampled from the policy on held-out prompts. */
   reward: number;
+  /** The standard error of that mean: the samples' standard deviation over √samples. */
+  rewardSe: number;
   /** Mean sequence KL(πref ‖ πθ) over those sampled continuations. */
   sampleKl: number;
   /** Mean per-token entropy of the policy over those continuations (diversity). */
@@ -29,13 +31,16 @@ export interface EvalPoint {
   klMargin: number;
 }
 
+/** Rows of the policy's logits sampleStats brings into JS at once. */
+const ENTROPY_ROWS = 256;
+
 /**
  * Mean sequence KL(πref ‖ πθ) and mean per-token policy entropy over each row's continuation. The
  * KL comes from the train step's own per-sequence statistics: each sample goes in as one side of a
  * pair (prompt, then the continuation as the response, without the EOS a training pair appends),
  * collated as training pairs are.
  */
-async function sampleStats(policy: Model, reference: Model, prompts: number[][], conts: number[][], eos: number) {
+export async function sampleStats(policy: Model, reference: Model, prompts: number[][], conts: number[][], eos: number, blockRows = ENTROPY_ROWS) {
   const rows = prompts.map((p, i) => ({ inputIds: [...p, ...conts[i]], labels: [...p.map(() => -100), ...conts[i]] }));
   const B = rows.length;
   if (B % 2) throw new RangeError(`sampleStats needs an even number of prompts, got ${B}`);
@@ -47,28 +52,41 @@ async function sampleStats(policy: Model, reference: Model, prompts: number[][],
   const stats = await step.evaluate(batch);
   const kl = [...stats.chosenKl, ...stats.rejectedKl];
   // The entropy of the distributions the continuation was drawn from: positions prompt − 1 to the
-  // row's second-to-last.
-  const pol = await policy.forward(inputIds, [B, T], { attentionMask });
-  const V = pol.shape[2];
+  // row's second-to-last. The logits cross to JS a block of rows at a time (256 rows of 13
+  // positions and 8,192 tokens are 109 MB).
   let entropy = 0;
   let positions = 0;
-  rows.forEach((r, b) => {
-    for (let t = prompts[b].length - 1; t < r.inputIds.length - 1; t++) {
-      const z = pol.logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
-      let max = -Infinity;
-      for (let v = 0; v < V; v++) max = Math.max(max, z[v]);
-      let sum = 0;
-      let dot = 0;
-      for (let v = 0; v < V; v++) {
-        const e = Math.exp(z[v] - max);
-        sum += e;
-        dot += e * (z[v] - max);
+  for (let from = 0; from < B; from += blockRows) {
+    const n = Math.min(blockRows, B - from);
+    const pol = await policy.forward(inputIds.subarray(from * T, (from + n) * T), [n, T], { attentionMask: attentionMask?.subarray(from * T, (from + n) * T) });
+    const V = pol.shape[2];
+    for (let b = 0; b < n; b++) {
+      const r = rows[from + b];
+      for (let t = prompts[from + b].length - 1; t < r.inputIds.length - 1; t++) {
+        const z = pol.logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
+        let max = -Infinity;
+        for (let v = 0; v < V; v++) max = Math.max(max, z[v]);
+        let sum = 0;
+        let dot = 0;
+        for (let v = 0; v < V; v++) {
+          const e = Math.exp(z[v] - max);
+          sum += e;
+          dot += e * (z[v] - max);
+        }
+        entropy += Math.log(sum) - dot / sum;
+        positions++;
       }
-      entropy += Math.log(sum) - dot / sum;
-      positions++;
     }
-  });
+  }
   return { kl: kl.reduce((a, b) => a + b, 0) / B, entropy: positions ? entropy / positions : 0 };
+}
+
+/** The mean reward and its standard error: the samples' standard deviation (n − 1) over √n. */
+export function meanWithSe(rewards: number[]): { reward: number; rewardSe: number } {
+  const n = rewards.length;
+  const reward = rewards.reduce((a, r) => a + r, 0) / n;
+  const variance = n > 1 ? rewards.reduce((a, r) => a + (r - reward) ** 2, 0) / (n - 1) : 0;
+  return { reward, rewardSe: Math.sqrt(variance / n) };
 }
 
 export interface Experiment {
@@ -128,12 +146,14 @@ export async function runExperiment(
   writeFileSync(path.join(dir, 'pairs-train.jsonl'), `${lines.slice(s.evalPairs).join('\n')}\n`);
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts);
   const reference = await Model.load(refDir);
-  // Samples at a step: fixed-length, as the pairs' (pairs.ts), with a seed of the seed and step.
+  // Samples at a step: fixed-length, as the pairs' (pairs.ts), samplesPerEvalPrompt per prompt,
+  // with a seed of the seed and step (so every method at a step draws from the same stream).
+  const rows = Array.from({ length: s.samplesPerEvalPrompt }, () => prompts).flat();
   const sampled = async (policy: Model, seed: number, at: number) => {
-    const samples = await policy.generate(prompts.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed + at });
-    const texts = samples.map((x) => continuationText(x, vocab).text);
-    const { kl, entropy } = await sampleStats(policy, reference, prompts, samples.map((x) => Array.from(x)), vocab.eosId);
-    return { reward: texts.reduce((a, t) => a + sentimentScore(t), 0) / texts.length, sampleKl: kl, entropy };
+    const samples = await policy.generate(rows.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed + at });
+    const rewards = samples.map((x) => sentimentScore(continuationText(x, vocab).text));
+    const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
+    return { ...meanWithSe(rewards), sampleKl: kl, entropy };
   };
   const points: EvalPoint[] = [];
   const runs = s.methods.length * s.seeds.length;

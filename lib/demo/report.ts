@@ -7,7 +7,7 @@ import type { EvalPoint, Experiment } from './experiment.js';
 import { gapLine, type PairStats } from './pairs.js';
 import { modelShape, type DemoSettings } from './stages.js';
 import { summarise, table, type MethodSummary } from './summary.js';
-import { verdictLines, verdicts, type Verdict } from './verdicts.js';
+import { frontierChecks, TDPO2, verdictLines, verdicts, type Verdict } from './verdicts.js';
 
 export interface ReportInput {
   settings: DemoSettings;
@@ -37,8 +37,14 @@ export interface Report {
 function perSeedTable(points: EvalPoint[]): string {
   const last = Math.max(...points.map((p) => p.step));
   const rows = points.filter((p) => p.step === last).sort((a, b) => a.seed - b.seed);
-  const head = '| method | seed | reward | sample KL | pair acc. | KL margin |\n| --- | --- | --- | --- | --- | --- |';
-  return [head, ...rows.map((p) => `| ${p.method} | ${p.seed} | ${p.reward.toFixed(3)} | ${p.sampleKl.toFixed(3)} | ${p.accuracy.toFixed(3)} | ${p.klMargin.toFixed(3)} |`)].join('\n');
+  const head = '| method | seed | reward ± SE | sample KL | pair acc. | KL margin |\n| --- | --- | --- | --- | --- | --- |';
+  return [head, ...rows.map((p) => `| ${p.method} | ${p.seed} | ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)} | ${p.sampleKl.toFixed(3)} | ${p.accuracy.toFixed(3)} | ${p.klMargin.toFixed(3)} |`)].join('\n');
+}
+
+function frontierTable(points: EvalPoint[], seeds: number[]): string {
+  const at = (p: EvalPoint) => `step ${p.step}: KL ${p.sampleKl.toFixed(3)}, reward ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)}`;
+  const head = `| seed | DPO point | best ${TDPO2} point with no more KL | dominated |\n| --- | --- | --- | --- |`;
+  return [head, ...frontierChecks(points, seeds).map((c) => `| ${c.seed} | ${at(c.dpo)} | ${c.best ? at(c.best) : 'none'} | ${c.dominated ? 'yes' : 'no'} |`)].join('\n');
 }
 
 export async function writeReport(dir: string, r: ReportInput): Promise<Report> {
@@ -77,8 +83,8 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     `- Training: ${methods.join(', ')}; β = ${s.beta}, RMSprop, lr ${s.lr} ` +
       `(higher than the paper's 5e-6, which is tuned for pretrained LMs of 10⁸–10⁹ parameters), ${s.trainSteps} steps of ` +
       `${s.trainBatch} pairs, seeds ${s.seeds.join(', ')}, the same pairs and budget for every method.`,
-    `- Evaluation every ${s.evalEvery} steps: ${s.evalPrompts} other held-out prompts sampled at temperature 1 ` +
-      `(${s.continuationTokens} tokens each; mean reward, mean sequence KL(πref ‖ πθ) of the samples, mean per-token entropy), and the ${evalPairs} held-out pairs ` +
+    `- Evaluation every ${s.evalEvery} steps: ${s.evalPrompts} other held-out prompts, ${s.samplesPerEvalPrompt} samples each at temperature 1 ` +
+      `(${s.continuationTokens} tokens each; mean reward with its standard error, mean sequence KL(πref ‖ πθ) of the samples, mean per-token entropy), and the ${evalPairs} held-out pairs ` +
       `(implicit-reward accuracy, the mean implicit-reward margin β·(log-ratio chosen − log-ratio rejected), sequence KL of chosen and rejected responses).`,
     '',
     '## Results at the last evaluation (mean over seeds)',
@@ -86,7 +92,9 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     table(summary, evalPairs),
     '',
     `Accuracy ± its binomial standard error on the ${evalPairs} held-out pairs (the same pairs in every seed). ` +
-      `Reward and sample KL: over ${s.evalPrompts} prompts; reward margin and the KL columns: over the held-out pairs.`,
+      `Reward and sample KL: over ${s.evalPrompts * s.samplesPerEvalPrompt} samples (${s.samplesPerEvalPrompt} for each of ${s.evalPrompts} prompts), ` +
+      `± the sampling error of the samples' mean given these models and prompts (over seeds, √(Σ SE²)/seeds; it leaves out the spread between ` +
+      `training seeds, which the next table shows); reward margin and the KL columns: over the held-out pairs.`,
     '',
     '## Each seed at the last evaluation',
     '',
@@ -95,6 +103,12 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     "## The paper's claims, as this run shows them",
     '',
     ...verdictLines(vs),
+    '',
+    `The frontier rule seed by seed: each trained DPO point against the ${TDPO2} point of its seed with the most reward at no more sample KL ` +
+      `(πref, step 0, counts: it is the policy before training). The verdict's pooled count may find more: there a point of any seed counts. ` +
+      `Every method at a given seed and step samples with the same seed, so points of one step share their luck.`,
+    '',
+    frontierTable(points, s.seeds),
     '',
     'These are small models on a small corpus; the numbers test the mechanics and the direction of the effects, not their size. ' +
       'From scratch, digits differ between machines and BLAS builds; the verdicts, checked in every seed, are what should hold.',

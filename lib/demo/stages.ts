@@ -1,8 +1,9 @@
 // The demo's settings and its first stage: the reference model πref, a small GPT-2 trained from
 // scratch on the WordNet corpus by train() with loss 'sft' (the pairs are stage 3, pairs.ts). A
 // stage writes its artefact and is reused on a rerun.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { codedError } from '../errors.js';
 import { loadConfig, train } from '../index.js';
 import type { Corpus } from './corpus.js';
 import type { NarrowVocab } from './vocab.js';
@@ -25,6 +26,8 @@ export interface DemoSettings {
   trainBatch: number;
   evalEvery: number;
   evalPrompts: number;
+  /** Continuations sampled per evaluation prompt: more samples, a smaller sampling error of the mean reward. */
+  samplesPerEvalPrompt: number;
   evalPairs: number;
   beta: number;
   lr: number;
@@ -32,6 +35,39 @@ export interface DemoSettings {
 }
 
 export const modelShape = { n_positions: 48, n_embd: 128, n_layer: 3, n_head: 4 };
+
+/**
+ * Bumped whenever what a stage holds changes with the same settings (the model's shape, the
+ * training recipe in experiment.ts, the reward, the corpus): stages of another version are redone.
+ */
+export const STAGES_VERSION = 2;
+
+/** What the demo itself writes into a stages folder; anything else there is not ours to delete. */
+const STAGE_ENTRIES = new Set(['settings.json', 'sft.jsonl', 'reference', 'pairs.jsonl', 'pairs-stats.json', 'pairs-train.jsonl', 'pairs-eval.jsonl', 'runs']);
+
+/**
+ * Makes `dir` ready for a run with `settings`: kept when it was made with the same settings and
+ * version (its finished stages are reused), emptied on `fresh` or when it was made with others,
+ * which would mix into this run's figures. A folder holding anything the demo does not write is
+ * refused (ERR_TDPO_DEMO_STAGES), never deleted. Returns why it was emptied, if it was.
+ */
+export function prepareStages(dir: string, settings: DemoSettings, fresh: boolean): 'fresh' | 'other settings' | null {
+  const file = path.join(dir, 'settings.json');
+  const current = `${JSON.stringify({ version: STAGES_VERSION, modelShape, settings })}\n`;
+  let why: 'fresh' | 'other settings' | null = null;
+  if (existsSync(dir)) {
+    const foreign = readdirSync(dir).filter((e) => !STAGE_ENTRIES.has(e));
+    const same = existsSync(file) && readFileSync(file, 'utf8') === current;
+    why = fresh ? 'fresh' : same || readdirSync(dir).length === 0 ? null : 'other settings';
+    if (why && foreign.length) {
+      throw codedError('Error', 'ERR_TDPO_DEMO_STAGES', `${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); choose another --out`);
+    }
+    if (why) rmSync(dir, { recursive: true, force: true });
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, current);
+  return why;
+}
 
 /** Sentences as [EOS, tokens..., EOS] rows of the narrowed vocabulary, at most maxLen long. */
 export function encodeSentences(sentences: string[], vocab: NarrowVocab, maxLen: number): Int32Array[] {

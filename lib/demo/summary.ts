@@ -5,9 +5,11 @@ import { binomialSe } from './verdicts.js';
 const METRICS = ['reward', 'sampleKl', 'entropy', 'accuracy', 'rewardMargin', 'klChosen', 'klRejected', 'klMargin'] as const;
 
 /** A method's metrics at the last evaluation, averaged over seeds. */
-export type MethodSummary = { method: string } & Pick<EvalPoint, (typeof METRICS)[number]>;
+export type MethodSummary = { method: string } & Pick<EvalPoint, (typeof METRICS)[number] | 'rewardSe'>;
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+/** The standard error of a mean of n independent estimates with these standard errors. */
+const seOfMean = (ses: number[]) => Math.sqrt(ses.reduce((a, e) => a + e * e, 0)) / ses.length;
 
 /** Points averaged over seeds, per method and step. */
 export function averaged(points: EvalPoint[]): EvalPoint[] {
@@ -16,7 +18,12 @@ export function averaged(points: EvalPoint[]): EvalPoint[] {
     const k = `${p.method}\u0000${p.step}`;
     groups.set(k, [...(groups.get(k) ?? []), p]);
   }
-  return [...groups.values()].map((g) => ({ ...g[0], seed: -1, ...Object.fromEntries(METRICS.map((k) => [k, mean(g.map((p) => p[k]))])) }));
+  return [...groups.values()].map((g) => ({
+    ...g[0],
+    seed: -1,
+    ...Object.fromEntries(METRICS.map((k) => [k, mean(g.map((p) => p[k]))])),
+    rewardSe: seOfMean(g.map((p) => p.rewardSe)),
+  }));
 }
 
 export function summarise(points: EvalPoint[]): MethodSummary[] {
@@ -24,15 +31,18 @@ export function summarise(points: EvalPoint[]): MethodSummary[] {
   const last = Math.max(...avg.map((p) => p.step));
   return avg
     .filter((p) => p.step === last)
-    .map((p) => ({ method: p.method, ...Object.fromEntries(METRICS.map((k) => [k, p[k]])) }) as MethodSummary);
+    .map((p) => ({ method: p.method, rewardSe: p.rewardSe, ...Object.fromEntries(METRICS.map((k) => [k, p[k]])) }) as MethodSummary);
 }
 
-/** The results table; accuracy with its binomial standard error on evalPairs pairs. */
+/** The results table: reward with its standard error over the samples, accuracy with its binomial
+ * standard error on evalPairs pairs. */
 export function table(rows: MethodSummary[], evalPairs: number): string {
-  const head = ['method', 'reward', 'sample KL', 'entropy', 'pair acc. ± SE', 'reward margin', 'KL chosen', 'KL rejected', 'KL margin'];
-  const body = rows.map((r) => [
-    r.method,
-    ...METRICS.map((k) => (k === 'accuracy' ? `${r[k].toFixed(3)} ± ${binomialSe(r[k], evalPairs).toFixed(3)}` : r[k].toFixed(3))),
-  ]);
+  const head = ['method', 'reward ± SE', 'sample KL', 'entropy', 'pair acc. ± SE', 'reward margin', 'KL chosen', 'KL rejected', 'KL margin'];
+  const cell = (r: MethodSummary, k: (typeof METRICS)[number]) => {
+    if (k === 'reward') return `${r.reward.toFixed(3)} ± ${r.rewardSe.toFixed(3)}`;
+    if (k === 'accuracy') return `${r.accuracy.toFixed(3)} ± ${binomialSe(r.accuracy, evalPairs).toFixed(3)}`;
+    return r[k].toFixed(3);
+  };
+  const body = rows.map((r) => [r.method, ...METRICS.map((k) => cell(r, k))]);
   return [`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...body.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }

@@ -28,6 +28,32 @@ export function dominates(a: EvalPoint[], b: EvalPoint[]): { dominated: number; 
   return { dominated: ok.length, of: trained.length };
 }
 
+/** One trained DPO point of a seed against the TDPO2 point of that seed with the most reward at no more KL. */
+export interface FrontierCheck {
+  seed: number;
+  dpo: EvalPoint;
+  /** Undefined when every TDPO2 point of the seed has more KL. */
+  best?: EvalPoint;
+  dominated: boolean;
+}
+
+/**
+ * The frontier rule of `verdicts` within each seed, point by point: a seed holds when every row of
+ * it is dominated. (The pooled count lets a point of any seed dominate, so it may find more.)
+ */
+export function frontierChecks(points: EvalPoint[], seeds: number[]): FrontierCheck[] {
+  return seeds.flatMap((seed) => {
+    const own = points.filter((p) => p.seed === seed && p.method === TDPO2);
+    return points
+      .filter((q) => q.seed === seed && q.method === DPO && q.step > 0)
+      .sort((a, b) => a.step - b.step)
+      .map((dpo) => {
+        const best = own.filter((p) => p.sampleKl <= dpo.sampleKl).sort((a, b) => b.reward - a.reward)[0];
+        return { seed, dpo, best, dominated: best !== undefined && best.reward >= dpo.reward };
+      });
+  });
+}
+
 const lastOf = (points: EvalPoint[], method: string, seed: number) =>
   points.filter((p) => p.method === method && p.seed === seed).sort((a, b) => b.step - a.step)[0];
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
