@@ -3,7 +3,6 @@
 // stage writes its artefact and is reused on a rerun.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { codedError } from '../errors.js';
 import { loadConfig, train } from '../index.js';
 import type { Corpus } from './corpus.js';
 import type { NarrowVocab } from './vocab.js';
@@ -60,7 +59,8 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
     const same = existsSync(file) && readFileSync(file, 'utf8') === current;
     why = fresh ? 'fresh' : same || readdirSync(dir).length === 0 ? null : 'other settings';
     if (why && foreign.length) {
-      throw codedError('Error', 'ERR_TDPO_DEMO_STAGES', `${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); choose another --out`);
+      const message = `${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); choose another --out`;
+      throw Object.assign(new Error(message), { code: 'ERR_TDPO_DEMO_STAGES' });
     }
     if (why) rmSync(dir, { recursive: true, force: true });
   }
