@@ -146,11 +146,12 @@ export async function runExperiment(
   writeFileSync(path.join(dir, 'pairs-train.jsonl'), `${lines.slice(s.evalPairs).join('\n')}\n`);
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts);
   const reference = await Model.load(refDir);
-  // Samples at a step: fixed-length, as the pairs' (pairs.ts), samplesPerEvalPrompt per prompt,
-  // with a seed of the seed and step (so every method at a step draws from the same stream).
+  // Samples of a checkpoint: fixed-length, as the pairs' (pairs.ts), samplesPerEvalPrompt per
+  // prompt. Every checkpoint of a seed (each method, each step, and πref) draws from the same
+  // random stream, so comparisons within a seed are paired: a lucky stream lifts them all alike.
   const rows = Array.from({ length: s.samplesPerEvalPrompt }, () => prompts).flat();
-  const sampled = async (policy: Model, seed: number, at: number) => {
-    const samples = await policy.generate(rows.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed + at });
+  const sampled = async (policy: Model, seed: number) => {
+    const samples = await policy.generate(rows.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed });
     const rewards = samples.map((x) => sentimentScore(continuationText(x, vocab).text));
     const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
     return { ...meanWithSe(rewards), sampleKl: kl, entropy };
@@ -172,7 +173,7 @@ export async function runExperiment(
       }
       if (!atStart) {
         const start = await Model.load(refDir);
-        atStart = { step: 0, ...(await sampled(start, seed, 0)), ...heldOutOf(await evaluate(config, refDir)) };
+        atStart = { step: 0, ...(await sampled(start, seed)), ...heldOutOf(await evaluate(config, refDir)) };
         start.dispose();
       }
       const own: EvalPoint[] = [{ method: m.name, seed, ...atStart }];
@@ -188,7 +189,7 @@ export async function runExperiment(
         const heldOut = logged.find((x) => x.step === at && 'eval/loss' in x);
         if (!heldOut) throw new Error(`${out}/metrics.jsonl has no evaluation at step ${at}`);
         const policy = await Model.load(path.join(out, at === s.trainSteps ? 'final' : `step-${at}`));
-        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed, at)), ...heldOutOf(heldOut) });
+        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed)), ...heldOutOf(heldOut) });
         policy.dispose();
       }
       writeFileSync(pointsFile, `${JSON.stringify(own)}\n`);

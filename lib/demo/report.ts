@@ -106,7 +106,7 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     `The frontier rule seed by seed: each trained DPO point against the ${TDPO2} point of its seed with the most reward at no more sample KL ` +
       `(πref, step 0, counts: it is the policy before training). The verdict's pooled count may find more: there a point of any seed counts. ` +
-      `Every method at a given seed and step samples with the same seed, so points of one step share their luck.`,
+      `Every checkpoint of a seed samples from the same random stream, so these comparisons are paired.`,
     '',
     frontierTable(points, s.seeds),
     '',
