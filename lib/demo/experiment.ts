@@ -150,8 +150,9 @@ export async function runExperiment(
   // prompt. Every checkpoint of a seed (each method, each step, and πref) draws from the same
   // random stream, so comparisons within a seed are paired: a lucky stream lifts them all alike.
   const rows = Array.from({ length: s.samplesPerEvalPrompt }, () => prompts).flat();
+  const rowIds = rows.map((p) => Int32Array.from(p));
   const sampled = async (policy: Model, seed: number) => {
-    const samples = await policy.generate(rows.map((p) => Int32Array.from(p)), { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed });
+    const samples = await policy.generate(rowIds, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed });
     const rewards = samples.map((x) => sentimentScore(continuationText(x, vocab).text));
     const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
     return { ...meanWithSe(rewards), sampleKl: kl, entropy };

@@ -55,9 +55,10 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
   const current = `${JSON.stringify({ version: STAGES_VERSION, modelShape, settings })}\n`;
   let why: 'fresh' | 'other settings' | null = null;
   if (existsSync(dir)) {
-    const foreign = readdirSync(dir).filter((e) => !STAGE_ENTRIES.has(e));
+    const entries = readdirSync(dir);
+    const foreign = entries.filter((e) => !STAGE_ENTRIES.has(e));
     const same = existsSync(file) && readFileSync(file, 'utf8') === current;
-    why = fresh ? 'fresh' : same || readdirSync(dir).length === 0 ? null : 'other settings';
+    why = fresh ? 'fresh' : same || entries.length === 0 ? null : 'other settings';
     if (why && foreign.length) {
       const message = `${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); choose another --out`;
       throw Object.assign(new Error(message), { code: 'ERR_TDPO_DEMO_STAGES' });

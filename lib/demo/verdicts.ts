@@ -75,10 +75,9 @@ export function verdicts(points: EvalPoint[], seeds: number[], methods: string[]
   const marginSeeds = seeds.filter((s) => lastOf(points, TDPO2, s).klMargin < lastOf(points, DPO, s).klMargin).length;
 
   const pooled = dominates(points.filter((p) => p.method === TDPO2), points.filter((p) => p.method === DPO));
-  const domSeeds = seeds.filter((s) => {
-    const d = dominates(points.filter((p) => p.method === TDPO2 && p.seed === s), points.filter((p) => p.method === DPO && p.seed === s));
-    return d.dominated === d.of;
-  }).length;
+  // Per seed, the same rule point by point (what the report's seed-by-seed table shows).
+  const checks = frontierChecks(points, seeds);
+  const domSeeds = seeds.filter((s) => checks.every((c) => c.seed !== s || c.dominated)).length;
 
   const accuracy = methods.map((m) => {
     const perSeed = seeds.map((s) => lastOf(points, m, s).accuracy);

@@ -81,7 +81,7 @@ Layout layout_of(const LinearInputs& in) {
 
 // One chunk: scored rows [begin, end) of the layout, their hidden states and logits.
 struct Chunk {
-  int64_t begin, end;
+  int64_t begin = 0, end = 0;
   at::Tensor index;       // int64 [n] rows of the [B * T, H] inputs, on the inputs' device
   at::Tensor policy_h;    // [n, H]
   at::Tensor z, r;        // float32 [n, V] logits (r undefined when not needed)
@@ -342,7 +342,7 @@ class Runner {
       const int64_t k = (n + cap_ - 1) / cap_;
       for (int64_t j = 0; j < k; ++j) spans.emplace_back(b + n * j / k, b + n * (j + 1) / k);
     }
-    Chunk last{0, 0, {}, {}, {}, {}};
+    Chunk last;
     for (const auto& [b, e] : spans) {
       last = make_chunk(b, e);  // drops the previous chunk's logits before forward() makes these
       forward(last);
@@ -351,7 +351,7 @@ class Runner {
     if (!opt_.loss.grad) return;
     if (!needs_reference_grad(last)) last.r = at::Tensor();
     backward(last);
-    last = Chunk{0, 0, {}, {}, {}, {}};  // its gradient is in: freed before the recomputed chunks
+    last = Chunk{};  // its gradient is in: freed before the recomputed chunks
     for (size_t j = 0; j + 1 < spans.size(); ++j) {
       Chunk ch = make_chunk(spans[j].first, spans[j].second);
       ++chunks_;

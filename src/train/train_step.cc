@@ -141,8 +141,10 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
     // reference composition in libtorch ops, its gradient by autograd, the unfused baseline.
     memory_phase("loss");
     loss::Composed c = loss::compose(logits, ref_logits, target, loss_options(options_, backward));
-    if (backward) memory_phase("backward");
-    if (backward) (c.loss * scale).backward();
+    if (backward) {
+      memory_phase("backward");
+      (c.loss * scale).backward();
+    }
     return pair_stats(std::move(c.result));
   }
   const at::Tensor policy_values = logits.detach().contiguous();
@@ -156,9 +158,11 @@ MicroStats TrainStep::run_materialised(const MicroBatch& batch, const at::Tensor
   in.vocab = logits.size(2);
   memory_phase("loss");
   loss::Result res = loss::fused(in, loss_options(options_, backward));
-  if (backward) memory_phase("backward");
   // The fused kernel gives d loss / d logits; autograd carries it into the parameters.
-  if (backward) logits.backward(res.grad.mul_(scale));
+  if (backward) {
+    memory_phase("backward");
+    logits.backward(res.grad.mul_(scale));
+  }
   return pair_stats(std::move(res));
 }
 
