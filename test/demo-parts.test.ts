@@ -6,13 +6,14 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { accuracySpec, chartSpecs, frontierSpec, renderSvg } from '../lib/demo/charts.js';
 import { buildCorpus, defaultCorpusOptions, encodable, wordnetExamples } from '../lib/demo/corpus.js';
-import { meanWithSe, sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
+import { sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
+import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/demo/stats.js';
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, type Scored } from '../lib/demo/pairs.js';
 import { fullSettings, quickSettings } from '../lib/cli/demo.js';
 import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
-import { aboveChance, binomialSe, DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
+import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
 import { NarrowVocab } from '../lib/demo/vocab.js';
 import { Model, Tokenizer } from '../lib/index.js';
@@ -84,6 +85,16 @@ describe('demo reward', () => {
     expect(sentimentScore('the table is made of wood')).toBe(0);
     expect(sentimentScore('a terrible, sad and painful loss')).toBeLessThan(0);
   });
+  it('is bounded, so that more of the same words buy less and less reward', () => {
+    const scores = [1, 2, 4, 8].map((k) => sentimentScore(Array.from({ length: k }, () => 'good').join(' ')));
+    for (const x of scores) expect(Math.abs(x)).toBeLessThanOrEqual(1);
+    for (let i = 1; i < scores.length; i++) expect(scores[i] - scores[i - 1]).toBeLessThan(i === 1 ? Infinity : scores[i - 1] - scores[i - 2]);
+    expect(sentimentScore('a terrible terrible awful horrible day')).toBeGreaterThanOrEqual(-1);
+  });
+  it('reads a negation, which a word-by-word sum cannot', () => {
+    expect(sentimentScore('the food was good')).toBeGreaterThan(0);
+    expect(sentimentScore('the food was not good')).toBeLessThan(0);
+  });
 });
 
 describe('demo pairs: best of n against worst of n', () => {
@@ -106,9 +117,21 @@ describe('demo pairs: best of n against worst of n', () => {
   it('tallies kept and dropped prompts, the gap distribution and the kept pairs means', () => {
     const choices = [[s(3, 4), s(-1, 2)], [s(1), s(0)], [s(2, 0)], [s(0, 6), s(-4, 2)]].map((x) => bestWorstPair(x, 3));
     const st = pairStats(choices, 2, 3);
-    expect(st).toMatchObject({ prompts: 4, pairs: 2, empty: 1, smallGap: 1, gapCounts: { 1: 1, 4: 2 }, minGap: 3, samplesPerPrompt: 2 });
+    expect(st).toMatchObject({ prompts: 4, pairs: 2, empty: 1, smallGap: 1, minGap: 3, samplesPerPrompt: 2 });
+    expect(st.gapBins).toEqual([{ from: 1, kept: 0, dropped: 1 }, { from: 4, kept: 2, dropped: 0 }]);
     expect(st).toMatchObject({ chosenReward: 1.5, rejectedReward: -2.5 });
-    expect(gapLine(st)).toBe('1 (dropped): 1, 4: 2');
+    expect(gapLine(st)).toBe('1.0–1.1: 1 (dropped), 4.0–4.1: 2');
+  });
+  it('bins gaps of VADER scores by 0.1 exactly, a bin split by the threshold counting both sides', () => {
+    // 0.3 = 0.7 − 0.4 in floating point is 0.29999999999999993: it belongs to the 0.3 bin.
+    const choices = [[0.7, 0.4], [0.31, 0], [0.59, 0], [0.55, 0], [0.9, -0.9]].map(([a, b]) => bestWorstPair([s(a), s(b)], 0.58));
+    const st = pairStats(choices, 2, 0.58);
+    expect(st.gapBins).toEqual([
+      { from: 0.3, kept: 0, dropped: 2 },
+      { from: 0.5, kept: 1, dropped: 1 },
+      { from: 1.8, kept: 1, dropped: 0 },
+    ]);
+    expect(gapLine(st)).toBe('0.3–0.4: 2 (dropped), 0.5–0.6: 2 (1 dropped), 1.8–1.9: 1');
   });
 });
 
@@ -145,6 +168,7 @@ describe('demo statistics and verdicts', () => {
     // TDPO2 point with no more KL is πref (reward 0 < 1).
     const checks = frontierChecks(pts, [1, 2]);
     expect(checks.map((c) => [c.seed, c.dpo.step, c.best?.step, c.dominated])).toEqual([[1, 10, 10, true], [2, 10, 0, false]]);
+    expect(checks.every((c) => c.paired === undefined)).toBe(true); // these points carry no samples
     expect(verdictLines([margin])[0]).toMatch(/^- \*\*TDPO2 keeps a smaller KL margin than DPO:\*\* yes — 0.650 against 1.000/);
   });
 });
@@ -162,6 +186,22 @@ describe('the seed-by-seed frontier table', () => {
       const [, frontier] = verdicts(pts, seeds, [DPO, TDPO2], 100);
       expect(perSeed).toBe(frontier.seedsHolding);
     }
+  });
+});
+
+describe('the seed-by-seed frontier table, paired', () => {
+  it("gives each row the best TDPO2 point's reward minus DPO's, sample by sample", () => {
+    const pts = [
+      point(DPO, 1, 0, { sampleRewards: [0, 0, 0, 0] }),
+      point(TDPO2, 1, 0, { sampleRewards: [0, 0, 0, 0] }),
+      point(DPO, 1, 10, { sampleKl: 2, reward: 0.5, sampleRewards: [1, 0, 1, 0] }),
+      point(TDPO2, 1, 10, { sampleKl: 1, reward: 0.25, sampleRewards: [1, 0, 0, 0] }),
+    ];
+    const [c] = frontierChecks(pts, [1]);
+    expect(c).toMatchObject({ dominated: false, best: { step: 10 } });
+    // Differences 0, 0, −1, 0: mean −0.25, sample variance 0.25, SE 0.25.
+    expect(c.paired?.diff).toBe(-0.25);
+    expect(c.paired?.se).toBeCloseTo(0.25, 12);
   });
 });
 
@@ -205,6 +245,17 @@ describe('demo evaluation statistics', () => {
     expect(meanWithSe([0, 2, 4]).reward).toBe(2);
     expect(meanWithSe([0, 2, 4]).rewardSe).toBeCloseTo(Math.sqrt(4 / 3), 12);
     expect(meanWithSe([3])).toEqual({ reward: 3, rewardSe: 0 });
+  });
+  it('gives a paired difference with the error of the differences, not of the two means', () => {
+    // b − a = 1, 1, 4: mean 2, variance 3, SE 1; the two lists alone have SEs of about 1.7 and 2.9.
+    const a = [0, 3, 1];
+    const b = [1, 4, 5];
+    expect(pairedDifference(a, b).diff).toBe(2);
+    expect(pairedDifference(a, b).se).toBeCloseTo(1, 12);
+    // Moving together: the same shift on every row is known exactly.
+    expect(pairedDifference([0, 5, -3], [0.5, 5.5, -2.5])).toEqual({ diff: 0.5, se: 0 });
+    expect(() => pairedDifference([1], [1, 2])).toThrow(RangeError);
+    expect(() => pairedDifference([], [])).toThrow(RangeError);
   });
   it('computes the same sample entropy and KL whatever block of rows crosses at once', async () => {
     const config = { model_type: 'gpt2', vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 };

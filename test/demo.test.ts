@@ -24,12 +24,12 @@ describe('tdpo demo --quick', () => {
     for (const h of ['## Setup', '## Results at the last evaluation', '## Each seed', "## The paper's claims", '## Charts']) expect(report).toContain(h);
     expect(report).toMatch(/- Run: started \d{4}-\d\d-\d\d \d\d:\d\d UTC; [\d.]+ min, from scratch/);
     expect(report).toMatch(/- Machine: .+ cores, .+, libtorch /);
-    expect(report).toMatch(/- Reward gap \(best − worst\) over the prompts: 0 \(dropped\): \d+, /);
+    expect(report).toMatch(/- Reward gap \(best − worst\) over the prompts: \d\.\d–\d\.\d: \d+ \(dropped\), /);
     for (const m of ['DPO', 'TDPO1', 'TDPO2 α=0.5', 'TDPO2 α=1.0']) expect(report).toMatch(new RegExp(`\\| ${m} \\| -?\\d+\\.\\d{3} ± \\d+\\.\\d{3} \\| .* \\| 0\\.\\d{3} ± 0\\.\\d{3} \\|`));
     expect(report).toMatch(/TDPO2 keeps a smaller KL margin than DPO:\*\* (yes|no) — .* in \d of 1 seeds/);
     expect(report).toMatch(/frontier dominates DPO's:\*\* (yes|no|partly) — .* holds in \d of 1/);
     expect(report).toMatch(/Every trained method learns the preference:\*\* (yes|no) — /);
-    expect(report).toMatch(/\| 1 \| step 8: KL \d+\.\d{3}, reward -?\d+\.\d{3} ± \d+\.\d{3} \| (step \d+: KL .*|none) \| (yes|no) \|/);
+    expect(report).toMatch(/\| 1 \| step 8: KL \d+\.\d{3}, reward -?\d+\.\d{3} ± \d+\.\d{3} \| step \d+: KL .* \| [+−]\d\.\d{3} ± \d\.\d{3} \| (yes|no) \|/);
     expect(report).not.toMatch(/NaN|Infinity/);
     const metrics = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     const numbers: number[] = [];
@@ -44,6 +44,15 @@ describe('tdpo demo --quick', () => {
     // 64 samples (2 for each of 32 prompts): the reward's SE is its spread over √64, not 0.
     for (const p of metrics.points) expect(p.rewardSe > 0 && p.rewardSe < 1, JSON.stringify(p)).toBe(true);
     expect(metrics.pairs.pairs + metrics.pairs.smallGap + metrics.pairs.empty).toBe(metrics.pairs.prompts);
+    // Each point's 64 sample rewards, in VADER's [-1, 1], in their own file; the SE agrees with them.
+    const samples = readFileSync(path.join(out, 'sample-rewards.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(samples.map((x) => [x.method, x.seed, x.step])).toEqual(metrics.points.map((p: { method: string; seed: number; step: number }) => [p.method, p.seed, p.step]));
+    for (const [i, x] of samples.entries()) {
+      expect(x.rewards).toHaveLength(64);
+      expect(x.rewards.every((v: number) => v >= -1 && v <= 1)).toBe(true);
+      expect(x.rewards.reduce((a: number, v: number) => a + v, 0) / 64).toBeCloseTo(metrics.points[i].reward, 12);
+    }
+    expect(metrics.points.some((p: object) => 'sampleRewards' in p)).toBe(false);
     expect(metrics.verdicts).toHaveLength(3);
     expect(r.stdout).toContain('| method | reward ± SE |');
     expect(r.stdout).toContain('Every trained method learns the preference');

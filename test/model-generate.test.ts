@@ -1,8 +1,10 @@
 // Generation with a key/value cache, sequence log-probs, concurrency and memory.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Model } from '../lib/index.js';
+import { getNumThreads, Model, setNumThreads } from '../lib/index.js';
 
 const gpt2Dir = path.join(__dirname, 'golden', 'models', 'gpt2-tiny');
 const neoxDir = path.join(__dirname, 'golden', 'models', 'pythia-tiny-bf16');
@@ -86,6 +88,112 @@ describe('generate', () => {
     await expect(m.generate([Int32Array.from([1])], { maxNewTokens: 16 })).rejects.toMatchObject({ code: 'ERR_TDPO_INPUT' });
     await expect(m.generate([Int32Array.from([1])], { temperature: -1 })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION' });
     await expect(m.generate([Int32Array.from([1])], { topP: 0 })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION' });
+  });
+});
+
+describe('sampling draws from the model\'s distribution', () => {
+  // 20,000 rows of one prompt, one new token each: the counts against softmax(logits / temperature)
+  // of the forward pass, restricted and renormalised as topK and topP say. Pearson's chi-square over
+  // the tokens expected at least 5 times (the rest pooled); the seeds are fixed, so the statistic is
+  // too. A sampler off by one token, or ignoring the temperature or a mask, lands far above the bound.
+  const N = 20_000;
+  const prompt = Int32Array.from([5, 17, 3]);
+  const lastLogits = async (m: Model) => {
+    const { logits, shape } = await m.forward(prompt, [1, prompt.length]);
+    const V = shape[2];
+    return Array.from(logits.subarray((prompt.length - 1) * V, prompt.length * V));
+  };
+  const expected = (z: number[], temperature: number, topK = 0, topP = 1) => {
+    const scaled = z.map((x) => x / temperature);
+    const order = scaled.map((_, i) => i).sort((a, b) => scaled[b] - scaled[a]);
+    const max = scaled[order[0]];
+    const e = scaled.map((x) => Math.exp(x - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    const keep = new Set<number>();
+    let mass = 0;
+    for (const [rank, i] of order.entries()) {
+      if ((topK > 0 && rank >= topK) || (rank > 0 && mass >= topP)) break;
+      keep.add(i);
+      mass += e[i] / sum;
+    }
+    const kept = [...keep].reduce((a, i) => a + e[i], 0);
+    return e.map((x, i) => (keep.has(i) ? x / kept : 0));
+  };
+  const chiSquare = (counts: number[], p: number[]) => {
+    let stat = 0;
+    let df = -1;
+    let [poolObs, poolExp] = [0, 0];
+    for (let i = 0; i < p.length; i++) {
+      if (p[i] * N >= 5) {
+        stat += (counts[i] - p[i] * N) ** 2 / (p[i] * N);
+        df++;
+      } else {
+        poolObs += counts[i];
+        poolExp += p[i] * N;
+      }
+    }
+    if (poolExp > 0) {
+      stat += (poolObs - poolExp) ** 2 / Math.max(poolExp, 1e-9);
+      df++;
+    }
+    return { stat, df };
+  };
+  for (const [label, opts] of [
+    ['temperature 1', { temperature: 1 }],
+    ['temperature 2.5', { temperature: 2.5 }],
+    ['topK 5', { temperature: 1, topK: 5 }],
+    ['topP 0.5', { temperature: 1, topP: 0.5 }],
+  ] as const) {
+    it(label, async () => {
+      const m = await Model.load(gpt2Dir);
+      const p = expected(await lastLogits(m), opts.temperature, 'topK' in opts ? opts.topK : 0, 'topP' in opts ? opts.topP : 1);
+      const out = await m.generate(Array.from({ length: N }, () => prompt), { ...opts, maxNewTokens: 1, seed: 21 });
+      const counts = p.map(() => 0);
+      for (const row of out) counts[row[0]]++;
+      // Tokens outside the kept set are never drawn.
+      for (let i = 0; i < p.length; i++) if (p[i] === 0) expect(counts[i], `token ${i}`).toBe(0);
+      const { stat, df } = chiSquare(counts, p);
+      expect(df).toBeGreaterThanOrEqual(label.startsWith('topK') ? 3 : 1);
+      // Chi-square's mean is df and its sd √(2 df): df + 6 sd is beyond a 1e-6 tail for these df.
+      expect(stat, `chi-square ${stat.toFixed(1)} on ${df} df`).toBeLessThan(df + 6 * Math.sqrt(2 * df));
+      m.dispose();
+    });
+  }
+  it('draws the same tokens whatever the thread count', async () => {
+    const m = await Model.load(gpt2Dir);
+    const rows = Array.from({ length: 64 }, (_, i) => prompts[i % prompts.length]);
+    const before = getNumThreads();
+    try {
+      setNumThreads(1);
+      const one = await m.generate(rows, { temperature: 1, maxNewTokens: 6, seed: 5 });
+      setNumThreads(2);
+      expect(await m.generate(rows, { temperature: 1, maxNewTokens: 6, seed: 5 })).toEqual(one);
+    } finally {
+      setNumThreads(before);
+      m.dispose();
+    }
+  });
+  it('logits that are not finite are a coded error, not a token', async () => {
+    // Finite weights of 3e38 load (a NaN weight would be refused), but the activations overflow:
+    // every next-token logit is NaN, as after a diverged training run.
+    const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-nan-'));
+    try {
+      const m = await Model.create({ model_type: 'gpt2', vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 }, { seed: 1 });
+      await m.save(dir);
+      m.dispose();
+      const file = path.join(dir, 'model.safetensors');
+      const bytes = readFileSync(file);
+      const headerEnd = 8 + Number(bytes.readBigUInt64LE(0));
+      for (let o = headerEnd; o + 4 <= bytes.length; o += 4) bytes.writeFloatLE(3e38, o);
+      writeFileSync(file, bytes);
+      const broken = await Model.load(dir);
+      for (const opts of [{ temperature: 1 }, { temperature: 1, topK: 5 }]) {
+        await expect(broken.generate([prompt], { ...opts, maxNewTokens: 2, seed: 1 })).rejects.toMatchObject({ code: 'ERR_TDPO_LOGITS', message: expect.stringContaining('not finite') });
+      }
+      broken.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

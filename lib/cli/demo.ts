@@ -16,9 +16,10 @@ export const demoHelp = `Usage: tdpo demo [--quick] [--out DIR] [--fresh]
 
 Rebuilds the paper's controlled-sentiment experiment at CPU scale: trains a small GPT-2 on WordNet's
 example sentences (πref), samples several continuations per prompt from it and pairs the most
-positive with the most negative (by a sentiment lexicon) when they differ clearly, trains DPO, TDPO1
+positive with the most negative (by VADER's sentiment score) when they differ clearly, trains DPO, TDPO1
 and TDPO2 (α = 0.5 and 1.0) from πref on the same pairs, and writes DIR/report.md with the
-reward-KL frontier, held-out accuracy and KL curves as SVG charts, and DIR/metrics.json.
+reward-KL frontier, held-out accuracy and KL curves as SVG charts, DIR/metrics.json, and each
+evaluation sample's reward in DIR/sample-rewards.jsonl.
 
 Options:
       --quick      fewer steps and one seed (under a minute)
@@ -39,7 +40,7 @@ const methods: DemoSettings['methods'] = [
 // README.md, "The experiment", says what was measured.
 export const fullSettings: DemoSettings = {
   seeds: [1, 2, 3], vocabTokens: 8192, sftSteps: 400, sftBatch: 64, promptTokens: 3, continuationTokens: 10, pairPrompts: 1280,
-  samplesPerPrompt: 8, minGap: 3, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, samplesPerEvalPrompt: 4, evalPairs: 192, beta: 0.5, lr: 1e-4, methods,
+  samplesPerPrompt: 8, minGap: 0.58, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, samplesPerEvalPrompt: 4, evalPairs: 192, beta: 0.5, lr: 1e-4, methods,
 };
 export const quickSettings: DemoSettings = {
   ...fullSettings, seeds: [1], sftSteps: 120, pairPrompts: 256, trainSteps: 16, trainBatch: 16, evalEvery: 8, evalPrompts: 32, samplesPerEvalPrompt: 2, evalPairs: 48,

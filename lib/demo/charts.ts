@@ -5,7 +5,7 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { EvalPoint } from './experiment.js';
 import { averaged } from './summary.js';
-import { binomialSe } from './verdicts.js';
+import { binomialSe } from './stats.js';
 
 const REF = 'πref';
 const size = { width: 480, height: 300 };

@@ -8,6 +8,7 @@ import { collatePairs, evaluate, loadConfig, Model, train, TrainStep, type Metri
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
 import { continuationText, heldOutPrompts, modelShape, type DemoSettings } from './stages.js';
+import { meanWithSe } from './stats.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface EvalPoint {
@@ -18,6 +19,11 @@ export interface EvalPoint {
   reward: number;
   /** The standard error of that mean: the samples' standard deviation over √samples. */
   rewardSe: number;
+  /**
+   * Each sample's reward, in row order. Every checkpoint of a seed samples its rows from one random
+   * stream, so two checkpoints' rewards pair up row by row (pairedDifference).
+   */
+  sampleRewards?: number[];
   /** Mean sequence KL(πref ‖ πθ) over those sampled continuations. */
   sampleKl: number;
   /** Mean per-token entropy of the policy over those continuations (diversity). */
@@ -79,14 +85,6 @@ export async function sampleStats(policy: Model, reference: Model, prompts: numb
     }
   }
   return { kl: kl.reduce((a, b) => a + b, 0) / B, entropy: positions ? entropy / positions : 0 };
-}
-
-/** The mean reward and its standard error: the samples' standard deviation (n − 1) over √n. */
-export function meanWithSe(rewards: number[]): { reward: number; rewardSe: number } {
-  const n = rewards.length;
-  const reward = rewards.reduce((a, r) => a + r, 0) / n;
-  const variance = n > 1 ? rewards.reduce((a, r) => a + (r - reward) ** 2, 0) / (n - 1) : 0;
-  return { reward, rewardSe: Math.sqrt(variance / n) };
 }
 
 export interface Experiment {
@@ -155,7 +153,7 @@ export async function runExperiment(
     const samples = await policy.generate(rowIds, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed });
     const rewards = samples.map((x) => sentimentScore(continuationText(x, vocab).text));
     const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
-    return { ...meanWithSe(rewards), sampleKl: kl, entropy };
+    return { ...meanWithSe(rewards), sampleRewards: rewards, sampleKl: kl, entropy };
   };
   const points: EvalPoint[] = [];
   const runs = s.methods.length * s.seeds.length;

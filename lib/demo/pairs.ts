@@ -39,6 +39,16 @@ export function bestWorstPair(samples: Scored[], minGap: number): PairChoice {
   return gap < minGap || gap === 0 ? { drop: 'small gap', gap } : { chosen: best, rejected: worst, gap };
 }
 
+/** Width of the report's gap bins (VADER's compound score lies in [-1, 1], so gaps in [0, 2]). */
+export const GAP_BIN = 0.1;
+
+/** Prompts whose best − worst gap lies in [from, from + GAP_BIN): kept as pairs, or dropped as too small. */
+export interface GapBin {
+  from: number;
+  kept: number;
+  dropped: number;
+}
+
 export interface PairStats {
   prompts: number;
   samplesPerPrompt: number;
@@ -48,8 +58,8 @@ export interface PairStats {
   empty: number;
   /** Prompts whose best and worst samples differ by less than minGap. */
   smallGap: number;
-  /** Best − worst reward over every prompt with two non-empty samples: gap → prompts. */
-  gapCounts: Record<string, number>;
+  /** Best − worst reward over every prompt with two non-empty samples, in bins of GAP_BIN from 0. */
+  gapBins: GapBin[];
   /** Means over the kept pairs. */
   chosenReward: number;
   rejectedReward: number;
@@ -58,8 +68,16 @@ export interface PairStats {
 /** Tally of choices into PairStats (the kept pairs' means included). */
 export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGap: number): PairStats {
   const kept = choices.filter((c) => 'chosen' in c);
-  const gapCounts: Record<string, number> = {};
-  for (const c of choices) if (c.gap !== undefined) gapCounts[c.gap] = (gapCounts[c.gap] ?? 0) + 1;
+  const bins = new Map<number, GapBin>();
+  for (const c of choices) {
+    if (c.gap === undefined) continue;
+    // Integer bin indices, so that 0.3 / 0.1 landing on 2.9999 cannot misplace a gap of 0.3.
+    const i = Math.floor(c.gap / GAP_BIN + 1e-9);
+    const bin = bins.get(i) ?? { from: Number((i * GAP_BIN).toFixed(6)), kept: 0, dropped: 0 };
+    if ('chosen' in c) bin.kept++;
+    else bin.dropped++;
+    bins.set(i, bin);
+  }
   const mean = (f: (c: (typeof kept)[number]) => number) => (kept.length ? kept.reduce((a, c) => a + f(c), 0) / kept.length : 0);
   return {
     prompts: choices.length,
@@ -68,7 +86,7 @@ export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGa
     pairs: kept.length,
     empty: choices.filter((c) => 'drop' in c && c.drop === 'empty').length,
     smallGap: choices.filter((c) => 'drop' in c && c.drop === 'small gap').length,
-    gapCounts,
+    gapBins: [...bins.entries()].sort((a, b) => a[0] - b[0]).map(([, b]) => b),
     chosenReward: mean((c) => c.chosen.reward),
     rejectedReward: mean((c) => c.rejected.reward),
   };
@@ -118,11 +136,14 @@ export async function samplePairs(
   return stats;
 }
 
-/** The pairs' gaps as "gap: prompts" from smallest up, kept ones marked; for the report. */
+/** The pairs' gaps as "from–to: prompts" from smallest up, dropped ones counted; for the report. */
 export function gapLine(st: PairStats): string {
-  return Object.entries(st.gapCounts)
-    .map(([g, n]) => [Number(g), n] as const)
-    .sort((a, b) => a[0] - b[0])
-    .map(([g, n]) => `${g}${g >= st.minGap ? '' : ' (dropped)'}: ${n}`)
+  const d = (x: number) => x.toFixed(1);
+  return st.gapBins
+    .map((b) => {
+      const n = b.kept + b.dropped;
+      const note = b.kept === 0 ? ' (dropped)' : b.dropped > 0 ? ` (${b.dropped} dropped)` : '';
+      return `${d(b.from)}–${d(b.from + GAP_BIN)}: ${n}${note}`;
+    })
     .join(', ');
 }

@@ -7,7 +7,7 @@ import type { EvalPoint, Experiment } from './experiment.js';
 import { gapLine, type PairStats } from './pairs.js';
 import { modelShape, type DemoSettings } from './stages.js';
 import { summarise, table, type MethodSummary } from './summary.js';
-import { frontierChecks, TDPO2, verdictLines, verdicts, type Verdict } from './verdicts.js';
+import { frontierChecks, TDPO2, verdictLines, verdicts, type FrontierCheck, type Verdict } from './verdicts.js';
 
 export interface ReportInput {
   settings: DemoSettings;
@@ -43,8 +43,10 @@ function perSeedTable(points: EvalPoint[]): string {
 
 function frontierTable(points: EvalPoint[], seeds: number[]): string {
   const at = (p: EvalPoint) => `step ${p.step}: KL ${p.sampleKl.toFixed(3)}, reward ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)}`;
-  const head = `| seed | DPO point | best ${TDPO2} point with no more KL | dominated |\n| --- | --- | --- | --- |`;
-  return [head, ...frontierChecks(points, seeds).map((c) => `| ${c.seed} | ${at(c.dpo)} | ${c.best ? at(c.best) : 'none'} | ${c.dominated ? 'yes' : 'no'} |`)].join('\n');
+  const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(3)}`;
+  const diff = (c: FrontierCheck) => (c.paired ? `${signed(c.paired.diff)} ± ${c.paired.se.toFixed(3)}` : '');
+  const head = `| seed | DPO point | best ${TDPO2} point with no more KL | reward difference ± paired SE | dominated |\n| --- | --- | --- | --- | --- |`;
+  return [head, ...frontierChecks(points, seeds).map((c) => `| ${c.seed} | ${at(c.dpo)} | ${c.best ? at(c.best) : 'none'} | ${diff(c)} | ${c.dominated ? 'yes' : 'no'} |`)].join('\n');
 }
 
 export async function writeReport(dir: string, r: ReportInput): Promise<Report> {
@@ -73,7 +75,8 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
       `sentences that use only those (of ${r.corpus.all}) are the corpus.`,
     `- πref: a GPT-2-architecture model (${model}) trained from scratch by SFT for ${s.sftSteps} steps of ${s.sftBatch} sentences ` +
       `(batches of sentences of similar length, to spend the compute on tokens rather than padding).`,
-    `- Reward: AFINN-165 sentiment (npm \`sentiment\`): the sum of the word valences (−5 to +5) of the continuation, standing in for the paper's sentiment classifier.`,
+    `- Reward: VADER's compound sentiment score (npm \`vader-sentiment\`) of the continuation, from −1 to +1, standing in for the paper's sentiment ` +
+      `classifier; bounded as that classifier's probability is, so more of the same sentiment buys less and less reward.`,
     `- Pairs: ${ps.prompts} held-out prompts (the first ${s.promptTokens} tokens of a sentence), ${ps.samplesPerPrompt} πref samples each ` +
       `(temperature 1, ${s.continuationTokens} tokens each, sentence ends included); the best and the worst by reward make a pair when their reward gap is at least ${ps.minGap}. ` +
       `Kept ${ps.pairs}; dropped ${ps.smallGap} with a smaller gap and ${ps.empty} with fewer than two non-empty samples. ` +
@@ -106,7 +109,9 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     `The frontier rule seed by seed: each trained DPO point against the ${TDPO2} point of its seed with the most reward at no more sample KL ` +
       `(πref, step 0, counts: it is the policy before training). The verdict's pooled count may find more: there a point of any seed counts. ` +
-      `Every checkpoint of a seed samples from the same random stream, so these comparisons are paired.`,
+      `Every checkpoint of a seed samples from the same random stream, so these comparisons are paired: the difference column is the ${TDPO2} ` +
+      `point's reward minus the DPO point's, sample by sample, with the standard error of that mean (smaller than either point's own when the ` +
+      `two move together). The rule reads the sign alone; the error says whether the sign is more than sampling noise.`,
     '',
     frontierTable(points, s.seeds),
     '',
@@ -120,7 +125,10 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
   ];
   const markdown = lines.join('\n');
   writeFileSync(path.join(dir, 'report.md'), markdown);
-  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine }, settings: s, pairs: ps, summary, verdicts: vs, points };
+  // Each sample's reward goes to its own file, a line per point, to keep metrics.json readable.
+  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine }, settings: s, pairs: ps, summary, verdicts: vs, points: points.map(({ sampleRewards, ...p }) => p) };
   writeFileSync(path.join(dir, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
+  const sampleLines = points.map(({ method, seed, step, sampleRewards }) => JSON.stringify({ method, seed, step, rewards: sampleRewards ?? [] }));
+  writeFileSync(path.join(dir, 'sample-rewards.jsonl'), `${sampleLines.join('\n')}\n`);
   return { markdown, summary, verdicts: vs };
 }

@@ -39,7 +39,7 @@ export const modelShape = { n_positions: 48, n_embd: 128, n_layer: 3, n_head: 4 
  * Bumped whenever what a stage holds changes with the same settings (the model's shape, the
  * training recipe in experiment.ts, the reward, the corpus): stages of another version are redone.
  */
-export const STAGES_VERSION = 3;
+export const STAGES_VERSION = 4;
 
 /** What the demo itself writes into a stages folder; anything else there is not ours to delete. */
 const STAGE_ENTRIES = new Set(['settings.json', 'sft.jsonl', 'reference', 'pairs.jsonl', 'pairs-stats.json', 'pairs-train.jsonl', 'pairs-eval.jsonl', 'runs']);

@@ -1,6 +1,6 @@
 // Evaluation points averaged over seeds, and the results table.
 import type { EvalPoint } from './experiment.js';
-import { binomialSe } from './verdicts.js';
+import { binomialSe } from './stats.js';
 
 const METRICS = ['reward', 'sampleKl', 'entropy', 'accuracy', 'rewardMargin', 'klChosen', 'klRejected', 'klMargin'] as const;
 
@@ -18,8 +18,10 @@ export function averaged(points: EvalPoint[]): EvalPoint[] {
     const k = `${p.method}\u0000${p.step}`;
     groups.set(k, [...(groups.get(k) ?? []), p]);
   }
+  // Per-sample rewards do not average across seeds: the averaged point has none.
   return [...groups.values()].map((g) => ({
     ...g[0],
+    sampleRewards: undefined,
     seed: -1,
     ...Object.fromEntries(METRICS.map((k) => [k, mean(g.map((p) => p[k]))])),
     rewardSe: seOfMean(g.map((p) => p.rewardSe)),

@@ -4,19 +4,10 @@
 // standard errors). Each is computed on the means over seeds, as the table shows them, and checked
 // in every seed on its own: on another machine the digits move, and what should hold is the verdict.
 import type { EvalPoint } from './experiment.js';
+import { aboveChance, binomialSe, pairedDifference } from './stats.js';
 
 export const TDPO2 = 'TDPO2 α=0.5';
 export const DPO = 'DPO';
-
-/** The binomial standard error of an accuracy p measured on n independent pairs. */
-export function binomialSe(p: number, n: number): number {
-  return n > 0 ? Math.sqrt((p * (1 - p)) / n) : 0;
-}
-
-/** Is accuracy p on n pairs above chance (0.5) by more than two standard errors? */
-export function aboveChance(p: number, n: number): boolean {
-  return p - 0.5 > 2 * binomialSe(p, n);
-}
 
 /**
  * Does `a`'s reward-KL frontier weakly dominate `b`'s: for each trained point of b (step > 0; at
@@ -35,6 +26,11 @@ export interface FrontierCheck {
   /** Undefined when every TDPO2 point of the seed has more KL. */
   best?: EvalPoint;
   dominated: boolean;
+  /**
+   * best's reward − dpo's, paired sample by sample, with its standard error: whether a row's "no"
+   * (or "yes") is more than sampling noise. Only when both points carry their samples' rewards.
+   */
+  paired?: { diff: number; se: number };
 }
 
 /**
@@ -49,7 +45,8 @@ export function frontierChecks(points: EvalPoint[], seeds: number[]): FrontierCh
       .sort((a, b) => a.step - b.step)
       .map((dpo) => {
         const best = own.filter((p) => p.sampleKl <= dpo.sampleKl).sort((a, b) => b.reward - a.reward)[0];
-        return { seed, dpo, best, dominated: best !== undefined && best.reward >= dpo.reward };
+        const paired = best?.sampleRewards && dpo.sampleRewards ? pairedDifference(dpo.sampleRewards, best.sampleRewards) : undefined;
+        return { seed, dpo, best, dominated: best !== undefined && best.reward >= dpo.reward, ...(paired && { paired }) };
       });
   });
 }

@@ -39,6 +39,11 @@ std::vector<std::vector<int32_t>> generate(const CausalLM& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const SamplingOptions& options);
 
+// One token per row of probabilities [B, V] (float32, CPU; rows need not sum to exactly 1), drawn
+// by inverse CDF from gen; zero-probability tokens are never drawn. ERR_TDPO_LOGITS for a row
+// that is NaN, infinite or all zero.
+at::Tensor sample_rows(const at::Tensor& probs, at::Generator& gen);
+
 // Next-token choice from [B, V] logits; exposed for tests.
 at::Tensor sample_next(const at::Tensor& logits, const SamplingOptions& options, at::Generator& gen);
 
