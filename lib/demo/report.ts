@@ -37,15 +37,16 @@ export interface Report {
 function perSeedTable(points: EvalPoint[]): string {
   const last = Math.max(...points.map((p) => p.step));
   const rows = points.filter((p) => p.step === last).sort((a, b) => a.seed - b.seed);
-  const head = '| method | seed | reward ± SE | sample KL | pair acc. | KL margin |\n| --- | --- | --- | --- | --- | --- |';
-  return [head, ...rows.map((p) => `| ${p.method} | ${p.seed} | ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)} | ${p.sampleKl.toFixed(3)} | ${p.accuracy.toFixed(3)} | ${p.klMargin.toFixed(3)} |`)].join('\n');
+  const head = '| method | seed | reward ± SE | sample KL | pair acc. | KL margin ± SE |\n| --- | --- | --- | --- | --- | --- |';
+  const margin = (p: EvalPoint) => `${p.klMargin.toFixed(3)}${p.klMarginSe === undefined ? '' : ` ± ${p.klMarginSe.toFixed(3)}`}`;
+  return [head, ...rows.map((p) => `| ${p.method} | ${p.seed} | ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)} | ${p.sampleKl.toFixed(3)} | ${p.accuracy.toFixed(3)} | ${margin(p)} |`)].join('\n');
 }
 
 function frontierTable(points: EvalPoint[], seeds: number[]): string {
   const at = (p: EvalPoint) => `step ${p.step}: KL ${p.sampleKl.toFixed(3)}, reward ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)}`;
   const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(3)}`;
   const diff = (c: FrontierCheck) => (c.paired ? `${signed(c.paired.diff)} ± ${c.paired.se.toFixed(3)}` : '');
-  const head = `| seed | DPO point | best ${TDPO2} point with no more KL | reward difference ± paired SE | dominated |\n| --- | --- | --- | --- | --- |`;
+  const head = `| seed | DPO point | best ${TDPO2} point with no more KL | reward difference ± SE | dominated |\n| --- | --- | --- | --- | --- |`;
   return [head, ...frontierChecks(points, seeds).map((c) => `| ${c.seed} | ${at(c.dpo)} | ${c.best ? at(c.best) : 'none'} | ${diff(c)} | ${c.dominated ? 'yes' : 'no'} |`)].join('\n');
 }
 
@@ -103,15 +104,20 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     perSeedTable(points),
     '',
+    `KL margin: |mean over the ${evalPairs} held-out pairs of (KL rejected − KL chosen)|, ± the standard error of that mean over the pairs. ` +
+      `The seeds share one πref and one set of pairs: they repeat training and sampling, not the draw of the pairs.`,
+    '',
     "## The paper's claims, as this run shows them",
     '',
     ...verdictLines(vs),
     '',
     `The frontier rule seed by seed: each trained DPO point against the ${TDPO2} point of its seed with the most reward at no more sample KL ` +
       `(πref, step 0, counts: it is the policy before training). The verdict's pooled count may find more: there a point of any seed counts. ` +
-      `Every checkpoint of a seed samples from the same random stream, so these comparisons are paired: the difference column is the ${TDPO2} ` +
-      `point's reward minus the DPO point's, sample by sample, with the standard error of that mean (smaller than either point's own when the ` +
-      `two move together). The rule reads the sign alone; the error says whether the sign is more than sampling noise.`,
+      `Every checkpoint of a seed samples from the same random stream; the difference column is the ${TDPO2} point's reward minus the DPO ` +
+      `point's over those paired samples, with its standard error (the pairing couples little, as the rewards of two checkpoints barely ` +
+      `correlate once their tokens part, so the error is near √2 times each point's own). The ${TDPO2} point is the best of its seed's at no ` +
+      `more KL, chosen on these same samples, so the difference leans in its favour. The rule reads the sign alone; the error says whether ` +
+      `the sign is more than sampling noise.`,
     '',
     frontierTable(points, s.seeds),
     '',

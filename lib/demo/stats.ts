@@ -10,12 +10,21 @@ export function aboveChance(p: number, n: number): boolean {
   return p - 0.5 > 2 * binomialSe(p, n);
 }
 
-/** The mean reward and its standard error: the samples' standard deviation (n − 1) over √n. */
+/** A mean and its standard error: the values' standard deviation (n − 1) over √n. */
+export function meanSe(xs: ArrayLike<number>): { mean: number; se: number } {
+  const n = xs.length;
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += xs[i];
+  const mean = sum / n;
+  let ss = 0;
+  for (let i = 0; i < n; i++) ss += (xs[i] - mean) ** 2;
+  return { mean, se: n > 1 ? Math.sqrt(ss / (n - 1) / n) : 0 };
+}
+
+/** The mean reward and its standard error, under the names the evaluation points use. */
 export function meanWithSe(rewards: number[]): { reward: number; rewardSe: number } {
-  const n = rewards.length;
-  const reward = rewards.reduce((a, r) => a + r, 0) / n;
-  const variance = n > 1 ? rewards.reduce((a, r) => a + (r - reward) ** 2, 0) / (n - 1) : 0;
-  return { reward, rewardSe: Math.sqrt(variance / n) };
+  const { mean, se } = meanSe(rewards);
+  return { reward: mean, rewardSe: se };
 }
 
 /**
@@ -24,6 +33,6 @@ export function meanWithSe(rewards: number[]): { reward: number; rewardSe: numbe
  */
 export function pairedDifference(a: number[], b: number[]): { diff: number; se: number } {
   if (a.length !== b.length || a.length === 0) throw new RangeError(`pairedDifference needs two equally long, non-empty lists, got ${a.length} and ${b.length}`);
-  const { reward, rewardSe } = meanWithSe(b.map((x, i) => x - a[i]));
-  return { diff: reward, se: rewardSe };
+  const { mean, se } = meanSe(b.map((x, i) => x - a[i]));
+  return { diff: mean, se };
 }

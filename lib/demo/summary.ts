@@ -18,10 +18,12 @@ export function averaged(points: EvalPoint[]): EvalPoint[] {
     const k = `${p.method}\u0000${p.step}`;
     groups.set(k, [...(groups.get(k) ?? []), p]);
   }
-  // Per-sample rewards do not average across seeds: the averaged point has none.
+  // Per-sample rewards do not average across seeds, and a seed's KL-margin error is not the mean's:
+  // the averaged point has neither.
   return [...groups.values()].map((g) => ({
     ...g[0],
     sampleRewards: undefined,
+    klMarginSe: undefined,
     seed: -1,
     ...Object.fromEntries(METRICS.map((k) => [k, mean(g.map((p) => p[k]))])),
     rewardSe: seOfMean(g.map((p) => p.rewardSe)),

@@ -64,9 +64,10 @@ void validate_batch(const int32_t* ids, const int32_t* mask, const int32_t* labe
 
 // One token per row of probabilities [B, V] (float, CPU), by inverse CDF: one uniform draw per row,
 // then a walk along the row until the running sum passes it. at::multinomial draws V exponentials
-// per row instead (PyTorch's exponential trick), ~150 ms for 1,024 x 8,192 on this VM against
-// ~15 ms here, and that dominated sampling. The draws come from the seeded generator in row order
-// before the rows are walked in parallel, so the tokens do not depend on the thread count.
+// per row instead (PyTorch's exponential trick): about 200 ms a step for 1,024 rows of 8,192 on the
+// 2-core VM, against a few ms here (scripts/bench-sampling.mjs). The draws come from the seeded
+// generator in row order before the rows are walked in parallel, so the tokens do not depend on
+// the thread count.
 at::Tensor sample_rows(const at::Tensor& probs_in, at::Generator& gen) {
   const at::Tensor probs = probs_in.contiguous();
   const int64_t B = probs.size(0), V = probs.size(1);
@@ -119,7 +120,9 @@ at::Tensor sample_rows(const at::Tensor& probs_in, at::Generator& gen) {
 at::Tensor sample_next(const at::Tensor& logits_in, const SamplingOptions& o, at::Generator& gen) {
   at::Tensor logits = logits_in.to(at::kFloat);
   if (o.temperature == 0) return logits.argmax(-1);
-  logits = logits / o.temperature;
+  // Shifted by the row's maximum first, so that a tiny temperature sharpens towards greedy rather
+  // than overflowing to infinity (softmax shifts the same way, so at temperature 1 nothing changes).
+  logits = (logits - std::get<0>(logits.max(-1, /*keepdim=*/true))) / o.temperature;
   if (o.top_k > 0 && o.top_k < logits.size(-1)) {
     at::Tensor kth = std::get<0>(logits.topk(o.top_k, -1)).select(-1, o.top_k - 1).unsqueeze(-1);
     logits = logits.masked_fill(logits < kth, -INFINITY);
