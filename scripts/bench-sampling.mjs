@@ -7,12 +7,12 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 const { Model, getNumThreads, buildInfo } = require('../dist/cjs/index.js');
+const { median } = require('../dist/cjs/bench/loss-bench.js');
 
 const runs = Number(process.argv[2] ?? 5);
 const config = { model_type: 'gpt2', vocab_size: 8192, n_positions: 48, n_embd: 128, n_layer: 3, n_head: 4 };
 const model = await Model.create(config, { seed: 1 });
 const rows = Array.from({ length: 1024 }, (_, i) => Int32Array.from([(7 * i) % 8192, (13 * i + 1) % 8192, (29 * i + 2) % 8192]));
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const time = async (options) => {
   await model.generate(rows, options); // warm-up
   const ms = [];

@@ -10,15 +10,20 @@ export function aboveChance(p: number, n: number): boolean {
   return p - 0.5 > 2 * binomialSe(p, n);
 }
 
+/** The arithmetic mean (NaN for no values). */
+export const mean = (xs: ArrayLike<number>): number => {
+  let sum = 0;
+  for (let i = 0; i < xs.length; i++) sum += xs[i];
+  return sum / xs.length;
+};
+
 /** A mean and its standard error: the values' standard deviation (n − 1) over √n. */
 export function meanSe(xs: ArrayLike<number>): { mean: number; se: number } {
   const n = xs.length;
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += xs[i];
-  const mean = sum / n;
+  const m = mean(xs);
   let ss = 0;
-  for (let i = 0; i < n; i++) ss += (xs[i] - mean) ** 2;
-  return { mean, se: n > 1 ? Math.sqrt(ss / (n - 1) / n) : 0 };
+  for (let i = 0; i < n; i++) ss += (xs[i] - m) ** 2;
+  return { mean: m, se: n > 1 ? Math.sqrt(ss / (n - 1) / n) : 0 };
 }
 
 /** The mean reward and its standard error, under the names the evaluation points use. */

@@ -1,13 +1,12 @@
 // Evaluation points averaged over seeds, and the results table.
 import type { EvalPoint } from './experiment.js';
-import { binomialSe } from './stats.js';
+import { binomialSe, mean } from './stats.js';
 
 const METRICS = ['reward', 'sampleKl', 'entropy', 'accuracy', 'rewardMargin', 'klChosen', 'klRejected', 'klMargin'] as const;
 
 /** A method's metrics at the last evaluation, averaged over seeds. */
 export type MethodSummary = { method: string } & Pick<EvalPoint, (typeof METRICS)[number] | 'rewardSe'>;
 
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 /** The standard error of a mean of n independent estimates with these standard errors. */
 const seOfMean = (ses: number[]) => Math.sqrt(ses.reduce((a, e) => a + e * e, 0)) / ses.length;
 

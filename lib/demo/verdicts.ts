@@ -4,7 +4,7 @@
 // standard errors). Each is computed on the means over seeds, as the table shows them, and checked
 // in every seed on its own: on another machine the digits move, and what should hold is the verdict.
 import type { EvalPoint } from './experiment.js';
-import { aboveChance, binomialSe, pairedDifference } from './stats.js';
+import { aboveChance, binomialSe, mean, pairedDifference } from './stats.js';
 
 export const TDPO2 = 'TDPO2 α=0.5';
 export const DPO = 'DPO';
@@ -53,7 +53,6 @@ export function frontierChecks(points: EvalPoint[], seeds: number[]): FrontierCh
 
 const lastOf = (points: EvalPoint[], method: string, seed: number) =>
   points.filter((p) => p.method === method && p.seed === seed).sort((a, b) => b.step - a.step)[0];
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 export interface Verdict {
   claim: string;
