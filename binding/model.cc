@@ -98,7 +98,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     });
   }
 
-  // sequenceLogprobs(ids, shape, labels, attentionMask?) -> { tokenLogprobs, sums }
+  // sequenceLogprobs(ids, shape, labels, attentionMask?) -> { tokenLogprobs, sums, tokenEntropies }
   Napi::Value SequenceLogprobs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return promise_call(env, [&]() -> Napi::Value {
@@ -115,6 +115,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
             Napi::Object out = Napi::Object::New(env);
             out.Set("tokenLogprobs", tensor_to_typed_array(env, r.token_logprobs));
             out.Set("sums", tensor_to_typed_array(env, r.sums));
+            out.Set("tokenEntropies", tensor_to_typed_array(env, r.token_entropies));
             return out;
           });
     });

@@ -134,9 +134,9 @@ export class Model {
   }
 
   /**
-   * Per-token log-probs of `labels` and their sums per row, without returning the logits. Labels
-   * are aligned with the positions (logits at [b, t] score labels[b, t], as in the loss); -100 is
-   * not scored.
+   * Per-token log-probs of `labels`, their sums per row, and the entropy of each scored position's
+   * distribution, without returning the logits. Labels are aligned with the positions (logits at
+   * [b, t] score labels[b, t], as in the loss); -100 is not scored.
    */
   async sequenceLogprobs(
     inputIds: Int32Array,

@@ -101,6 +101,8 @@ export interface SequenceLogprobs {
   tokenLogprobs: Float32Array;
   /** [B]: the sum of each row's token log-probs. */
   sums: Float32Array;
+  /** [B, T]: the entropy (nats) of the distribution at [b, t]; 0 where the label is -100. */
+  tokenEntropies: Float32Array;
 }
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';

@@ -9,14 +9,14 @@ import { buildCorpus, defaultCorpusOptions, encodable, wordnetExamples } from '.
 import { sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
 import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/demo/stats.js';
 import { machineLine } from '../lib/demo/machine.js';
-import { bestWorstPair, gapLine, pairStats, type Scored } from '../lib/demo/pairs.js';
+import { bestWorstPair, gapLine, pairStats, pooledPairStats, type Scored } from '../lib/demo/pairs.js';
 import { fullSettings, quickSettings } from '../lib/cli/demo.js';
 import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
 import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
 import { NarrowVocab } from '../lib/demo/vocab.js';
-import { Model, Tokenizer } from '../lib/index.js';
+import { Model, Tokenizer, TrainStep } from '../lib/index.js';
 
 describe('demo corpus', () => {
   const corpus = buildCorpus();
@@ -132,6 +132,13 @@ describe('demo pairs: best of n against worst of n', () => {
       { from: 1.8, kept: 1, dropped: 0 },
     ]);
     expect(gapLine(st)).toBe('0.3–0.4: 2 (dropped), 0.5–0.6: 2 (1 dropped), 1.8–1.9: 1');
+  });
+  it('pools seeds draws as one: counts and bins summed, the kept pairs means weighted by their counts', () => {
+    const a = pairStats([[s(3, 4), s(-1, 2)], [s(1), s(0)], [s(2, 0)]].map((x) => bestWorstPair(x, 3)), 2, 3);
+    const b = pairStats([[s(0, 6), s(-4, 2)], [s(5), s(-5)], [s(2), s(-2)]].map((x) => bestWorstPair(x, 3)), 2, 3);
+    const all = pairStats([[s(3, 4), s(-1, 2)], [s(1), s(0)], [s(2, 0)], [s(0, 6), s(-4, 2)], [s(5), s(-5)], [s(2), s(-2)]].map((x) => bestWorstPair(x, 3)), 2, 3);
+    expect(pooledPairStats([a, b])).toEqual({ ...all, chosenReward: expect.closeTo(all.chosenReward, 12), rejectedReward: expect.closeTo(all.rejectedReward, 12) });
+    expect(all).toMatchObject({ prompts: 6, pairs: 4, empty: 1, smallGap: 1, chosenReward: 2.5, rejectedReward: -3 });
   });
 });
 
@@ -264,14 +271,47 @@ describe('demo evaluation statistics', () => {
     // 6 rows: prompts of 2-3 tokens (one repeated, as the evaluation repeats each prompt), 4 tokens each.
     const prompts = [[0, 5], [0, 5], [0, 7, 8], [0, 9], [0, 7, 8], [0, 3]];
     const conts = prompts.map((_, i) => [1 + i, 2 + i, 3 + i, 4 + i]);
+    // A few SFT steps on these rows make the policy peaked, so that every position has its own
+    // entropy (a random model's are all near log 40) and a misplaced position shows.
+    const T = 7;
+    const inputIds = new Int32Array(6 * T);
+    const labels = new Int32Array(6 * T).fill(-100);
+    const attentionMask = new Int32Array(6 * T);
+    prompts.forEach((p, i) => {
+      [...p, ...conts[i]].forEach((x, t) => {
+        inputIds[i * T + t] = x;
+        attentionMask[i * T + t] = 1;
+        if (t >= p.length) labels[i * T + t] = x;
+      });
+    });
+    const sft = await TrainStep.create(policy, { loss: 'sft', optimizer: 'adamw' });
+    for (let i = 0; i < 30; i++) {
+      await sft.accumulate({ inputIds, labels, attentionMask, shape: [6, T] });
+      await sft.apply(3e-2, 1);
+    }
     const whole = await sampleStats(policy, reference, prompts, conts, 0, 6);
     for (const block of [1, 4]) {
       const s = await sampleStats(policy, reference, prompts, conts, 0, block);
       expect(s.entropy).toBeCloseTo(whole.entropy, 5);
       expect(s.kl).toBe(whole.kl);
     }
-    expect(whole.entropy).toBeGreaterThan(0);
-    expect(whole.entropy).toBeLessThanOrEqual(Math.log(40) + 1e-9);
+    // The entropy at each position a continuation token was drawn from, each row run alone from its
+    // logits in JS (no padding, no batching).
+    let sum = 0;
+    let count = 0;
+    for (let i = 0; i < prompts.length; i++) {
+      const ids = Int32Array.from([...prompts[i], ...conts[i]]);
+      const { logits } = await policy.forward(ids, [1, ids.length]);
+      for (let t = prompts[i].length - 1; t < ids.length - 1; t++) {
+        const z = Array.from(logits.subarray(t * 40, (t + 1) * 40));
+        const max = Math.max(...z);
+        const lse = max + Math.log(z.reduce((a, x) => a + Math.exp(x - max), 0));
+        sum -= z.reduce((a, x) => a + Math.exp(x - lse) * (x - lse), 0);
+        count++;
+      }
+    }
+    expect(whole.entropy).toBeCloseTo(sum / count, 5);
+    expect(whole.entropy).toBeLessThan(Math.log(40) - 0.5);
     expect(whole.kl).toBeGreaterThan(0);
     policy.dispose();
     reference.dispose();
@@ -289,9 +329,11 @@ describe('demo stages folder', () => {
     expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(true);
     expect(prepareStages(dir, fullSettings, false)).toBe('other settings');
     expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(false);
-    writeFileSync(path.join(dir, 'pairs.jsonl'), '{}\n');
+    // Each seed's pairs and their parts, and the one pair file of versions before 5, are the demo's.
+    const ours = ['pairs.jsonl', 'pairs-seed1.jsonl', 'pairs-stats-seed2.json', 'pairs-seed3-eval.jsonl', 'pairs-seed3-train.jsonl'];
+    for (const f of ours) writeFileSync(path.join(dir, f), '{}\n');
     expect(prepareStages(dir, fullSettings, true)).toBe('fresh');
-    expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(false);
+    for (const f of ours) expect(existsSync(path.join(dir, f)), f).toBe(false);
     expect(JSON.parse(readFileSync(path.join(dir, 'settings.json'), 'utf8')).settings).toEqual(fullSettings);
   });
   it('starts over on stages of an earlier version (no settings.json)', () => {
@@ -301,6 +343,9 @@ describe('demo stages folder', () => {
     expect(existsSync(path.join(dir, 'reference'))).toBe(false);
   });
   it('never deletes a folder holding files the demo does not write', () => {
+    writeFileSync(path.join(dir, 'pairs-seed1.txt'), 'mine');
+    expect(() => prepareStages(dir, quickSettings, false)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DEMO_STAGES', message: expect.stringContaining('pairs-seed1.txt') }));
+    rmSync(path.join(dir, 'pairs-seed1.txt'));
     writeFileSync(path.join(dir, 'notes.txt'), 'mine');
     for (const [s, fresh] of [[quickSettings, false], [fullSettings, true]] as const) {
       expect(() => prepareStages(dir, s, fresh)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DEMO_STAGES', message: expect.stringContaining('notes.txt') }));

@@ -43,7 +43,8 @@ describe('tdpo demo --quick', () => {
     expect(metrics.points.length).toBe(4 * 3); // 4 methods x evaluations at steps 0, 8, 16
     // 64 samples (2 for each of 32 prompts): the reward's SE is its spread over √64, not 0.
     for (const p of metrics.points) expect(p.rewardSe > 0 && p.rewardSe < 1, JSON.stringify(p)).toBe(true);
-    expect(metrics.pairs.pairs + metrics.pairs.smallGap + metrics.pairs.empty).toBe(metrics.pairs.prompts);
+    expect(metrics.pairs.map((x: { seed: number }) => x.seed)).toEqual([1]);
+    for (const x of metrics.pairs) expect(x.pairs + x.smallGap + x.empty).toBe(x.prompts);
     // Each point's 64 sample rewards, in VADER's [-1, 1], in their own file; the SE agrees with them.
     const samples = readFileSync(path.join(out, 'sample-rewards.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(samples.map((x) => [x.method, x.seed, x.step])).toEqual(metrics.points.map((p: { method: string; seed: number; step: number }) => [p.method, p.seed, p.step]));
@@ -64,7 +65,8 @@ describe('tdpo demo --quick', () => {
     // A rerun reuses πref and the pairs.
     const again = spawnSync(process.execPath, [cli, 'demo', '--quick', '--out', out], { encoding: 'utf8' });
     expect(again.status, again.stderr).toBe(0);
-    expect(again.stderr).toContain('(reused)');
+    expect(again.stderr).toMatch(/\[2\/4\] πref by SFT \(reused\)/);
+    expect(again.stderr).toMatch(/\[3\/4\] preference pairs .* \(reused\)/);
     expect(Date.now() - t0 - first).toBeLessThan(first);
 
     // Stages made with other settings (an earlier version) are not mixed in: the run starts over.

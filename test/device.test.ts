@@ -79,6 +79,7 @@ describe.skipIf(!cuda && !dryRun)(`on ${device}`, () => {
       const a = await cpu.sequenceLogprobs(ids, c.shape, labels);
       const b = await dev.sequenceLogprobs(ids, c.shape, labels);
       for (let i = 0; i < a.sums.length; i++) expect(b.sums[i]).toBeCloseTo(a.sums[i], 4);
+      for (let i = 0; i < a.tokenEntropies.length; i++) expect(b.tokenEntropies[i]).toBeCloseTo(a.tokenEntropies[i], 4);
       // Left-padded prompts of different lengths, the cache, and EOS stopping a row early.
       const options = { temperature: 0, maxNewTokens: 6 };
       const greedy = await cpu.generate(prompts, options);

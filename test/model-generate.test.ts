@@ -213,13 +213,13 @@ describe('sampling draws from the model\'s distribution', () => {
 });
 
 describe('sequenceLogprobs', () => {
-  it('equals log-softmax of the forward logits at the labels, -100 ignored', async () => {
+  it('equals log-softmax of the forward logits at the labels, and their entropy, -100 ignored', async () => {
     const m = await Model.load(neoxDir);
     const B = 2;
     const T = 5;
     const ids = Int32Array.from([1, 2, 3, 4, 5, 9, 8, 7, 6, 5]);
     const labels = Int32Array.from([-100, 3, 4, 5, 6, -100, -100, 6, 5, 4]);
-    const { tokenLogprobs, sums } = await m.sequenceLogprobs(ids, [B, T], labels);
+    const { tokenLogprobs, sums, tokenEntropies } = await m.sequenceLogprobs(ids, [B, T], labels);
     const { logits, shape } = await m.forward(ids, [B, T]);
     const V = shape[2];
     for (let b = 0; b < B; b++) {
@@ -228,12 +228,16 @@ describe('sequenceLogprobs', () => {
         const i = b * T + t;
         if (labels[i] === -100) {
           expect(tokenLogprobs[i]).toBe(0);
+          expect(tokenEntropies[i]).toBe(0);
           continue;
         }
         const row = logits.subarray(i * V, (i + 1) * V);
         const max = Math.max(...row);
         const lse = max + Math.log(row.reduce((a, x) => a + Math.exp(x - max), 0));
         expect(tokenLogprobs[i]).toBeCloseTo(row[labels[i]] - lse, 4);
+        const entropy = -row.reduce((a, x) => a + Math.exp(x - lse) * (x - lse), 0);
+        expect(entropy).toBeGreaterThan(0.1);
+        expect(tokenEntropies[i]).toBeCloseTo(entropy, 4);
         sum += row[labels[i]] - lse;
       }
       expect(sums[b]).toBeCloseTo(sum, 4);

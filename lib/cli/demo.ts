@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { buildCorpus, encodable } from '../demo/corpus.js';
 import { runExperiment } from '../demo/experiment.js';
 import { machineLine } from '../demo/machine.js';
-import { samplePairs } from '../demo/pairs.js';
+import { pairFiles, samplePairs, type PairStats } from '../demo/pairs.js';
 import { writeReport } from '../demo/report.js';
 import { prepareStages, referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
 import { table } from '../demo/summary.js';
@@ -16,8 +16,8 @@ export const demoHelp = `Usage: tdpo demo [--quick] [--out DIR] [--fresh]
 
 Rebuilds the paper's controlled-sentiment experiment at CPU scale: trains a small GPT-2 on WordNet's
 example sentences (πref), samples several continuations per prompt from it and pairs the most
-positive with the most negative (by VADER's sentiment score) when they differ clearly, trains DPO, TDPO1
-and TDPO2 (α = 0.5 and 1.0) from πref on the same pairs, and writes DIR/report.md with the
+positive with the most negative (by VADER's sentiment score) when they differ clearly (each seed its
+own draw), trains DPO, TDPO1 and TDPO2 (α = 0.5 and 1.0) from πref on each seed's pairs, and writes DIR/report.md with the
 reward-KL frontier, held-out accuracy and KL curves as SVG charts, DIR/metrics.json, and each
 evaluation sample's reward in DIR/sample-rewards.jsonl.
 
@@ -36,11 +36,12 @@ const methods: DemoSettings['methods'] = [
   { name: 'TDPO2 α=1.0', loss: 'tdpo2', alpha: 1.0 },
 ];
 
-// Chosen in pilot runs (seed 9; held-out accuracy, entropy and time only) before any reported run:
-// README.md, "The experiment", says what was measured.
+// Chosen in pilot runs on seed 9 by rules written down before each pilot (held-out accuracy,
+// entropy, time, and since 2026-12-03 18:31 UTC a KL margin measurable above its noise), never by a
+// reported run: README.md, "How the settings were chosen", says what was measured.
 export const fullSettings: DemoSettings = {
-  seeds: [1, 2, 3], vocabTokens: 8192, sftSteps: 400, sftBatch: 64, promptTokens: 3, continuationTokens: 10, pairPrompts: 1280,
-  samplesPerPrompt: 8, minGap: 0.58, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, samplesPerEvalPrompt: 4, evalPairs: 192, beta: 0.5, lr: 1e-4, methods,
+  seeds: [1, 2, 3], vocabTokens: 8192, sftSteps: 400, sftBatch: 64, promptTokens: 3, continuationTokens: 10, pairPrompts: 1920,
+  samplesPerPrompt: 8, minGap: 0.58, trainSteps: 40, trainBatch: 64, evalEvery: 20, evalPrompts: 256, samplesPerEvalPrompt: 4, evalPairs: 384, beta: 0.2, lr: 3e-4, methods,
 };
 export const quickSettings: DemoSettings = {
   ...fullSettings, seeds: [1], sftSteps: 120, pairPrompts: 256, trainSteps: 16, trainBatch: 16, evalEvery: 8, evalPrompts: 32, samplesPerEvalPrompt: 2, evalPairs: 48,
@@ -84,7 +85,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   say(`      ${corpus.train.length} training / ${corpus.heldOut.length} held-out sentences use only the ${vocab.size - 1} most frequent tokens`);
 
   const reused = existsSync(path.join(referenceDir(stages), 'model.safetensors'));
-  const pairsReused = existsSync(path.join(stages, 'pairs-stats.json'));
+  const pairsReused = s.seeds.every((seed) => existsSync(pairFiles(stages, seed).stats));
   say(`[2/4] πref by SFT${reused ? ' (reused)' : ''}`);
   const t2 = Date.now();
   const refDir = await trainReference(stages, corpus, vocab, s, (done, total, loss) =>
@@ -92,13 +93,18 @@ export async function demoCommand(argv: string[]): Promise<number> {
   if (tty && !reused) process.stderr.write('\n');
   const sftSeconds = (Date.now() - t2) / 1000;
 
-  say(`[3/4] preference pairs: best and worst of ${s.samplesPerPrompt} πref samples by sentiment${pairsReused ? ' (reused)' : ''}`);
+  say(`[3/4] preference pairs for each seed: best and worst of ${s.samplesPerPrompt} πref samples by sentiment${pairsReused ? ' (reused)' : ''}`);
   const t3 = Date.now();
-  const pairStats = await samplePairs(stages, refDir, corpus, vocab, s, (done, total) =>
-    line(`      ${done}/${total} prompts sampled${eta(done / total, t3)}`));
+  const pairStats: PairStats[] = [];
+  for (const [k, seed] of s.seeds.entries()) {
+    pairStats.push(await samplePairs(stages, refDir, corpus, vocab, s, seed, (done, total) =>
+      line(`      seed ${seed}: ${done}/${total} prompts sampled${eta((k + done / total) / s.seeds.length, t3)}`)));
+  }
   if (tty && !pairsReused) process.stderr.write('\n');
   const pairSeconds = (Date.now() - t3) / 1000;
-  say(`      ${pairStats.pairs} pairs from ${pairStats.prompts} prompts; dropped: ${pairStats.smallGap} with a reward gap under ${s.minGap}, ${pairStats.empty} empty`);
+  for (const [k, st] of pairStats.entries()) {
+    say(`      seed ${s.seeds[k]}: ${st.pairs} pairs from ${st.prompts} prompts; dropped: ${st.smallGap} with a reward gap under ${s.minGap}, ${st.empty} empty`);
+  }
 
   say(`[4/4] ${s.methods.length} methods x ${s.seeds.length} seed(s), ${s.trainSteps} steps each`);
   const t4 = Date.now();

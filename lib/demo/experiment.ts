@@ -1,11 +1,13 @@
-// The comparison: DPO, TDPO1 and TDPO2 (two alphas) trained from πref on the same pairs, with the
-// same seeds and budget, each run by train() as a user would run it (held-out pair metrics by its
+// The comparison: DPO, TDPO1 and TDPO2 (two alphas) trained from πref on each seed's pairs, with
+// the same seeds and budget, each run by train() as a user would run it (held-out pair metrics by its
 // eval_every, a checkpoint at each evaluation step), then the checkpoints evaluated on held-out
 // prompts: samples, their reward, their KL from πref and the policy's entropy.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { codedError } from '../errors.js';
 import { collatePairs, evaluate, loadConfig, Model, tokenizePair, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
 import type { Corpus } from './corpus.js';
+import { pairFiles } from './pairs.js';
 import { sentimentScore } from './reward.js';
 import { continuationText, heldOutPrompts, modelShape, type DemoSettings } from './stages.js';
 import { meanSe, meanWithSe } from './stats.js';
@@ -42,7 +44,7 @@ export interface EvalPoint {
   klMarginSe?: number;
 }
 
-/** Rows of the policy's logits sampleStats brings into JS at once. */
+/** Rows of the policy's logits sampleStats has at once (in C++) for the entropy. */
 const ENTROPY_ROWS = 256;
 
 /**
@@ -63,38 +65,31 @@ export async function sampleStats(policy: Model, reference: Model, prompts: numb
   const stats = await step.evaluate(batch);
   const kl = [...stats.chosenKl, ...stats.rejectedKl];
   // The entropy of the distributions the continuation was drawn from: positions prompt − 1 to the
-  // row's second-to-last. The logits cross to JS a block of rows at a time (256 rows of 13
-  // positions and 8,192 tokens are 109 MB).
+  // row's second-to-last, scored against the next token (sequenceLogprobs' aligned labels). A block
+  // of rows at a time: 256 rows of 13 positions and 8,192 tokens are 109 MB of logits, in C++.
   let entropy = 0;
   let positions = 0;
   for (let from = 0; from < B; from += blockRows) {
     const n = Math.min(blockRows, B - from);
-    const pol = await policy.forward(inputIds.subarray(from * T, (from + n) * T), [n, T], { attentionMask: attentionMask?.subarray(from * T, (from + n) * T) });
-    const V = pol.shape[2];
+    const labels = new Int32Array(n * T).fill(-100);
     for (let b = 0; b < n; b++) {
-      const r = rows[from + b];
-      for (let t = prompts[from + b].length - 1; t < r.inputIds.length - 1; t++) {
-        const z = pol.logits.subarray((b * T + t) * V, (b * T + t + 1) * V);
-        let max = -Infinity;
-        for (let v = 0; v < V; v++) max = Math.max(max, z[v]);
-        let sum = 0;
-        let dot = 0;
-        for (let v = 0; v < V; v++) {
-          const e = Math.exp(z[v] - max);
-          sum += e;
-          dot += e * (z[v] - max);
-        }
-        entropy += Math.log(sum) - dot / sum;
+      const ids = rows[from + b].inputIds;
+      for (let t = prompts[from + b].length - 1; t < ids.length - 1; t++) {
+        labels[b * T + t] = ids[t + 1];
         positions++;
       }
     }
+    const { tokenEntropies } = await policy.sequenceLogprobs(inputIds.subarray(from * T, (from + n) * T), [n, T], labels, { attentionMask: attentionMask?.subarray(from * T, (from + n) * T) });
+    for (const h of tokenEntropies) entropy += h;
   }
   return { kl: kl.reduce((a, b) => a + b, 0) / B, entropy: positions ? entropy / positions : 0 };
 }
 
 export interface Experiment {
   points: EvalPoint[];
-  trainPairs: number;
+  /** Each seed's pairs to train on, in the order of the settings' seeds. */
+  trainPairs: number[];
+  /** Held-out pairs per seed (every seed holds out as many). */
   evalPairs: number;
 }
 
@@ -103,12 +98,15 @@ type Point = Omit<EvalPoint, 'method' | 'seed'>;
 /** A run's folder name: "TDPO2 α=0.5", seed 2 → "tdpo2-a0.5-seed2". */
 const runName = (method: string, seed: number) => `${method.toLowerCase().replace(/α=/g, 'a').replace(/[^a-z0-9.]+/g, '-')}-seed${seed}`;
 
+/** A seed's pairs split for train(): the first evalPairs held out, the rest to train on. */
+const splitFiles = (dir: string, seed: number) => ({ train: path.join(dir, `pairs-seed${seed}-train.jsonl`), eval: path.join(dir, `pairs-seed${seed}-eval.jsonl`) });
+
 /** The train() config of one method and seed: the paper's recipe at the demo's scale. */
 function runConfig(dir: string, refDir: string, s: DemoSettings, m: DemoSettings['methods'][number], seed: number): TrainConfig {
   return loadConfig(null, [], {
     model: refDir,
     reference: refDir,
-    data: { train: path.join(dir, 'pairs-train.jsonl'), eval: path.join(dir, 'pairs-eval.jsonl'), format: 'tokenized', eval_size: 0, skip_invalid: false, drop_last: true, group_by_length: true },
+    data: { ...splitFiles(dir, seed), format: 'tokenized', eval_size: 0, skip_invalid: false, drop_last: true, group_by_length: true },
     loss: { name: m.loss, alpha: m.alpha, beta: s.beta },
     optimizer: 'rmsprop',
     lr: s.lr,
@@ -143,10 +141,16 @@ export async function runExperiment(
   s: DemoSettings,
   progress: (msg: string, fraction: number) => void,
 ): Promise<Experiment> {
-  // The first evalPairs pairs are held out; train() reads each part as its own file.
-  const lines = readFileSync(path.join(dir, 'pairs.jsonl'), 'utf8').trim().split('\n').filter(Boolean);
-  writeFileSync(path.join(dir, 'pairs-eval.jsonl'), `${lines.slice(0, s.evalPairs).join('\n')}\n`);
-  writeFileSync(path.join(dir, 'pairs-train.jsonl'), `${lines.slice(s.evalPairs).join('\n')}\n`);
+  // Each seed's pairs (pairs.ts): the first evalPairs are held out; train() reads each part as its own file.
+  const pairLines = new Map<number, string[]>();
+  for (const seed of s.seeds) {
+    const lines = readFileSync(pairFiles(dir, seed).pairs, 'utf8').trim().split('\n').filter(Boolean);
+    if (lines.length <= s.evalPairs) throw codedError('Error', 'ERR_TDPO_DEMO_PAIRS', `seed ${seed}: ${lines.length} pairs leave none to train on after ${s.evalPairs} held out`);
+    const files = splitFiles(dir, seed);
+    writeFileSync(files.eval, `${lines.slice(0, s.evalPairs).join('\n')}\n`);
+    writeFileSync(files.train, `${lines.slice(s.evalPairs).join('\n')}\n`);
+    pairLines.set(seed, lines);
+  }
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts);
   const reference = await Model.load(refDir);
   // Samples of a checkpoint: fixed-length, as the pairs' (pairs.ts), samplesPerEvalPrompt per
@@ -162,20 +166,21 @@ export async function runExperiment(
     const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
     return { ...meanWithSe(rewards), sampleRewards: rewards, sampleKl: kl, entropy };
   };
-  // The held-out pairs as train() tokenizes them (its truncation settings, EOS after each response),
-  // for each checkpoint's per-pair KLs: train() logs only their means, and the margin's error needs
-  // the pairs.
+  // A seed's held-out pairs as train() tokenizes them (its truncation settings, EOS after each
+  // response), for each checkpoint's per-pair KLs: train() logs only their means, and the margin's
+  // error needs the pairs.
   const c0 = runConfig(dir, refDir, s, s.methods[0], s.seeds[0]);
   const truncation = { maxLength: c0.max_length, maxPromptLength: c0.max_prompt_length, truncationMode: c0.truncation_mode ?? 'keep_start' } as const;
-  const heldOutBatch = collatePairs(
-    lines.slice(0, s.evalPairs).map((l) => {
-      const p = JSON.parse(l) as { prompt_ids: number[]; chosen_ids: number[]; rejected_ids: number[] };
-      return tokenizePair(p.prompt_ids, p.chosen_ids, p.rejected_ids, vocab.eosId, truncation);
-    }),
-    vocab.eosId,
-  );
-  const klMarginSe = async (policy: Model, logged: number, where: string) => {
-    const st = await (await TrainStep.create(policy, { loss: 'tdpo2', reference })).evaluate(heldOutBatch);
+  const heldOutBatch = (seed: number) =>
+    collatePairs(
+      (pairLines.get(seed) ?? []).slice(0, s.evalPairs).map((l) => {
+        const p = JSON.parse(l) as { prompt_ids: number[]; chosen_ids: number[]; rejected_ids: number[] };
+        return tokenizePair(p.prompt_ids, p.chosen_ids, p.rejected_ids, vocab.eosId, truncation);
+      }),
+      vocab.eosId,
+    );
+  const klMarginSe = async (policy: Model, heldOut: ReturnType<typeof collatePairs>, logged: number, where: string) => {
+    const st = await (await TrainStep.create(policy, { loss: 'tdpo2', reference })).evaluate(heldOut);
     const { mean, se } = meanSe(Array.from(st.rejectedKl, (r, i) => r - st.chosenKl[i]));
     // An error of another quantity would mislead: the pairs must be the ones train() evaluated.
     if (Math.abs(Math.abs(mean) - logged) > 1e-4) throw new Error(`${where}: the held-out KL margin recomputed from the pairs (${Math.abs(mean)}) is not train()'s (${logged})`);
@@ -185,6 +190,7 @@ export async function runExperiment(
   const runs = s.methods.length * s.seeds.length;
   let run = 0;
   for (const seed of s.seeds) {
+    const heldOut = heldOutBatch(seed);
     // At step 0 every method is πref itself, with the same sampling seed: evaluated once per seed.
     let atStart: Point | undefined;
     for (const m of s.methods) {
@@ -214,7 +220,7 @@ export async function runExperiment(
         const atStep = logged.find((x) => x.step === at && 'eval/loss' in x);
         if (!atStep) throw new Error(`${out}/metrics.jsonl has no evaluation at step ${at}`);
         const policy = await Model.load(path.join(out, at === s.trainSteps ? 'final' : `step-${at}`));
-        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed)), ...heldOutOf(atStep), klMarginSe: await klMarginSe(policy, atStep['eval/kl/margin'], `${out} step ${at}`) });
+        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed)), ...heldOutOf(atStep), klMarginSe: await klMarginSe(policy, heldOut, atStep['eval/kl/margin'], `${out} step ${at}`) });
         policy.dispose();
       }
       writeFileSync(pointsFile, `${JSON.stringify(own)}\n`);
@@ -226,5 +232,5 @@ export async function runExperiment(
     }
   }
   reference.dispose();
-  return { points, trainPairs: lines.length - s.evalPairs, evalPairs: Math.min(s.evalPairs, lines.length) };
+  return { points, trainPairs: s.seeds.map((seed) => (pairLines.get(seed)?.length ?? 0) - s.evalPairs), evalPairs: s.evalPairs };
 }

@@ -9,6 +9,7 @@
 // and no padding is computed.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { codedError } from '../errors.js';
 import { Model } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
@@ -92,21 +93,55 @@ export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGa
   };
 }
 
-/** Writes DIR/pairs.jsonl (in prompt order) and DIR/pairs-stats.json; reused when both exist. */
+/** Several seeds' statistics as one draw: counts and gap bins summed, the kept pairs' means weighted by their counts. */
+export function pooledPairStats(list: PairStats[]): PairStats {
+  const bins = new Map<number, GapBin>();
+  for (const b of list.flatMap((st) => st.gapBins)) {
+    const i = Math.round(b.from / GAP_BIN);
+    const bin = bins.get(i) ?? { from: b.from, kept: 0, dropped: 0 };
+    bins.set(i, { ...bin, kept: bin.kept + b.kept, dropped: bin.dropped + b.dropped });
+  }
+  const sum = (f: (st: PairStats) => number) => list.reduce((a, st) => a + f(st), 0);
+  const pairs = sum((st) => st.pairs);
+  return {
+    ...list[0],
+    prompts: sum((st) => st.prompts),
+    pairs,
+    empty: sum((st) => st.empty),
+    smallGap: sum((st) => st.smallGap),
+    gapBins: [...bins.entries()].sort((a, b) => a[0] - b[0]).map(([, b]) => b),
+    chosenReward: pairs ? sum((st) => st.chosenReward * st.pairs) / pairs : 0,
+    rejectedReward: pairs ? sum((st) => st.rejectedReward * st.pairs) / pairs : 0,
+  };
+}
+
+/** A seed's pairs (in prompt order) and their statistics, in the stages folder. */
+export const pairFiles = (dir: string, seed: number) => ({
+  pairs: path.join(dir, `pairs-seed${seed}.jsonl`),
+  stats: path.join(dir, `pairs-stats-seed${seed}.json`),
+});
+
+/**
+ * Writes a seed's pairs and their statistics (pairFiles); reused when both exist. Every seed draws
+ * its own samples from πref for the same prompts, so the seeds repeat the draw of the pairs too.
+ */
 export async function samplePairs(
   dir: string,
   refDir: string,
   corpus: Corpus,
   vocab: NarrowVocab,
   s: DemoSettings,
+  seed: number,
   progress: (done: number, total: number) => void = () => {},
 ): Promise<PairStats> {
-  const file = path.join(dir, 'pairs.jsonl');
-  const statsFile = path.join(dir, 'pairs-stats.json');
+  const { pairs: file, stats: statsFile } = pairFiles(dir, seed);
   if (existsSync(file) && existsSync(statsFile)) return JSON.parse(readFileSync(statsFile, 'utf8')) as PairStats;
   const ref = await Model.load(refDir);
   // The first evalPrompts held-out prompts are the evaluation's; the pairs use the next ones.
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts + s.pairPrompts).slice(s.evalPrompts);
+  if (prompts.length < s.pairPrompts) {
+    throw codedError('RangeError', 'ERR_TDPO_DEMO_PAIRS', `the held-out sentences give ${prompts.length} pair prompts after the ${s.evalPrompts} evaluation prompts, not ${s.pairPrompts}`);
+  }
   const n = s.samplesPerPrompt;
   // About 512 rows per generate call: large enough to keep the cores busy, small enough for memory.
   const chunk = Math.max(1, Math.floor(512 / n));
@@ -115,7 +150,7 @@ export async function samplePairs(
   for (let i = 0; i < prompts.length; i += chunk) {
     const part = prompts.slice(i, i + chunk);
     const batch = Array.from({ length: n }, () => part.map((p) => Int32Array.from(p))).flat();
-    const outs = await ref.generate(batch, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 7 + i });
+    const outs = await ref.generate(batch, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1_000_000 * seed + i });
     part.forEach((p, j) => {
       const samples = Array.from({ length: n }, (_, k) => {
         const c = continuationText(outs[k * part.length + j], vocab);

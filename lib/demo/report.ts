@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeCharts } from './charts.js';
 import type { EvalPoint, Experiment } from './experiment.js';
-import { gapLine, type PairStats } from './pairs.js';
+import { gapLine, pooledPairStats, type PairStats } from './pairs.js';
 import { modelShape, type DemoSettings } from './stages.js';
 import { summarise, table, type MethodSummary } from './summary.js';
 import { frontierChecks, TDPO2, verdictLines, verdicts, type FrontierCheck, type Verdict } from './verdicts.js';
@@ -12,7 +12,8 @@ import { frontierChecks, TDPO2, verdictLines, verdicts, type FrontierCheck, type
 export interface ReportInput {
   settings: DemoSettings;
   quick: boolean;
-  pairStats: PairStats;
+  /** Each seed's pairs, in the order of the settings' seeds. */
+  pairStats: PairStats[];
   experiment: Experiment;
   vocabSize: number;
   /** Sentences used (they encode with the narrowed vocabulary), and all that were read. */
@@ -52,7 +53,8 @@ function frontierTable(points: EvalPoint[], seeds: number[]): string {
 
 export async function writeReport(dir: string, r: ReportInput): Promise<Report> {
   const s = r.settings;
-  const ps = r.pairStats;
+  const ps = pooledPairStats(r.pairStats);
+  const perSeed = (f: (st: PairStats) => number) => r.pairStats.map(f).join(', ');
   const { points, trainPairs, evalPairs } = r.experiment;
   const methods = s.methods.map((m) => m.name);
   const summary = summarise(points);
@@ -78,24 +80,26 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
       `(batches of sentences of similar length, to spend the compute on tokens rather than padding).`,
     `- Reward: VADER's compound sentiment score (npm \`vader-sentiment\`) of the continuation, from −1 to +1, standing in for the paper's sentiment ` +
       `classifier; bounded as that classifier's probability is, so more of the same sentiment buys less and less reward.`,
-    `- Pairs: ${ps.prompts} held-out prompts (the first ${s.promptTokens} tokens of a sentence), ${ps.samplesPerPrompt} πref samples each ` +
-      `(temperature 1, ${s.continuationTokens} tokens each, sentence ends included); the best and the worst by reward make a pair when their reward gap is at least ${ps.minGap}. ` +
-      `Kept ${ps.pairs}; dropped ${ps.smallGap} with a smaller gap and ${ps.empty} with fewer than two non-empty samples. ` +
-      `${trainPairs} pairs to train on, ${evalPairs} held out.`,
-    `- Reward gap (best − worst) over the prompts: ${gapLine(ps)}. Kept pairs: chosen reward ${ps.chosenReward.toFixed(2)} against rejected ` +
+    `- Pairs, drawn anew for each seed: ${r.pairStats[0].prompts} held-out prompts (the first ${s.promptTokens} tokens of a sentence), ${ps.samplesPerPrompt} πref samples each ` +
+      `(temperature 1, ${s.continuationTokens} tokens each, sentence ends included, from the seed's own random stream); the best and the worst by reward make a pair ` +
+      `when their reward gap is at least ${ps.minGap}. Kept ${perSeed((st) => st.pairs)} (seed${s.seeds.length > 1 ? 's' : ''} ${s.seeds.join(', ')}); ` +
+      `dropped ${perSeed((st) => st.smallGap)} with a smaller gap and ${perSeed((st) => st.empty)} with fewer than two non-empty samples. ` +
+      `Of each seed's pairs, the first ${evalPairs} are held out and the rest (${trainPairs.join(', ')}) are trained on.`,
+    `- Reward gap (best − worst) over the prompts${s.seeds.length > 1 ? `, all ${s.seeds.length} seeds' draws together` : ''}: ${gapLine(ps)}. Kept pairs: chosen reward ${ps.chosenReward.toFixed(2)} against rejected ` +
       `${ps.rejectedReward.toFixed(2)} on average.`,
     `- Training: ${methods.join(', ')}; β = ${s.beta}, RMSprop, lr ${s.lr} ` +
       `(higher than the paper's 5e-6, which is tuned for pretrained LMs of 10⁸–10⁹ parameters), ${s.trainSteps} steps of ` +
-      `${s.trainBatch} pairs, seeds ${s.seeds.join(', ')}, the same pairs and budget for every method.`,
+      `${s.trainBatch} pairs, seeds ${s.seeds.join(', ')}; within a seed, the same pairs and budget for every method.`,
     `- Evaluation every ${s.evalEvery} steps: ${s.evalPrompts} other held-out prompts, ${s.samplesPerEvalPrompt} samples each at temperature 1 ` +
-      `(${s.continuationTokens} tokens each; mean reward with its standard error, mean sequence KL(πref ‖ πθ) of the samples, mean per-token entropy), and the ${evalPairs} held-out pairs ` +
+      `(${s.continuationTokens} tokens each; mean reward with its standard error, mean sequence KL(πref ‖ πθ) of the samples, mean per-token entropy), and each seed's ${evalPairs} held-out pairs ` +
       `(implicit-reward accuracy, the mean implicit-reward margin β·(log-ratio chosen − log-ratio rejected), sequence KL of chosen and rejected responses).`,
     '',
     '## Results at the last evaluation (mean over seeds)',
     '',
     table(summary, evalPairs),
     '',
-    `Accuracy ± its binomial standard error on the ${evalPairs} held-out pairs (the same pairs in every seed). ` +
+    `Accuracy ± the binomial standard error of ${evalPairs} held-out pairs, one seed's (the mean over seeds rests on each seed's own pairs, so its error is ` +
+      `smaller than this; the verdict uses this larger one). ` +
       `Reward and sample KL: over ${s.evalPrompts * s.samplesPerEvalPrompt} samples (${s.samplesPerEvalPrompt} for each of ${s.evalPrompts} prompts), ` +
       `± the sampling error of the samples' mean given these models and prompts (over seeds, √(Σ SE²)/seeds; it leaves out the spread between ` +
       `training seeds, which the next table shows); reward margin and the KL columns: over the held-out pairs.`,
@@ -104,8 +108,8 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     perSeedTable(points),
     '',
-    `KL margin: |mean over the ${evalPairs} held-out pairs of (KL rejected − KL chosen)|, ± the standard error of that mean over the pairs. ` +
-      `The seeds share one πref and one set of pairs: they repeat training and sampling, not the draw of the pairs.`,
+    `KL margin: |mean over the seed's ${evalPairs} held-out pairs of (KL rejected − KL chosen)|, ± the standard error of that mean over the pairs. ` +
+      `The seeds share one πref; each draws its own pairs from it, trains on them, and samples its evaluations from its own random stream.`,
     '',
     "## The paper's claims, as this run shows them",
     '',
@@ -132,7 +136,8 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
   const markdown = lines.join('\n');
   writeFileSync(path.join(dir, 'report.md'), markdown);
   // Each sample's reward goes to its own file, a line per point, to keep metrics.json readable.
-  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine }, settings: s, pairs: ps, summary, verdicts: vs, points: points.map(({ sampleRewards, ...p }) => p) };
+  const pairs = r.pairStats.map((st, k) => ({ seed: s.seeds[k], ...st }));
+  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine }, settings: s, pairs, summary, verdicts: vs, points: points.map(({ sampleRewards, ...p }) => p) };
   writeFileSync(path.join(dir, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
   const sampleLines = points.map(({ method, seed, step, sampleRewards }) => JSON.stringify({ method, seed, step, rewards: sampleRewards ?? [] }));
   writeFileSync(path.join(dir, 'sample-rewards.jsonl'), `${sampleLines.join('\n')}\n`);

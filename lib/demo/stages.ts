@@ -39,10 +39,13 @@ export const modelShape = { n_positions: 48, n_embd: 128, n_layer: 3, n_head: 4 
  * Bumped whenever what a stage holds changes with the same settings (the model's shape, the
  * training recipe in experiment.ts, the reward, the corpus): stages of another version are redone.
  */
-export const STAGES_VERSION = 4;
+export const STAGES_VERSION = 5;
 
 /** What the demo itself writes into a stages folder; anything else there is not ours to delete. */
-const STAGE_ENTRIES = new Set(['settings.json', 'sft.jsonl', 'reference', 'pairs.jsonl', 'pairs-stats.json', 'pairs-train.jsonl', 'pairs-eval.jsonl', 'runs']);
+// (One pair set for every seed, before version 5: pairs.jsonl and the rest, still ours to delete.)
+const STAGE_ENTRIES = new Set(['settings.json', 'sft.jsonl', 'reference', 'runs', 'pairs.jsonl', 'pairs-stats.json', 'pairs-train.jsonl', 'pairs-eval.jsonl']);
+/** A seed's pairs (pairs.ts), and the held-out and training parts experiment.ts splits them into. */
+const PAIR_ENTRY = /^(pairs-seed\d+(-train|-eval)?\.jsonl|pairs-stats-seed\d+\.json)$/;
 
 /**
  * Makes `dir` ready for a run with `settings`: kept when it was made with the same settings and
@@ -56,7 +59,7 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
   let why: 'fresh' | 'other settings' | null = null;
   if (existsSync(dir)) {
     const entries = readdirSync(dir);
-    const foreign = entries.filter((e) => !STAGE_ENTRIES.has(e));
+    const foreign = entries.filter((e) => !STAGE_ENTRIES.has(e) && !PAIR_ENTRY.test(e));
     const same = existsSync(file) && readFileSync(file, 'utf8') === current;
     why = fresh ? 'fresh' : same || entries.length === 0 ? null : 'other settings';
     if (why && foreign.length) {

@@ -196,7 +196,12 @@ SequenceLogprobs sequence_logprobs(const CausalLM& model, const at::Tensor& ids,
   at::Tensor scored = labels != -100;
   at::Tensor token = logp.gather(-1, labels.masked_fill(~scored, 0).unsqueeze(-1)).squeeze(-1);
   token = at::where(scored, token, at::zeros_like(token));
-  return {token.contiguous(), token.sum(-1).contiguous()};
+  // One temporary of the logits' size; p log p is 0 where logp is -inf (exp · logp would be NaN).
+  at::Tensor plogp = logp.exp().mul_(logp);
+  plogp.masked_fill_(at::isneginf(logp), 0);
+  at::Tensor entropy = -plogp.sum(-1);
+  entropy = at::where(scored, entropy, at::zeros_like(entropy));
+  return {token.contiguous(), token.sum(-1).contiguous(), entropy.contiguous()};
 }
 
 }  // namespace tdpo::models

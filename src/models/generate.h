@@ -48,10 +48,12 @@ at::Tensor sample_rows(const at::Tensor& probs, at::Generator& gen);
 at::Tensor sample_next(const at::Tensor& logits, const SamplingOptions& options, at::Generator& gen);
 
 // log p(labels[b, t] | ...) from logits[b, t] (labels aligned with the logits, as in the loss;
-// -100 = not scored, giving 0), and their sums per row.
+// -100 = not scored, giving 0), their sums per row, and the entropy of each scored position's
+// distribution (how diverse the model is where it was scored, without the logits leaving C++).
 struct SequenceLogprobs {
   at::Tensor token_logprobs;  // [B, T] float32
   at::Tensor sums;            // [B] float32
+  at::Tensor token_entropies;  // [B, T] float32, 0 where not scored
 };
 SequenceLogprobs sequence_logprobs(const CausalLM& model, const at::Tensor& ids, const at::Tensor& labels,
                                    const at::Tensor& attention_mask);
