@@ -9,7 +9,7 @@ import { buildCorpus, defaultCorpusOptions, encodable, wordnetExamples } from '.
 import { sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
 import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/demo/stats.js';
 import { machineLine } from '../lib/demo/machine.js';
-import { bestWorstPair, gapLine, pairStats, pooledPairStats, type Scored } from '../lib/demo/pairs.js';
+import { bestWorstPair, gapLine, pairStats, pooledPairStats, samplePairs, type Scored } from '../lib/demo/pairs.js';
 import { fullSettings, quickSettings } from '../lib/cli/demo.js';
 import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
@@ -69,6 +69,17 @@ describe('demo corpus', () => {
     expect(kept.train.length).toBeLessThan(corpus.train.length);
     expect(kept.train.every((t) => small.encode(t))).toBe(true);
     expect(kept.heldOut).toEqual(corpus.heldOut.filter((t) => small.encode(t)));
+  });
+
+  it('refuses settings that ask for more pair prompts than the held-out sentences give', async () => {
+    const small = NarrowVocab.fromTexts([...corpus.train, ...corpus.heldOut], undefined, 8192);
+    const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-pairs-'));
+    // Refused before πref is needed (there is none at this path).
+    await expect(samplePairs(dir, path.join(dir, 'no-model'), encodable(corpus, small), small, { ...fullSettings, pairPrompts: 5000 }, 1)).rejects.toMatchObject({
+      code: 'ERR_TDPO_DEMO_PAIRS',
+      message: expect.stringMatching(/give \d+ pair prompts after the 256 evaluation prompts, not 5000/),
+    });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('reads a fixed-length continuation across sentence ends', () => {

@@ -4,7 +4,6 @@
 // prompts: samples, their reward, their KL from πref and the policy's entropy.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { codedError } from '../errors.js';
 import { collatePairs, evaluate, loadConfig, Model, tokenizePair, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { pairFiles } from './pairs.js';
@@ -145,7 +144,7 @@ export async function runExperiment(
   const pairLines = new Map<number, string[]>();
   for (const seed of s.seeds) {
     const lines = readFileSync(pairFiles(dir, seed).pairs, 'utf8').trim().split('\n').filter(Boolean);
-    if (lines.length <= s.evalPairs) throw codedError('Error', 'ERR_TDPO_DEMO_PAIRS', `seed ${seed}: ${lines.length} pairs leave none to train on after ${s.evalPairs} held out`);
+    if (lines.length <= s.evalPairs) throw Object.assign(new Error(`seed ${seed}: ${lines.length} pairs leave none to train on after ${s.evalPairs} held out`), { code: 'ERR_TDPO_DEMO_PAIRS' });
     const files = splitFiles(dir, seed);
     writeFileSync(files.eval, `${lines.slice(0, s.evalPairs).join('\n')}\n`);
     writeFileSync(files.train, `${lines.slice(s.evalPairs).join('\n')}\n`);

@@ -9,7 +9,6 @@
 // and no padding is computed.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { codedError } from '../errors.js';
 import { Model } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
@@ -136,12 +135,13 @@ export async function samplePairs(
 ): Promise<PairStats> {
   const { pairs: file, stats: statsFile } = pairFiles(dir, seed);
   if (existsSync(file) && existsSync(statsFile)) return JSON.parse(readFileSync(statsFile, 'utf8')) as PairStats;
-  const ref = await Model.load(refDir);
   // The first evalPrompts held-out prompts are the evaluation's; the pairs use the next ones.
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts + s.pairPrompts).slice(s.evalPrompts);
   if (prompts.length < s.pairPrompts) {
-    throw codedError('RangeError', 'ERR_TDPO_DEMO_PAIRS', `the held-out sentences give ${prompts.length} pair prompts after the ${s.evalPrompts} evaluation prompts, not ${s.pairPrompts}`);
+    const message = `the held-out sentences give ${prompts.length} pair prompts after the ${s.evalPrompts} evaluation prompts, not ${s.pairPrompts}`;
+    throw Object.assign(new RangeError(message), { code: 'ERR_TDPO_DEMO_PAIRS' });
   }
+  const ref = await Model.load(refDir);
   const n = s.samplesPerPrompt;
   // About 512 rows per generate call: large enough to keep the cores busy, small enough for memory.
   const chunk = Math.max(1, Math.floor(512 / n));
