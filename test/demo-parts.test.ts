@@ -10,7 +10,7 @@ import { sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
 import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/demo/stats.js';
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, pooledPairStats, samplePairs, type Scored } from '../lib/demo/pairs.js';
-import { fullSettings, quickSettings } from '../lib/cli/demo.js';
+import { fullSettings, quickSettings, seedList } from '../lib/cli/demo.js';
 import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
 import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
@@ -326,6 +326,14 @@ describe('demo evaluation statistics', () => {
     expect(whole.kl).toBeGreaterThan(0);
     policy.dispose();
     reference.dispose();
+  });
+});
+
+describe('demo --seeds', () => {
+  it('reads distinct seeds from 0 to 999,999, and refuses the rest with a usage error', () => {
+    expect(seedList('4, 5,6')).toEqual([4, 5, 6]);
+    expect(seedList('0')).toEqual([0]);
+    for (const bad of ['1,x', '2,2', '-1', '', ' ', '1,,2', '1.5', '1000000']) expect(() => seedList(bad), bad).toThrow(expect.objectContaining({ code: 'ERR_TDPO_USAGE' }));
   });
 });
 

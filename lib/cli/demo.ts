@@ -11,8 +11,9 @@ import { prepareStages, referenceDir, trainReference, type DemoSettings } from '
 import { table } from '../demo/summary.js';
 import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
+import { CliError, positiveInt } from './errors.js';
 
-export const demoHelp = `Usage: tdpo demo [--quick] [--out DIR] [--fresh]
+export const demoHelp = `Usage: tdpo demo [--quick] [--seeds LIST] [--out DIR] [--fresh]
 
 Rebuilds the paper's controlled-sentiment experiment at CPU scale: trains a small GPT-2 on WordNet's
 example sentences (πref), samples several continuations per prompt from it and pairs the most
@@ -23,6 +24,8 @@ evaluation sample's reward in DIR/sample-rewards.jsonl.
 
 Options:
       --quick      fewer steps and one seed (under a minute)
+      --seeds LIST the seeds, comma-separated (default 1,2,3; --quick: 1): other seeds draw other
+                   pairs, samples and batches, as another machine's arithmetic would
       --out DIR    where the stages and the report go (default demo-output); finished stages
                    (πref, the pairs, each run) are reused on a rerun with the same settings
       --fresh      start over: delete DIR's stages first
@@ -47,6 +50,16 @@ export const quickSettings: DemoSettings = {
   ...fullSettings, seeds: [1], sftSteps: 120, pairPrompts: 256, trainSteps: 16, trainBatch: 16, evalEvery: 8, evalPrompts: 32, samplesPerEvalPrompt: 2, evalPairs: 48,
 };
 
+/** --seeds: distinct integers from 0 to 999,999 (the pairs' sampling seeds are 10⁶·seed + prompt), comma-separated. */
+export function seedList(text: string): number[] {
+  // Number('') is 0: an empty item would pass as seed 0.
+  const seeds = text.split(',').map((x) => (/^\s*\d+\s*$/.test(x) ? positiveInt(x.trim(), '--seeds', 0) : Number.NaN));
+  if (seeds.some(Number.isNaN)) throw new CliError(`--seeds must be integers >= 0 separated by commas, got '${text}'`);
+  if (seeds.some((x) => x > 999_999)) throw new CliError(`--seeds must be at most 999999, got '${text}'`);
+  if (new Set(seeds).size !== seeds.length) throw new CliError(`--seeds must not repeat a seed, got '${text}'`);
+  return seeds;
+}
+
 /** "2026-11-28 17:03 UTC": the report's date and time. */
 const utcMinute = (d: Date) => `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
 
@@ -55,6 +68,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     args: argv,
     options: {
       quick: { type: 'boolean', default: false },
+      seeds: { type: 'string' },
       out: { type: 'string' },
       fresh: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -65,7 +79,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     process.stdout.write(demoHelp);
     return 0;
   }
-  const s = values.quick ? quickSettings : fullSettings;
+  const base = values.quick ? quickSettings : fullSettings;
+  const s = values.seeds === undefined ? base : { ...base, seeds: seedList(values.seeds) };
   const out = path.resolve(values.out ?? 'demo-output');
   // Stages of a --quick run and a full run are kept apart: their settings differ.
   const stages = path.join(out, values.quick ? 'stages-quick' : 'stages');
