@@ -54,8 +54,8 @@ describe('tdpo demo --quick', () => {
       expect(x.rewards.reduce((a: number, v: number) => a + v, 0) / 64).toBeCloseTo(metrics.points[i].reward, 12);
     }
     expect(metrics.points.some((p: object) => 'sampleRewards' in p)).toBe(false);
-    // The KL margin's error over the held-out pairs: 0 for πref, positive once trained (the
-    // experiment has already checked that the pairs give train()'s own margin).
+    // The KL margin's error over the held-out pairs, as train() logged it (eval/kl/margin_se): 0
+    // for πref, positive once trained.
     for (const p of metrics.points) expect(p.step === 0 ? p.klMarginSe === 0 : p.klMarginSe > 0 && p.klMarginSe < 1, JSON.stringify(p)).toBe(true);
     expect(report).toMatch(/\| DPO \| 1 \| .* \| \d\.\d{3} ± \d\.\d{3} \|\n/);
     expect(metrics.verdicts).toHaveLength(3);

@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig, train, type TrainConfig } from '../lib/index.js';
+import { metricSums, metricsFromSums } from '../lib/train/metrics.js';
+import type { MicroStats } from '../lib/train/train-step.js';
 import { rng } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-train-'));
@@ -59,7 +61,7 @@ describe('train', () => {
       const evals = lines.filter((m) => 'eval/loss' in m);
       expect(steps).toHaveLength(20);
       expect(Object.keys(steps[0]).sort()).toEqual(
-        ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'kl/chosen', 'kl/rejected', 'kl/margin', 'logps/chosen', 'logps/rejected', 'grad_norm', 'lr', 'examples_per_second', 'step', 'examples'].sort(),
+        ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'kl/chosen', 'kl/rejected', 'kl/margin', 'kl/margin_se', 'logps/chosen', 'logps/rejected', 'grad_norm', 'lr', 'examples_per_second', 'step', 'examples'].sort(),
       );
       expect(steps[0].lr).toBeCloseTo(3e-3 / 3, 10); // warm-up: (step + 1) / (warmup + 1)
       expect(steps[5].lr).toBeCloseTo(3e-3, 10);
@@ -188,5 +190,32 @@ describe('train: samples, eval, generate, kill -9, last batch', () => {
     const r = await train(config(out, ['batch_size=12', 'gradient_accumulation_steps=1', 'data.drop_last=false', 'eval_every=0']));
     expect(r.steps).toBe(14); // 160 = 13 x 12 + 4
     expect(r.examples).toBe(160);
+  });
+});
+
+describe('metrics from sums', () => {
+  // Two micro-batches of per-pair statistics, as the native step returns them.
+  const micro = (chosenKl: number[], rejectedKl: number[]): MicroStats => {
+    const f = (xs: number[]) => Float32Array.from(xs);
+    const zeros = f(chosenKl.map(() => 0));
+    return { loss: 0.5, tokens: 0, chosenRewards: zeros, rejectedRewards: zeros, chosenKl: f(chosenKl), rejectedKl: f(rejectedKl), chosenLogps: zeros, rejectedLogps: zeros };
+  };
+  const a = micro([0.5, 1, 2], [1.5, 1, 2.5]);
+  const b = micro([0.25], [2.25]);
+  it("gives kl/margin_se, the standard error of the pairs' KL difference", () => {
+    // d = rejected − chosen: 1, 0, 0.5, 2. Mean 0.875, sample variance 0.72916..., SE √(var / 4).
+    const d = [1, 0, 0.5, 2];
+    const mean = d.reduce((x, y) => x + y, 0) / 4;
+    const variance = d.reduce((x, y) => x + (y - mean) ** 2, 0) / 3;
+    const m = metricsFromSums(metricSums([a, b], false), false);
+    expect(m['kl/margin']).toBeCloseTo(mean, 6);
+    expect(m['kl/margin_se']).toBeCloseTo(Math.sqrt(variance / 4), 6);
+    expect(metricsFromSums(metricSums([b], false), false)['kl/margin_se']).toBe(0); // one pair
+  });
+  it('adds across ranks: the sums of two parts give the metrics of the whole', () => {
+    const [x, y] = [metricSums([a], false), metricSums([b], false)];
+    const whole = metricsFromSums(metricSums([a, b], false), false);
+    const added = metricsFromSums(x.map((v, i) => v + y[i]), false);
+    for (const k of Object.keys(whole)) expect(added[k], k).toBeCloseTo(whole[k], 12);
   });
 });

@@ -4,12 +4,12 @@
 // prompts: samples, their reward, their KL from πref and the policy's entropy.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { collatePairs, evaluate, loadConfig, Model, tokenizePair, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
+import { collatePairs, evaluate, loadConfig, Model, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { pairFiles } from './pairs.js';
 import { sentimentScore } from './reward.js';
 import { continuationText, heldOutPrompts, modelShape, type DemoSettings } from './stages.js';
-import { meanSe, meanWithSe } from './stats.js';
+import { meanWithSe } from './stats.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface EvalPoint {
@@ -130,6 +130,7 @@ const heldOutOf = (m: Metrics) => ({
   klChosen: m['eval/kl/chosen'],
   klRejected: m['eval/kl/rejected'],
   klMargin: m['eval/kl/margin'],
+  klMarginSe: m['eval/kl/margin_se'],
 });
 
 export async function runExperiment(
@@ -165,31 +166,10 @@ export async function runExperiment(
     const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
     return { ...meanWithSe(rewards), sampleRewards: rewards, sampleKl: kl, entropy };
   };
-  // A seed's held-out pairs as train() tokenizes them (its truncation settings, EOS after each
-  // response), for each checkpoint's per-pair KLs: train() logs only their means, and the margin's
-  // error needs the pairs.
-  const c0 = runConfig(dir, refDir, s, s.methods[0], s.seeds[0]);
-  const truncation = { maxLength: c0.max_length, maxPromptLength: c0.max_prompt_length, truncationMode: c0.truncation_mode ?? 'keep_start' } as const;
-  const heldOutBatch = (seed: number) =>
-    collatePairs(
-      (pairLines.get(seed) ?? []).slice(0, s.evalPairs).map((l) => {
-        const p = JSON.parse(l) as { prompt_ids: number[]; chosen_ids: number[]; rejected_ids: number[] };
-        return tokenizePair(p.prompt_ids, p.chosen_ids, p.rejected_ids, vocab.eosId, truncation);
-      }),
-      vocab.eosId,
-    );
-  const klMarginSe = async (policy: Model, heldOut: ReturnType<typeof collatePairs>, logged: number, where: string) => {
-    const st = await (await TrainStep.create(policy, { loss: 'tdpo2', reference })).evaluate(heldOut);
-    const { mean, se } = meanSe(Array.from(st.rejectedKl, (r, i) => r - st.chosenKl[i]));
-    // An error of another quantity would mislead: the pairs must be the ones train() evaluated.
-    if (Math.abs(Math.abs(mean) - logged) > 1e-4) throw new Error(`${where}: the held-out KL margin recomputed from the pairs (${Math.abs(mean)}) is not train()'s (${logged})`);
-    return se;
-  };
   const points: EvalPoint[] = [];
   const runs = s.methods.length * s.seeds.length;
   let run = 0;
   for (const seed of s.seeds) {
-    const heldOut = heldOutBatch(seed);
     // At step 0 every method is πref itself, with the same sampling seed: evaluated once per seed.
     let atStart: Point | undefined;
     for (const m of s.methods) {
@@ -203,7 +183,7 @@ export async function runExperiment(
       }
       if (!atStart) {
         const start = await Model.load(refDir);
-        atStart = { step: 0, ...(await sampled(start, seed)), ...heldOutOf(await evaluate(config, refDir)), klMarginSe: 0 };
+        atStart = { step: 0, ...(await sampled(start, seed)), ...heldOutOf(await evaluate(config, refDir)) };
         start.dispose();
       }
       const own: EvalPoint[] = [{ method: m.name, seed, ...atStart }];
@@ -219,7 +199,7 @@ export async function runExperiment(
         const atStep = logged.find((x) => x.step === at && 'eval/loss' in x);
         if (!atStep) throw new Error(`${out}/metrics.jsonl has no evaluation at step ${at}`);
         const policy = await Model.load(path.join(out, at === s.trainSteps ? 'final' : `step-${at}`));
-        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed)), ...heldOutOf(atStep), klMarginSe: await klMarginSe(policy, heldOut, atStep['eval/kl/margin'], `${out} step ${at}`) });
+        own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed)), ...heldOutOf(atStep) });
         policy.dispose();
       }
       writeFileSync(pointsFile, `${JSON.stringify(own)}\n`);
