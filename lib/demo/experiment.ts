@@ -142,15 +142,14 @@ export async function runExperiment(
   progress: (msg: string, fraction: number) => void,
 ): Promise<Experiment> {
   // Each seed's pairs (pairs.ts): the first evalPairs are held out; train() reads each part as its own file.
-  const pairLines = new Map<number, string[]>();
-  for (const seed of s.seeds) {
+  const trainPairs = s.seeds.map((seed) => {
     const lines = readFileSync(pairFiles(dir, seed).pairs, 'utf8').trim().split('\n').filter(Boolean);
     if (lines.length <= s.evalPairs) throw Object.assign(new Error(`seed ${seed}: ${lines.length} pairs leave none to train on after ${s.evalPairs} held out`), { code: 'ERR_TDPO_DEMO_PAIRS' });
     const files = splitFiles(dir, seed);
     writeFileSync(files.eval, `${lines.slice(0, s.evalPairs).join('\n')}\n`);
     writeFileSync(files.train, `${lines.slice(s.evalPairs).join('\n')}\n`);
-    pairLines.set(seed, lines);
-  }
+    return lines.length - s.evalPairs;
+  });
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts);
   const reference = await Model.load(refDir);
   // Samples of a checkpoint: fixed-length, as the pairs' (pairs.ts), samplesPerEvalPrompt per
@@ -211,5 +210,5 @@ export async function runExperiment(
     }
   }
   reference.dispose();
-  return { points, trainPairs: s.seeds.map((seed) => (pairLines.get(seed)?.length ?? 0) - s.evalPairs), evalPairs: s.evalPairs };
+  return { points, trainPairs, evalPairs: s.evalPairs };
 }

@@ -65,19 +65,23 @@ export interface PairStats {
   rejectedReward: number;
 }
 
+/** Counts added up by bin index (bin i starts at i · GAP_BIN), from the smallest gap up. */
+function tallyBins(counts: Array<{ i: number; kept: number; dropped: number }>): GapBin[] {
+  const bins = new Map<number, GapBin>();
+  for (const { i, kept, dropped } of counts) {
+    const bin = bins.get(i) ?? { from: Number((i * GAP_BIN).toFixed(6)), kept: 0, dropped: 0 };
+    bins.set(i, { from: bin.from, kept: bin.kept + kept, dropped: bin.dropped + dropped });
+  }
+  return [...bins.entries()].sort((a, b) => a[0] - b[0]).map(([, b]) => b);
+}
+
 /** Tally of choices into PairStats (the kept pairs' means included). */
 export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGap: number): PairStats {
   const kept = choices.filter((c) => 'chosen' in c);
-  const bins = new Map<number, GapBin>();
-  for (const c of choices) {
-    if (c.gap === undefined) continue;
-    // Integer bin indices, so that 0.3 / 0.1 landing on 2.9999 cannot misplace a gap of 0.3.
-    const i = Math.floor(c.gap / GAP_BIN + 1e-9);
-    const bin = bins.get(i) ?? { from: Number((i * GAP_BIN).toFixed(6)), kept: 0, dropped: 0 };
-    if ('chosen' in c) bin.kept++;
-    else bin.dropped++;
-    bins.set(i, bin);
-  }
+  // Integer bin indices, so that 0.3 / 0.1 landing on 2.9999 cannot misplace a gap of 0.3.
+  const gapBins = tallyBins(
+    choices.flatMap((c) => (c.gap === undefined ? [] : [{ i: Math.floor(c.gap / GAP_BIN + 1e-9), kept: 'chosen' in c ? 1 : 0, dropped: 'chosen' in c ? 0 : 1 }])),
+  );
   const mean = (f: (c: (typeof kept)[number]) => number) => (kept.length ? kept.reduce((a, c) => a + f(c), 0) / kept.length : 0);
   return {
     prompts: choices.length,
@@ -86,7 +90,7 @@ export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGa
     pairs: kept.length,
     empty: choices.filter((c) => 'drop' in c && c.drop === 'empty').length,
     smallGap: choices.filter((c) => 'drop' in c && c.drop === 'small gap').length,
-    gapBins: [...bins.entries()].sort((a, b) => a[0] - b[0]).map(([, b]) => b),
+    gapBins,
     chosenReward: mean((c) => c.chosen.reward),
     rejectedReward: mean((c) => c.rejected.reward),
   };
@@ -94,12 +98,6 @@ export function pairStats(choices: PairChoice[], samplesPerPrompt: number, minGa
 
 /** Several seeds' statistics as one draw: counts and gap bins summed, the kept pairs' means weighted by their counts. */
 export function pooledPairStats(list: PairStats[]): PairStats {
-  const bins = new Map<number, GapBin>();
-  for (const b of list.flatMap((st) => st.gapBins)) {
-    const i = Math.round(b.from / GAP_BIN);
-    const bin = bins.get(i) ?? { from: b.from, kept: 0, dropped: 0 };
-    bins.set(i, { ...bin, kept: bin.kept + b.kept, dropped: bin.dropped + b.dropped });
-  }
   const sum = (f: (st: PairStats) => number) => list.reduce((a, st) => a + f(st), 0);
   const pairs = sum((st) => st.pairs);
   return {
@@ -108,7 +106,7 @@ export function pooledPairStats(list: PairStats[]): PairStats {
     pairs,
     empty: sum((st) => st.empty),
     smallGap: sum((st) => st.smallGap),
-    gapBins: [...bins.entries()].sort((a, b) => a[0] - b[0]).map(([, b]) => b),
+    gapBins: tallyBins(list.flatMap((st) => st.gapBins.map((b) => ({ ...b, i: Math.round(b.from / GAP_BIN) })))),
     chosenReward: pairs ? sum((st) => st.chosenReward * st.pairs) / pairs : 0,
     rejectedReward: pairs ? sum((st) => st.rejectedReward * st.pairs) / pairs : 0,
   };

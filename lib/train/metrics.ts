@@ -13,13 +13,13 @@ const sum = (xs: ArrayLike<number>) => {
 
 /**
  * Preference: [pairs, Σ loss, Σ chosen reward, Σ rejected reward, Σ correct, Σ margin, Σ chosen KL,
- * Σ rejected KL, Σ chosen logp, Σ rejected logp, Σ d, Σ d²], each over pairs, d being a pair's
- * rejected KL − chosen KL (a micro-batch's loss is its mean over pairs, so it counts once per
+ * Σ rejected KL, Σ chosen logp, Σ rejected logp, Σ d²], each over pairs, d being a pair's
+ * rejected KL − chosen KL, whose sum is Σ rejected KL − Σ chosen KL (a micro-batch's loss is its mean over pairs, so it counts once per
  * pair: the loss the gradient is taken of). SFT: [micro-batches, Σ micro-batch loss].
  */
 export function metricSums(micro: MicroStats[], sft: boolean): number[] {
   if (sft) return [micro.length, sum(micro.map((m) => m.loss))];
-  const s = new Array<number>(12).fill(0);
+  const s = new Array<number>(11).fill(0);
   for (const m of micro) {
     const n = m.chosenRewards.length;
     s[0] += n;
@@ -36,11 +36,7 @@ export function metricSums(micro: MicroStats[], sft: boolean): number[] {
     s[7] += sum(m.rejectedKl);
     s[8] += sum(m.chosenLogps);
     s[9] += sum(m.rejectedLogps);
-    for (let i = 0; i < n; i++) {
-      const d = m.rejectedKl[i] - m.chosenKl[i];
-      s[10] += d;
-      s[11] += d * d;
-    }
+    for (let i = 0; i < n; i++) s[10] += (m.rejectedKl[i] - m.chosenKl[i]) ** 2;
   }
   return s;
 }
@@ -61,7 +57,7 @@ export function metricsFromSums(s: ArrayLike<number>, sft: boolean): Metrics {
     'kl/margin': Math.abs(ck - rk),
     // The standard error of that mean difference over the pairs: whether a margin is more than
     // the pairs' spread (0 for a single pair).
-    'kl/margin_se': s[0] > 1 ? Math.sqrt(Math.max(0, s[11] - (s[10] * s[10]) / s[0]) / (s[0] - 1) / s[0]) : 0,
+    'kl/margin_se': s[0] > 1 ? Math.sqrt(Math.max(0, s[10] - ((s[7] - s[6]) ** 2) / s[0]) / (s[0] - 1) / s[0]) : 0,
     'logps/chosen': s[8] / n,
     'logps/rejected': s[9] / n,
   };
