@@ -32,7 +32,7 @@ describe('tdpo bench', () => {
   });
 
   it('rejects bad flags with one line and exit code 2', () => {
-    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['bench', '--variant', 'ipo'], ['bench', '--model', '--device', 'tpu'], ['bench', '--model', '--dtype', 'fp8'], ['frobnicate'], ['demo', '--quick', '--seeds', '1,x'], ['demo', '--quick', '--seeds', '2,2'], ['demo', '--quick', '--seeds=-1'], ['demo', '--quick', '--seeds', '1,,2'], ['demo', '--quick', '--seeds', ''], ['demo', '--quick', '--seeds', '1000000']]) {
+    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['bench', '--variant', 'ipo'], ['bench', '--model', '--device', 'tpu'], ['bench', '--model', '--dtype', 'fp8'], ['frobnicate'], ['demo', '--quick', '--seeds', '1,x'], ['demo', '--quick', '--seeds', '2,2'], ['demo', '--quick', '--seeds=-1'], ['demo', '--quick', '--seeds', '1,,2'], ['demo', '--quick', '--seeds', ''], ['demo', '--quick', '--seeds', '1000000'], ['demo', '--quick', '--set', 'nope=1'], ['demo', '--quick', '-s', 'lr=0'], ['demo', '--quick', '--set', 'trainSteps=5']]) {
       const r = run(args);
       expect(r.status).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

@@ -10,7 +10,7 @@ import { sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
 import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/demo/stats.js';
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, pooledPairStats, samplePairs, type Scored } from '../lib/demo/pairs.js';
-import { fullSettings, quickSettings, seedList } from '../lib/cli/demo.js';
+import { demoHelp, fullSettings, overridden, quickSettings, seedList, tunable, withOverrides } from '../lib/cli/demo.js';
 import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
 import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
@@ -334,6 +334,35 @@ describe('demo --seeds', () => {
     expect(seedList('4, 5,6')).toEqual([4, 5, 6]);
     expect(seedList('0')).toEqual([0]);
     for (const bad of ['1,x', '2,2', '-1', '', ' ', '1,,2', '1.5', '1000000']) expect(() => seedList(bad), bad).toThrow(expect.objectContaining({ code: 'ERR_TDPO_USAGE' }));
+  });
+});
+
+describe('demo --set', () => {
+  const usage = expect.objectContaining({ code: 'ERR_TDPO_USAGE' });
+  it('overrides the training regime and the sizes, typed, and lists what changed', () => {
+    const s = withOverrides(fullSettings, ['trainSteps=160', 'lr=1e-4', 'minGap=0', 'beta=0.2']);
+    expect(s).toEqual({ ...fullSettings, trainSteps: 160, lr: 1e-4, minGap: 0 });
+    expect(fullSettings.trainSteps).toBe(40); // the defaults are not touched
+    // beta=0.2 is the default: not an override.
+    expect(overridden(fullSettings, s)).toEqual(['minGap=0', 'trainSteps=160', 'lr=0.0001']);
+    expect(overridden(fullSettings, withOverrides(fullSettings, []))).toEqual([]);
+    // The last of a repeated key wins, as with train --set.
+    expect(withOverrides(fullSettings, ['lr=1', 'lr=2e-4']).lr).toBe(2e-4);
+  });
+  it('refuses unknown keys, bad values and settings that cannot run together', () => {
+    for (const bad of [
+      'trainSteps', '=3', 'nope=1', 'seeds=4', 'methods=1', 'vocabTokens=100', 'constructor=1', 'toString=1',
+      'trainSteps=0', 'trainSteps=1.5', 'trainSteps=', 'trainSteps= ', 'trainSteps=1e400', 'trainSteps=x',
+      'lr=0', 'lr=-1', 'beta=NaN', 'beta=Infinity', 'minGap=-0.1', 'samplesPerPrompt=1',
+      'trainSteps=30', // not a multiple of evalEvery (20)
+    ]) {
+      expect(() => withOverrides(fullSettings, [bad]), bad).toThrow(usage);
+    }
+    expect(() => withOverrides(fullSettings, ['evalPrompts=3', 'samplesPerEvalPrompt=1'])).toThrow(usage); // odd sample count
+    expect(withOverrides(fullSettings, ['trainSteps=30', 'evalEvery=10']).trainSteps).toBe(30);
+  });
+  it('names every setting it can change in --help', () => {
+    for (const k of Object.keys(tunable)) expect(demoHelp).toContain(k);
   });
 });
 

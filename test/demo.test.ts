@@ -1,6 +1,6 @@
 // `tdpo demo --quick` end to end: the report's structure, and every number in it finite.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -69,13 +69,20 @@ describe('tdpo demo --quick', () => {
     expect(again.stderr).toMatch(/\[3\/4\] preference pairs .* \(reused\)/);
     expect(Date.now() - t0 - first).toBeLessThan(first);
 
-    // Stages made with other settings (an earlier version) are not mixed in: the run starts over.
-    const settings = path.join(out, 'stages-quick', 'settings.json');
-    writeFileSync(settings, readFileSync(settings, 'utf8').replace('"trainSteps":16', '"trainSteps":17'));
-    const stale = spawnSync(process.execPath, [cli, 'demo', '--quick', '--out', out], { encoding: 'utf8' });
+    // Stages made with other settings (here --set; an earlier version is the same case) are not
+    // mixed in: the run starts over, and the report says what was overridden.
+    const stale = spawnSync(process.execPath, [cli, 'demo', '--quick', '--set', 'trainSteps=8', '--out', out], { encoding: 'utf8' });
     expect(stale.status, stale.stderr).toBe(0);
     expect(stale.stderr).toContain('was made with other settings');
     expect(stale.stderr).not.toContain('(reused)');
-    expect(readFileSync(path.join(out, 'report.md'), 'utf8')).toMatch(/min, from scratch/);
+    const overridden = readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(overridden).toMatch(/min, from scratch/);
+    expect(overridden).toContain('- Overridden on the command line: trainSteps=8. ');
+    expect(report).not.toContain('Overridden');
+    const m2 = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
+    expect(m2.run.overrides).toEqual(['trainSteps=8']);
+    expect(metrics.run.overrides).toEqual([]);
+    expect(m2.settings.trainSteps).toBe(8);
+    expect(m2.points.length).toBe(4 * 2); // evaluations at steps 0 and 8
   }, 300_000);
 });

@@ -13,7 +13,26 @@ import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
 import { CliError, positiveInt } from './errors.js';
 
-export const demoHelp = `Usage: tdpo demo [--quick] [--seeds LIST] [--out DIR] [--fresh]
+interface Tunable {
+  integer: boolean;
+  min: number;
+  /** The smallest value is allowed (else only larger ones). */
+  inclusive: boolean;
+}
+const count = (min: number): Tunable => ({ integer: true, min, inclusive: true });
+const positive: Tunable = { integer: false, min: 0, inclusive: false };
+
+/**
+ * The settings --set may change: the training regime, the pairs' draw and the evaluation's size. The
+ * model, corpus, vocabulary and reward stay (they are what the pairs and πref mean).
+ */
+export const tunable: Readonly<Record<string, Tunable>> = {
+  sftSteps: count(1), pairPrompts: count(1), samplesPerPrompt: count(2), minGap: { integer: false, min: 0, inclusive: true },
+  trainSteps: count(1), trainBatch: count(1), evalEvery: count(1), evalPrompts: count(1), samplesPerEvalPrompt: count(1), evalPairs: count(1),
+  beta: positive, lr: positive,
+};
+
+export const demoHelp = `Usage: tdpo demo [--quick] [--seeds LIST] [--set KEY=VALUE ...] [--out DIR] [--fresh]
 
 Rebuilds the paper's controlled-sentiment experiment at CPU scale: trains a small GPT-2 on WordNet's
 example sentences (πref), samples several continuations per prompt from it and pairs the most
@@ -26,6 +45,11 @@ Options:
       --quick      fewer steps and one seed (under a minute)
       --seeds LIST the seeds, comma-separated (default 1,2,3; --quick: 1): other seeds draw other
                    pairs, samples and batches, as another machine's arithmetic would
+  -s, --set KEY=VALUE
+                   override a setting (repeatable; names as in metrics.json's settings):
+                   sftSteps, pairPrompts, samplesPerPrompt, minGap, trainSteps, trainBatch,
+                   evalEvery, evalPrompts, samplesPerEvalPrompt, evalPairs, beta, lr; the
+                   report lists what was overridden (the defaults come from the README's pilots)
       --out DIR    where the stages and the report go (default demo-output); finished stages
                    (πref, the pairs, each run) are reused on a rerun with the same settings
       --fresh      start over: delete DIR's stages first
@@ -60,6 +84,37 @@ export function seedList(text: string): number[] {
   return seeds;
 }
 
+/** --set KEY=VALUE items over `base`, checked one by one and then together. */
+export function withOverrides(base: DemoSettings, items: string[]): DemoSettings {
+  const s: Record<string, unknown> = { ...base };
+  for (const item of items) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(item);
+    if (!m) throw new CliError(`--set expects KEY=VALUE, got '${item}'`);
+    const [, key, text] = m;
+    const t = Object.hasOwn(tunable, key) ? tunable[key] : undefined;
+    if (!t) throw new CliError(`--set ${key}: not a setting --set can change (${Object.keys(tunable).join(', ')})`);
+    const x = text.trim() === '' ? Number.NaN : Number(text);
+    const inRange = t.inclusive ? x >= t.min : x > t.min;
+    if (!Number.isFinite(x) || (t.integer && !Number.isInteger(x)) || !inRange) {
+      throw new CliError(`--set ${key} must be ${t.integer ? 'an integer' : 'a number'} ${t.inclusive ? '>=' : '>'} ${t.min}, got '${text}'`);
+    }
+    s[key] = x;
+  }
+  const out = s as unknown as DemoSettings;
+  // A checkpoint is evaluated every evalEvery steps and the last one must be among them.
+  if (out.trainSteps % out.evalEvery) throw new CliError(`--set: trainSteps (${out.trainSteps}) must be a multiple of evalEvery (${out.evalEvery})`);
+  // The evaluation's samples go into the KL statistics as the two sides of pairs.
+  if ((out.evalPrompts * out.samplesPerEvalPrompt) % 2) {
+    throw new CliError(`--set: evalPrompts × samplesPerEvalPrompt (${out.evalPrompts} × ${out.samplesPerEvalPrompt}) must be even`);
+  }
+  return out;
+}
+
+/** What `s` changes of `base`, as "key=value" items: the report's list of overrides. */
+export function overridden(base: DemoSettings, s: DemoSettings): string[] {
+  return Object.keys(tunable).filter((k) => s[k as keyof DemoSettings] !== base[k as keyof DemoSettings]).map((k) => `${k}=${s[k as keyof DemoSettings]}`);
+}
+
 /** "2026-11-28 17:03 UTC": the report's date and time. */
 const utcMinute = (d: Date) => `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
 
@@ -69,6 +124,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     options: {
       quick: { type: 'boolean', default: false },
       seeds: { type: 'string' },
+      set: { type: 'string', short: 's', multiple: true },
       out: { type: 'string' },
       fresh: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -80,12 +136,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const base = values.quick ? quickSettings : fullSettings;
-  const s = values.seeds === undefined ? base : { ...base, seeds: seedList(values.seeds) };
+  const seeded = values.seeds === undefined ? base : { ...base, seeds: seedList(values.seeds) };
+  const s = withOverrides(seeded, values.set ?? []);
+  const overrides = overridden(base, s);
   const out = path.resolve(values.out ?? 'demo-output');
   // Stages of a --quick run and a full run are kept apart: their settings differ.
   const stages = path.join(out, values.quick ? 'stages-quick' : 'stages');
   const emptied = prepareStages(stages, s, values.fresh);
-  if (emptied === 'other settings') process.stderr.write(`${stages} was made with other settings (an earlier version): starting over\n`);
+  if (emptied === 'other settings') process.stderr.write(`${stages} was made with other settings or an earlier version: starting over\n`);
   const t0 = Date.now();
   const started = utcMinute(new Date(t0));
   const say = (m: string) => process.stderr.write(`${m}\n`);
@@ -129,7 +187,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const stageSeconds = { setup: (t2 - t0) / 1000, reference: sftSeconds, pairs: pairSeconds, experiment: (Date.now() - t4) / 1000 };
   say(`      stages: ${Object.entries(stageSeconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ')}`);
   const { summary, verdicts } = await writeReport(out, {
-    settings: s, quick: values.quick, pairStats, experiment, vocabSize: vocab.size,
+    settings: s, quick: values.quick, overrides, pairStats, experiment, vocabSize: vocab.size,
     corpus: { train: corpus.train.length, heldOut: corpus.heldOut.length, all: all.train.length + all.heldOut.length }, seconds, stageSeconds, started, machine: machineLine(),
     reused: [...(reused ? ['πref'] : []), ...(pairsReused ? ['the pairs'] : [])],
   });

