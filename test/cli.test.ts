@@ -1,5 +1,7 @@
 // `tdpo bench` end to end, at a tiny size.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildInfo } from '../lib/index.js';
@@ -32,11 +34,27 @@ describe('tdpo bench', () => {
   });
 
   it('rejects bad flags with one line and exit code 2', () => {
-    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['bench', '--variant', 'ipo'], ['bench', '--model', '--device', 'tpu'], ['bench', '--model', '--dtype', 'fp8'], ['frobnicate'], ['demo', '--quick', '--seeds', '1,x'], ['demo', '--quick', '--seeds', '2,2'], ['demo', '--quick', '--seeds=-1'], ['demo', '--quick', '--seeds', '1,,2'], ['demo', '--quick', '--seeds', ''], ['demo', '--quick', '--seeds', '1000000'], ['demo', '--quick', '--set', 'nope=1'], ['demo', '--quick', '-s', 'lr=0'], ['demo', '--quick', '--set', 'trainSteps=5']]) {
+    for (const args of [['bench', '--batch', '3'], ['bench', '--runs', 'x'], ['bench', '--nope'], ['bench', '--variant', 'ipo'], ['bench', '--model', '--device', 'tpu'], ['bench', '--model', '--dtype', 'fp8'], ['frobnicate'], ['demo', '--quick', '--seeds', '1,x'], ['demo', '--quick', '--seeds', '2,2'], ['demo', '--quick', '--seeds=-1'], ['demo', '--quick', '--seeds', '1,,2'], ['demo', '--quick', '--seeds', ''], ['demo', '--quick', '--seeds', '1000000']]) {
       const r = run(args);
       expect(r.status).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(/^tdpo: /);
+    }
+  });
+
+  it('refuses a bad demo --set before any stage runs, naming the setting', () => {
+    for (const [args, message] of [
+      [['--set', 'nope=1'], /--set nope: not a setting --set can change/],
+      [['-s', 'lr=0'], /--set lr must be a number > 0/],
+      [['--set', 'trainSteps=5'], /trainSteps \(5\) must be a multiple of evalEvery \(8\)/],
+      [['--set', 'pairPrompts=5000'], /evalPrompts \+ pairPrompts \(32 \+ 5000\) exceed the \d+ held-out prompts/],
+    ] as const) {
+      const out = path.join(tmpdir(), `tdpo-never-made-${process.pid}`);
+      const r = run(['demo', '--quick', ...args, '--out', out]);
+      expect(r.status, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr).not.toContain('[2/4]');
+      expect(existsSync(out)).toBe(false);
     }
   });
 

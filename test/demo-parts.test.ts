@@ -10,7 +10,7 @@ import { sampleStats, type EvalPoint } from '../lib/demo/experiment.js';
 import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/demo/stats.js';
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, pooledPairStats, samplePairs, type Scored } from '../lib/demo/pairs.js';
-import { demoHelp, fullSettings, overridden, quickSettings, seedList, tunable, withOverrides } from '../lib/cli/demo.js';
+import { checkPrompts, demoHelp, fullSettings, overridden, quickSettings, seedList, tunable, withOverrides } from '../lib/cli/demo.js';
 import { continuationText, prepareStages } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
 import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
@@ -181,7 +181,7 @@ describe('demo statistics and verdicts', () => {
     expect(frontier).toMatchObject({ answer: 'yes', seedsHolding: 1 });
     expect(frontier.detail).toMatch(/^2 of 2 trained DPO evaluation points .* within each seed alone it holds in 1 of 2$/);
     expect(acc).toMatchObject({ answer: 'yes', seedsHolding: 1 }); // TDPO2: mean 0.625 clears, seed 2's 0.55 does not
-    expect(acc.detail).toContain(`lowest: ${TDPO2}, 0.625 ± 0.048 on 100 pairs`);
+    expect(acc.detail).toContain(`lowest: ${TDPO2}, 0.625 ± 0.048, one seed's binomial error on 100 pairs`);
     // Point by point: seed 1's DPO point is dominated by its TDPO2 step 10; in seed 2 the only
     // TDPO2 point with no more KL is πref (reward 0 < 1).
     const checks = frontierChecks(pts, [1, 2]);
@@ -241,14 +241,17 @@ describe('demo report parts', () => {
     expect(spec.data.values.every((v) => v.step > 0)).toBe(true);
     const v = spec.data.values[0];
     expect(v.accuracy).toBeCloseTo(0.75, 12); // mean of 0.7 and 0.8
-    expect(v.hi - v.accuracy).toBeCloseTo(binomialSe(0.75, 100), 12);
+    // The mean's error over two seeds' own 100 pairs: √(0.7·0.3/100 + 0.8·0.2/100)/2 = 0.0304, not
+    // the binomial error of 0.75 on 100 pairs (0.0433).
+    expect(v.hi - v.accuracy).toBeCloseTo(Math.hypot(binomialSe(0.7, 100), binomialSe(0.8, 100)) / 2, 12);
+    expect(v.hi - v.accuracy).toBeCloseTo(0.0304, 4);
   });
   it('renders every chart to SVG and tables the means with SE', async () => {
     for (const [name, spec] of chartSpecs(pts, ['DPO', 'TDPO1'], 100)) expect((await renderSvg(spec)).startsWith('<svg'), name).toBe(true);
-    const t = table(summarise(pts), 100);
+    const t = table(summarise(pts, 100));
     expect(t.split('\n')[0]).toBe('| method | reward ± SE | sample KL | entropy | pair acc. ± SE | reward margin | KL chosen | KL rejected | KL margin |');
     // The mean of two seeds' rewards, SEs 0.03 and 0.06: √(0.03² + 0.06²)/2 = 0.0335.
-    expect(t).toContain('| DPO | 1.000 ± 0.034 | 15.000 | 5.000 | 0.750 ± 0.043 |');
+    expect(t).toContain('| DPO | 1.000 ± 0.034 | 15.000 | 5.000 | 0.750 ± 0.030 |');
   });
   it('names the machine and the libraries', () => {
     const line = machineLine();
@@ -340,29 +343,45 @@ describe('demo --seeds', () => {
 describe('demo --set', () => {
   const usage = expect.objectContaining({ code: 'ERR_TDPO_USAGE' });
   it('overrides the training regime and the sizes, typed, and lists what changed', () => {
-    const s = withOverrides(fullSettings, ['trainSteps=160', 'lr=1e-4', 'minGap=0', 'beta=0.2']);
-    expect(s).toEqual({ ...fullSettings, trainSteps: 160, lr: 1e-4, minGap: 0 });
+    const s = withOverrides(fullSettings, ['trainSteps=160', 'lr=1e-4', 'minGap=0', 'beta=0.2', 'samplesPerPrompt=+8', 'evalPairs=100.0']);
+    expect(s).toEqual({ ...fullSettings, trainSteps: 160, lr: 1e-4, minGap: 0, evalPairs: 100 });
     expect(fullSettings.trainSteps).toBe(40); // the defaults are not touched
-    // beta=0.2 is the default: not an override.
-    expect(overridden(fullSettings, s)).toEqual(['minGap=0', 'trainSteps=160', 'lr=0.0001']);
+    // beta=0.2 and samplesPerPrompt=+8 are the defaults: not changes.
+    expect(overridden(fullSettings, s)).toEqual(['minGap=0', 'trainSteps=160', 'evalPairs=100', 'lr=0.0001']);
     expect(overridden(fullSettings, withOverrides(fullSettings, []))).toEqual([]);
+    // --seeds is a change of the command line's too.
+    expect(overridden(fullSettings, { ...s, seeds: [9] })).toEqual(['seeds=9', 'minGap=0', 'trainSteps=160', 'evalPairs=100', 'lr=0.0001']);
+    expect(overridden(quickSettings, { ...quickSettings, seeds: [4, 5] })).toEqual(['seeds=4,5']);
     // The last of a repeated key wins, as with train --set.
     expect(withOverrides(fullSettings, ['lr=1', 'lr=2e-4']).lr).toBe(2e-4);
+    expect(withOverrides(fullSettings, ['beta=1e-6', 'minGap=2', 'evalEvery=1']).beta).toBe(1e-6); // the bounds themselves
   });
-  it('refuses unknown keys, bad values and settings that cannot run together', () => {
+  it('refuses unknown keys, bad values, values past their bounds and settings that cannot run together', () => {
+    const refused = (items: string[], message: RegExp) => expect(() => withOverrides(fullSettings, items), items.join(' ')).toThrow(expect.objectContaining({ code: 'ERR_TDPO_USAGE', message: expect.stringMatching(message) }));
+    for (const bad of ['trainSteps', '=3', '']) refused([bad], /expects KEY=VALUE/);
+    for (const bad of ['nope=1', 'seeds=4', 'methods=1', 'vocabTokens=100', 'constructor=1', 'toString=1', 'loss.beta=0.2', 'TrainSteps=40']) refused([bad], /not a setting --set can change/);
     for (const bad of [
-      'trainSteps', '=3', 'nope=1', 'seeds=4', 'methods=1', 'vocabTokens=100', 'constructor=1', 'toString=1',
-      'trainSteps=0', 'trainSteps=1.5', 'trainSteps=', 'trainSteps= ', 'trainSteps=1e400', 'trainSteps=x',
-      'lr=0', 'lr=-1', 'beta=NaN', 'beta=Infinity', 'minGap=-0.1', 'samplesPerPrompt=1',
-      'trainSteps=30', // not a multiple of evalEvery (20)
+      'trainSteps=0', 'trainSteps=1.5', 'trainSteps=', 'trainSteps= ', 'trainSteps= 40', 'trainSteps=1e400', 'trainSteps=x', 'trainSteps=0x28', 'trainSteps=0b101000',
+      'trainSteps=-40', 'lr=0', 'lr=-1', 'lr=2', 'beta=NaN', 'beta=Infinity', 'beta=1e-7', 'beta=1e9', 'minGap=-0.1', 'minGap=2.5',
+      'samplesPerPrompt=1', 'samplesPerEvalPrompt=1000000000', 'sftSteps=1e15', 'trainBatch=5000',
     ]) {
-      expect(() => withOverrides(fullSettings, [bad]), bad).toThrow(usage);
+      refused([bad], new RegExp(`^--set ${bad.split('=')[0]} must be an? (integer|number) >=? `));
     }
-    expect(() => withOverrides(fullSettings, ['evalPrompts=3', 'samplesPerEvalPrompt=1'])).toThrow(usage); // odd sample count
+    refused(['trainSteps=30'], /multiple of evalEvery \(20\)/);
+    refused(['evalEvery=1', 'trainSteps=101'], /at most 100 evaluations/);
+    refused(['evalPrompts=3', 'samplesPerEvalPrompt=1'], /must be even/);
+    refused(['evalPairs=1900'], /evalPairs \+ trainBatch \(1900 \+ 64\) must be at most pairPrompts \(1920\)/);
     expect(withOverrides(fullSettings, ['trainSteps=30', 'evalEvery=10']).trainSteps).toBe(30);
+    expect(withOverrides(fullSettings, ['evalEvery=1', 'trainSteps=100']).trainSteps).toBe(100);
+  });
+  it('checks the corpus has the prompts asked for, before πref trains', () => {
+    expect(() => checkPrompts(fullSettings, 2176)).not.toThrow(); // 256 + 1,920
+    expect(() => checkPrompts(fullSettings, 2175)).toThrow(expect.objectContaining({ code: 'ERR_TDPO_USAGE', message: expect.stringMatching(/256 \+ 1920\) exceed the 2175 held-out prompts/) }));
   });
   it('names every setting it can change in --help', () => {
-    for (const k of Object.keys(tunable)) expect(demoHelp).toContain(k);
+    const listed = /-s, --set KEY=VALUE\n[^\n]*\n((?:\s{19}[^\n]*\n)+)/.exec(demoHelp)?.[1] ?? '';
+    const names = listed.split(/[\s,;:]+/).filter((w) => Object.hasOwn(tunable, w));
+    expect(names.sort()).toEqual(Object.keys(tunable).sort());
   });
 });
 

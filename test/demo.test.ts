@@ -77,8 +77,8 @@ describe('tdpo demo --quick', () => {
     expect(stale.stderr).not.toContain('(reused)');
     const overridden = readFileSync(path.join(out, 'report.md'), 'utf8');
     expect(overridden).toMatch(/min, from scratch/);
-    expect(overridden).toContain('- Overridden on the command line: trainSteps=8. ');
-    expect(report).not.toContain('Overridden');
+    expect(overridden).toContain("- Changed on the command line: trainSteps=8. The other settings are --quick's.");
+    expect(report).not.toContain('Changed on the command line');
     const m2 = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));
     expect(m2.run.overrides).toEqual(['trainSteps=8']);
     expect(metrics.run.overrides).toEqual([]);

@@ -7,7 +7,7 @@ import { runExperiment } from '../demo/experiment.js';
 import { machineLine } from '../demo/machine.js';
 import { pairFiles, samplePairs, type PairStats } from '../demo/pairs.js';
 import { writeReport } from '../demo/report.js';
-import { prepareStages, referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
+import { heldOutPrompts, prepareStages, referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
 import { table } from '../demo/summary.js';
 import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
@@ -16,21 +16,29 @@ import { CliError, positiveInt } from './errors.js';
 interface Tunable {
   integer: boolean;
   min: number;
-  /** The smallest value is allowed (else only larger ones). */
+  max: number;
+  /** min itself is allowed (else only larger values). */
   inclusive: boolean;
 }
-const count = (min: number): Tunable => ({ integer: true, min, inclusive: true });
-const positive: Tunable = { integer: false, min: 0, inclusive: false };
+const count = (min: number, max: number): Tunable => ({ integer: true, min, max, inclusive: true });
 
 /**
  * The settings --set may change: the training regime, the pairs' draw and the evaluation's size. The
- * model, corpus, vocabulary and reward stay (they are what the pairs and πref mean).
+ * model, corpus, vocabulary and reward stay (they are what the pairs and πref mean). The maxima keep
+ * a typo from running for days or filling the disk; the corpus's prompts are checked once it is read.
  */
 export const tunable: Readonly<Record<string, Tunable>> = {
-  sftSteps: count(1), pairPrompts: count(1), samplesPerPrompt: count(2), minGap: { integer: false, min: 0, inclusive: true },
-  trainSteps: count(1), trainBatch: count(1), evalEvery: count(1), evalPrompts: count(1), samplesPerEvalPrompt: count(1), evalPairs: count(1),
-  beta: positive, lr: positive,
+  sftSteps: count(1, 100_000), pairPrompts: count(1, 100_000), samplesPerPrompt: count(2, 64),
+  // VADER's compound score is in [−1, 1]: no gap exceeds 2.
+  minGap: { integer: false, min: 0, max: 2, inclusive: true },
+  trainSteps: count(1, 100_000), trainBatch: count(1, 4096), evalEvery: count(1, 100_000),
+  evalPrompts: count(1, 100_000), samplesPerEvalPrompt: count(1, 64), evalPairs: count(1, 100_000),
+  beta: { integer: false, min: 1e-6, max: 1e6, inclusive: true }, // the loss's own range
+  lr: { integer: false, min: 0, max: 1, inclusive: false },
 };
+
+/** Evaluations a run may have (trainSteps / evalEvery): each saves a checkpoint and samples 1,000 or so continuations. */
+const MAX_EVALUATIONS = 100;
 
 export const demoHelp = `Usage: tdpo demo [--quick] [--seeds LIST] [--set KEY=VALUE ...] [--out DIR] [--fresh]
 
@@ -49,7 +57,8 @@ Options:
                    override a setting (repeatable; names as in metrics.json's settings):
                    sftSteps, pairPrompts, samplesPerPrompt, minGap, trainSteps, trainBatch,
                    evalEvery, evalPrompts, samplesPerEvalPrompt, evalPairs, beta, lr; the
-                   report lists what was overridden (the defaults come from the README's pilots)
+                   report lists what the command line changed. Other settings mean other
+                   stages: give each variant its own --out, or it replaces DIR's stages
       --out DIR    where the stages and the report go (default demo-output); finished stages
                    (πref, the pairs, each run) are reused on a rerun with the same settings
       --fresh      start over: delete DIR's stages first
@@ -84,35 +93,58 @@ export function seedList(text: string): number[] {
   return seeds;
 }
 
+/** A plain decimal number: what Number() would also read as hex, binary or with spaces is refused. */
+const DECIMAL = /^[+]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
 /** --set KEY=VALUE items over `base`, checked one by one and then together. */
 export function withOverrides(base: DemoSettings, items: string[]): DemoSettings {
   const s: Record<string, unknown> = { ...base };
   for (const item of items) {
-    const m = /^([A-Za-z]+)=(.*)$/.exec(item);
-    if (!m) throw new CliError(`--set expects KEY=VALUE, got '${item}'`);
-    const [, key, text] = m;
+    const eq = item.indexOf('=');
+    if (eq <= 0) throw new CliError(`--set expects KEY=VALUE, got '${item}'`);
+    const [key, text] = [item.slice(0, eq), item.slice(eq + 1)];
     const t = Object.hasOwn(tunable, key) ? tunable[key] : undefined;
     if (!t) throw new CliError(`--set ${key}: not a setting --set can change (${Object.keys(tunable).join(', ')})`);
-    const x = text.trim() === '' ? Number.NaN : Number(text);
-    const inRange = t.inclusive ? x >= t.min : x > t.min;
+    const x = DECIMAL.test(text) ? Number(text) : Number.NaN;
+    const inRange = (t.inclusive ? x >= t.min : x > t.min) && x <= t.max;
     if (!Number.isFinite(x) || (t.integer && !Number.isInteger(x)) || !inRange) {
-      throw new CliError(`--set ${key} must be ${t.integer ? 'an integer' : 'a number'} ${t.inclusive ? '>=' : '>'} ${t.min}, got '${text}'`);
+      const range = `${t.inclusive ? '>=' : '>'} ${t.min} and <= ${t.max}`;
+      throw new CliError(`--set ${key} must be ${t.integer ? 'an integer' : 'a number'} ${range}, got '${text}'`);
     }
     s[key] = x;
   }
   const out = s as unknown as DemoSettings;
   // A checkpoint is evaluated every evalEvery steps and the last one must be among them.
   if (out.trainSteps % out.evalEvery) throw new CliError(`--set: trainSteps (${out.trainSteps}) must be a multiple of evalEvery (${out.evalEvery})`);
+  if (out.trainSteps / out.evalEvery > MAX_EVALUATIONS) {
+    throw new CliError(`--set: trainSteps / evalEvery (${out.trainSteps} / ${out.evalEvery}) must be at most ${MAX_EVALUATIONS} evaluations a run`);
+  }
   // The evaluation's samples go into the KL statistics as the two sides of pairs.
   if ((out.evalPrompts * out.samplesPerEvalPrompt) % 2) {
     throw new CliError(`--set: evalPrompts × samplesPerEvalPrompt (${out.evalPrompts} × ${out.samplesPerEvalPrompt}) must be even`);
   }
+  // At most one pair per prompt: the held-out pairs and one training batch must fit (how many a
+  // seed's draw keeps is known only once it is drawn; too few then is ERR_TDPO_DEMO_PAIRS).
+  if (out.evalPairs + out.trainBatch > out.pairPrompts) {
+    throw new CliError(`--set: evalPairs + trainBatch (${out.evalPairs} + ${out.trainBatch}) must be at most pairPrompts (${out.pairPrompts}): each prompt makes at most one pair`);
+  }
   return out;
 }
 
-/** What `s` changes of `base`, as "key=value" items: the report's list of overrides. */
+/**
+ * What `s` changes of `base` (the defaults, or --quick's), as "key=value" items: the report's list
+ * of what the command line chose. Seeds count too.
+ */
 export function overridden(base: DemoSettings, s: DemoSettings): string[] {
-  return Object.keys(tunable).filter((k) => s[k as keyof DemoSettings] !== base[k as keyof DemoSettings]).map((k) => `${k}=${s[k as keyof DemoSettings]}`);
+  const seeds = s.seeds.join(',') === base.seeds.join(',') ? [] : [`seeds=${s.seeds.join(',')}`];
+  return [...seeds, ...Object.keys(tunable).filter((k) => s[k as keyof DemoSettings] !== base[k as keyof DemoSettings]).map((k) => `${k}=${s[k as keyof DemoSettings]}`)];
+}
+
+/** The held-out prompts must cover the evaluation's and the pairs': checked before πref trains. */
+export function checkPrompts(s: DemoSettings, available: number): void {
+  if (s.evalPrompts + s.pairPrompts > available) {
+    throw new CliError(`--set: evalPrompts + pairPrompts (${s.evalPrompts} + ${s.pairPrompts}) exceed the ${available} held-out prompts the corpus gives`);
+  }
 }
 
 /** "2026-11-28 17:03 UTC": the report's date and time. */
@@ -142,8 +174,6 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const out = path.resolve(values.out ?? 'demo-output');
   // Stages of a --quick run and a full run are kept apart: their settings differ.
   const stages = path.join(out, values.quick ? 'stages-quick' : 'stages');
-  const emptied = prepareStages(stages, s, values.fresh);
-  if (emptied === 'other settings') process.stderr.write(`${stages} was made with other settings or an earlier version: starting over\n`);
   const t0 = Date.now();
   const started = utcMinute(new Date(t0));
   const say = (m: string) => process.stderr.write(`${m}\n`);
@@ -156,6 +186,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const vocab = NarrowVocab.fromTexts([...all.train, ...all.heldOut], undefined, s.vocabTokens);
   const corpus = encodable(all, vocab);
   say(`      ${corpus.train.length} training / ${corpus.heldOut.length} held-out sentences use only the ${vocab.size - 1} most frequent tokens`);
+  // Before the stages are touched: a --set the corpus cannot serve deletes nothing.
+  checkPrompts(s, heldOutPrompts(corpus, vocab, s.promptTokens, Number.POSITIVE_INFINITY).length);
+  const emptied = prepareStages(stages, s, values.fresh);
+  if (emptied === 'other settings') say(`      ${stages} was made with other settings or an earlier version: starting over`);
 
   const reused = existsSync(path.join(referenceDir(stages), 'model.safetensors'));
   const pairsReused = s.seeds.every((seed) => existsSync(pairFiles(stages, seed).stats));
@@ -193,7 +227,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   });
   writeFileSync(path.join(out, 'vocab.json'), `${JSON.stringify(Array.from(vocab.gpt2Ids))}\n`);
   process.stdout.write(
-    `${table(summary, experiment.evalPairs)}\n\n${verdictLines(verdicts).join('\n')}\n\n` +
+    `${table(summary)}\n\n${verdictLines(verdicts).join('\n')}\n\n` +
       `report: ${path.join(out, 'report.md')} (${(seconds / 60).toFixed(1)} min)\n`,
   );
   return 0;

