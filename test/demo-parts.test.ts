@@ -1,6 +1,6 @@
 // The demo's building blocks: the WordNet corpus, the narrowed GPT-2 vocabulary, the reward, the
 // pair selection, the statistics behind the verdicts, and the charts.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -389,24 +389,52 @@ describe('demo stages folder', () => {
   const root = mkdtempSync(path.join(tmpdir(), 'tdpo-stages-'));
   const dir = path.join(root, 'stages');
   it('keeps stages made with the same settings, and empties them for other settings or --fresh', () => {
-    expect(prepareStages(dir, quickSettings, false)).toBeNull(); // new
+    expect(prepareStages(dir, quickSettings, false)).toEqual({ why: null, kept: [] }); // new
     mkdirSync(path.join(dir, 'runs'));
     writeFileSync(path.join(dir, 'pairs.jsonl'), '{}\n');
-    expect(prepareStages(dir, quickSettings, false)).toBeNull();
+    expect(prepareStages(dir, quickSettings, false)).toEqual({ why: null, kept: [] });
     expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(true);
-    expect(prepareStages(dir, fullSettings, false)).toBe('other settings');
+    // Another SFT (120 against 400 steps): nothing is kept.
+    expect(prepareStages(dir, fullSettings, false)).toEqual({ why: 'other settings', kept: [] });
     expect(existsSync(path.join(dir, 'pairs.jsonl'))).toBe(false);
     // Each seed's pairs and their parts, and the one pair file of versions before 5, are the demo's.
     const ours = ['pairs.jsonl', 'pairs-seed1.jsonl', 'pairs-stats-seed2.json', 'pairs-seed3-eval.jsonl', 'pairs-seed3-train.jsonl'];
     for (const f of ours) writeFileSync(path.join(dir, f), '{}\n');
-    expect(prepareStages(dir, fullSettings, true)).toBe('fresh');
+    expect(prepareStages(dir, fullSettings, true)).toEqual({ why: 'fresh', kept: [] });
     for (const f of ours) expect(existsSync(path.join(dir, f)), f).toBe(false);
     expect(JSON.parse(readFileSync(path.join(dir, 'settings.json'), 'utf8')).settings).toEqual(fullSettings);
+  });
+  it('keeps the stages a change of settings does not touch, and redoes the others', () => {
+    const made = () => {
+      mkdirSync(path.join(dir, 'reference', 'final'), { recursive: true });
+      mkdirSync(path.join(dir, 'runs', 'dpo-seed1'), { recursive: true });
+      for (const f of ['sft.jsonl', 'pairs-seed1.jsonl', 'pairs-stats-seed1.json', 'pairs-seed1-train.jsonl', 'pairs-seed1-eval.jsonl']) writeFileSync(path.join(dir, f), '{}\n');
+    };
+    const present = () => readdirSync(dir).sort();
+    made();
+    // A new learning rate or length: πref and each seed's pairs stay; the runs and the splits go.
+    expect(prepareStages(dir, { ...fullSettings, lr: 1e-4, trainSteps: 80, evalPairs: 100 }, false)).toEqual({ why: 'other settings', kept: ['πref', 'the pairs'] });
+    expect(present()).toEqual(['pairs-seed1.jsonl', 'pairs-stats-seed1.json', 'reference', 'settings.json', 'sft.jsonl']);
+    // Another draw of the pairs (a gap threshold): πref stays.
+    made();
+    expect(prepareStages(dir, { ...fullSettings, minGap: 0.5 }, false)).toEqual({ why: 'other settings', kept: ['πref'] });
+    expect(present()).toEqual(['reference', 'settings.json', 'sft.jsonl']);
+    // Another SFT: nothing stays. Nor with another version's or an unreadable settings.json.
+    made();
+    expect(prepareStages(dir, { ...fullSettings, minGap: 0.5, sftSteps: 300 }, false)).toEqual({ why: 'other settings', kept: [] });
+    expect(present()).toEqual(['settings.json']);
+    for (const text of [readFileSync(path.join(dir, 'settings.json'), 'utf8').replace(/"version":\d+/, '"version":4'), '{"version":']) {
+      made();
+      writeFileSync(path.join(dir, 'settings.json'), text);
+      expect(prepareStages(dir, { ...fullSettings, minGap: 0.5, sftSteps: 300 }, false)).toEqual({ why: 'other settings', kept: [] });
+      expect(present()).toEqual(['settings.json']);
+    }
+    prepareStages(dir, fullSettings, true);
   });
   it('starts over on stages of an earlier version (no settings.json)', () => {
     rmSync(path.join(dir, 'settings.json'));
     mkdirSync(path.join(dir, 'reference'));
-    expect(prepareStages(dir, fullSettings, false)).toBe('other settings');
+    expect(prepareStages(dir, fullSettings, false)).toEqual({ why: 'other settings', kept: [] });
     expect(existsSync(path.join(dir, 'reference'))).toBe(false);
   });
   it('never deletes a folder holding files the demo does not write', () => {
@@ -419,7 +447,7 @@ describe('demo stages folder', () => {
     }
     expect(readFileSync(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
     // With the same settings nothing is deleted, so nothing is refused.
-    expect(prepareStages(dir, fullSettings, false)).toBeNull();
+    expect(prepareStages(dir, fullSettings, false)).toEqual({ why: null, kept: [] });
     rmSync(root, { recursive: true, force: true });
   });
 });

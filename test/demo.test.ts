@@ -69,14 +69,16 @@ describe('tdpo demo --quick', () => {
     expect(again.stderr).toMatch(/\[3\/4\] preference pairs .* \(reused\)/);
     expect(Date.now() - t0 - first).toBeLessThan(first);
 
-    // Stages made with other settings (here --set; an earlier version is the same case) are not
-    // mixed in: the run starts over, and the report says what was overridden.
+    // Other settings: the stages they change are redone, not mixed in. A new training length keeps
+    // πref and the pairs (their own settings are the same), and the report says what changed.
     const stale = spawnSync(process.execPath, [cli, 'demo', '--quick', '--set', 'trainSteps=8', '--out', out], { encoding: 'utf8' });
     expect(stale.status, stale.stderr).toBe(0);
-    expect(stale.stderr).toContain('was made with other settings');
-    expect(stale.stderr).not.toContain('(reused)');
+    expect(stale.stderr).toContain('was made with other settings: keeping πref and the pairs');
+    expect(stale.stderr).toMatch(/\[2\/4\] πref by SFT \(reused\)/);
+    expect(stale.stderr).toMatch(/\[3\/4\] preference pairs .* \(reused\)/);
+    expect(stale.stderr).toMatch(/TDPO1, seed 1: step 8\/8/); // trained again, not reused
     const overridden = readFileSync(path.join(out, 'report.md'), 'utf8');
-    expect(overridden).toMatch(/min, from scratch/);
+    expect(overridden).toMatch(/min, reusing πref and the pairs from an earlier run/);
     expect(overridden).toContain("- Changed on the command line: trainSteps=8. The other settings are --quick's.");
     expect(report).not.toContain('Changed on the command line');
     const m2 = JSON.parse(readFileSync(path.join(out, 'metrics.json'), 'utf8'));

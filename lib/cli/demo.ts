@@ -57,8 +57,8 @@ Options:
                    override a setting (repeatable; names as in metrics.json's settings):
                    sftSteps, pairPrompts, samplesPerPrompt, minGap, trainSteps, trainBatch,
                    evalEvery, evalPrompts, samplesPerEvalPrompt, evalPairs, beta, lr; the
-                   report lists what the command line changed. Other settings mean other
-                   stages: give each variant its own --out, or it replaces DIR's stages
+                   report lists what the command line changed. DIR's stages that a change
+                   does not touch are kept (πref for a new lr), the others redone
       --out DIR    where the stages and the report go (default demo-output); finished stages
                    (πref, the pairs, each run) are reused on a rerun with the same settings
       --fresh      start over: delete DIR's stages first
@@ -188,8 +188,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
   say(`      ${corpus.train.length} training / ${corpus.heldOut.length} held-out sentences use only the ${vocab.size - 1} most frequent tokens`);
   // Before the stages are touched: a --set the corpus cannot serve deletes nothing.
   checkPrompts(s, heldOutPrompts(corpus, vocab, s.promptTokens, Number.POSITIVE_INFINITY).length);
-  const emptied = prepareStages(stages, s, values.fresh);
-  if (emptied === 'other settings') say(`      ${stages} was made with other settings or an earlier version: starting over`);
+  const { why, kept } = prepareStages(stages, s, values.fresh);
+  if (why === 'other settings') {
+    say(`      ${stages} was made with other settings${kept.length ? `: keeping ${kept.join(' and ')}, made with the same settings as now` : ' or by an earlier version: starting over'}`);
+  }
 
   const reused = existsSync(path.join(referenceDir(stages), 'model.safetensors'));
   const pairsReused = s.seeds.every((seed) => existsSync(pairFiles(stages, seed).stats));

@@ -47,16 +47,43 @@ const STAGE_ENTRIES = new Set(['settings.json', 'sft.jsonl', 'reference', 'runs'
 /** A seed's pairs (pairs.ts), and the held-out and training parts experiment.ts splits them into. */
 const PAIR_ENTRY = /^(pairs-seed\d+(-train|-eval)?\.jsonl|pairs-stats-seed\d+\.json)$/;
 
+/** What πref is made from (with the version and the model's shape): sft.jsonl and reference/. */
+const referenceInputs = (s: DemoSettings) => [s.vocabTokens, s.sftSteps, s.sftBatch];
+/** What each seed's pairs are made from besides πref: pairs-seedN.jsonl and pairs-stats-seedN.json. */
+const pairInputs = (s: DemoSettings) => [...referenceInputs(s), s.promptTokens, s.continuationTokens, s.evalPrompts, s.pairPrompts, s.samplesPerPrompt, s.minGap];
+const REFERENCE_ENTRIES = new Set(['sft.jsonl', 'reference']);
+const DRAWN_PAIRS = /^(pairs-seed\d+\.jsonl|pairs-stats-seed\d+\.json)$/;
+
+/** The settings a stages folder was made with, when it was made by this version with this model. */
+function madeWith(file: string): DemoSettings | undefined {
+  try {
+    const made = JSON.parse(readFileSync(file, 'utf8')) as { version: number; modelShape: unknown; settings: DemoSettings };
+    return made.version === STAGES_VERSION && JSON.stringify(made.modelShape) === JSON.stringify(modelShape) ? made.settings : undefined;
+  } catch {
+    return undefined; // missing (an earlier version) or unreadable: nothing in the folder is known
+  }
+}
+
+export interface PreparedStages {
+  /** Why stages were deleted, if any were. */
+  why: 'fresh' | 'other settings' | null;
+  /** With other settings, the stages kept because their own inputs are unchanged ("πref", "the pairs"). */
+  kept: string[];
+}
+
 /**
- * Makes `dir` ready for a run with `settings`: kept when it was made with the same settings and
- * version (its finished stages are reused), emptied on `fresh` or when it was made with others,
- * which would mix into this run's figures. A folder holding anything the demo does not write is
- * refused (ERR_TDPO_DEMO_STAGES), never deleted. Returns why it was emptied, if it was.
+ * Makes `dir` ready for a run with `settings`. Made with the same settings and version, it is kept
+ * (its finished stages are reused); emptied on `fresh`. Made with other settings, every stage those
+ * change is deleted, since it would mix into this run's figures, and a stage whose own inputs are
+ * unchanged is kept: πref when its SFT is the same, each seed's pairs when their draw is too (a new
+ * learning rate reuses both). A folder holding anything the demo does not write is refused
+ * (ERR_TDPO_DEMO_STAGES), never deleted.
  */
-export function prepareStages(dir: string, settings: DemoSettings, fresh: boolean): 'fresh' | 'other settings' | null {
+export function prepareStages(dir: string, settings: DemoSettings, fresh: boolean): PreparedStages {
   const file = path.join(dir, 'settings.json');
   const current = `${JSON.stringify({ version: STAGES_VERSION, modelShape, settings })}\n`;
-  let why: 'fresh' | 'other settings' | null = null;
+  let why: PreparedStages['why'] = null;
+  const kept: string[] = [];
   if (existsSync(dir)) {
     const entries = readdirSync(dir);
     const foreign = entries.filter((e) => !STAGE_ENTRIES.has(e) && !PAIR_ENTRY.test(e));
@@ -66,11 +93,20 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
       const message = `${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); choose another --out`;
       throw Object.assign(new Error(message), { code: 'ERR_TDPO_DEMO_STAGES' });
     }
-    if (why) rmSync(dir, { recursive: true, force: true });
+    const before = why === 'other settings' ? madeWith(file) : undefined;
+    const sameAs = (inputs: (s: DemoSettings) => unknown[]) => before !== undefined && JSON.stringify(inputs(before)) === JSON.stringify(inputs(settings));
+    if (why && sameAs(referenceInputs)) {
+      const pairsToo = sameAs(pairInputs);
+      const keep = (e: string) => e === 'settings.json' || REFERENCE_ENTRIES.has(e) || (pairsToo && DRAWN_PAIRS.test(e));
+      for (const e of entries) if (!keep(e)) rmSync(path.join(dir, e), { recursive: true, force: true });
+      kept.push('πref', ...(pairsToo ? ['the pairs'] : []));
+    } else if (why) {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
   mkdirSync(dir, { recursive: true });
   writeFileSync(file, current);
-  return why;
+  return { why, kept };
 }
 
 /** Sentences as [EOS, tokens..., EOS] rows of the narrowed vocabulary, at most maxLen long. */
