@@ -11,7 +11,7 @@ import { aboveChance, binomialSe, meanWithSe, pairedDifference } from '../lib/de
 import { machineLine } from '../lib/demo/machine.js';
 import { bestWorstPair, gapLine, pairStats, pooledPairStats, samplePairs, type Scored } from '../lib/demo/pairs.js';
 import { checkPrompts, demoHelp, fullSettings, overridden, quickSettings, seedList, tunable, withOverrides } from '../lib/cli/demo.js';
-import { continuationText, prepareStages } from '../lib/demo/stages.js';
+import { continuationText, prepareStages, writeStageFile, type DemoSettings } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
 import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
@@ -404,13 +404,18 @@ describe('demo stages folder', () => {
     for (const f of ours) expect(existsSync(path.join(dir, f)), f).toBe(false);
     expect(JSON.parse(readFileSync(path.join(dir, 'settings.json'), 'utf8')).settings).toEqual(fullSettings);
   });
+  const made = () => {
+    mkdirSync(path.join(dir, 'reference', 'final'), { recursive: true });
+    mkdirSync(path.join(dir, 'runs', 'dpo-seed1'), { recursive: true });
+    writeFileSync(path.join(dir, 'reference', 'final', 'model.safetensors'), '');
+    for (const seed of fullSettings.seeds) {
+      for (const f of [`pairs-seed${seed}.jsonl`, `pairs-stats-seed${seed}.json`, `pairs-seed${seed}-train.jsonl`, `pairs-seed${seed}-eval.jsonl`]) writeFileSync(path.join(dir, f), '{}\n');
+    }
+    writeFileSync(path.join(dir, 'sft.jsonl'), '{}\n');
+  };
+  const present = () => readdirSync(dir).filter((e) => !/^pairs-(stats-)?seed[23]/.test(e)).sort();
   it('keeps the stages a change of settings does not touch, and redoes the others', () => {
-    const made = () => {
-      mkdirSync(path.join(dir, 'reference', 'final'), { recursive: true });
-      mkdirSync(path.join(dir, 'runs', 'dpo-seed1'), { recursive: true });
-      for (const f of ['sft.jsonl', 'pairs-seed1.jsonl', 'pairs-stats-seed1.json', 'pairs-seed1-train.jsonl', 'pairs-seed1-eval.jsonl']) writeFileSync(path.join(dir, f), '{}\n');
-    };
-    const present = () => readdirSync(dir).sort();
+    prepareStages(dir, fullSettings, true);
     made();
     // A new learning rate or length: πref and each seed's pairs stay; the runs and the splits go.
     expect(prepareStages(dir, { ...fullSettings, lr: 1e-4, trainSteps: 80, evalPairs: 100 }, false)).toEqual({ why: 'other settings', kept: ['πref', 'the pairs'] });
@@ -419,17 +424,50 @@ describe('demo stages folder', () => {
     made();
     expect(prepareStages(dir, { ...fullSettings, minGap: 0.5 }, false)).toEqual({ why: 'other settings', kept: ['πref'] });
     expect(present()).toEqual(['reference', 'settings.json', 'sft.jsonl']);
-    // Another SFT: nothing stays. Nor with another version's or an unreadable settings.json.
+    // Another SFT: nothing stays. Nor with another version's, another model's, or an unreadable settings.json.
     made();
     expect(prepareStages(dir, { ...fullSettings, minGap: 0.5, sftSteps: 300 }, false)).toEqual({ why: 'other settings', kept: [] });
     expect(present()).toEqual(['settings.json']);
-    for (const text of [readFileSync(path.join(dir, 'settings.json'), 'utf8').replace(/"version":\d+/, '"version":4'), '{"version":']) {
+    const written = readFileSync(path.join(dir, 'settings.json'), 'utf8');
+    for (const text of [written.replace(/"version":\d+/, '"version":4'), written.replace(/"n_layer":\d+/, '"n_layer":9'), written.replace(/"settings":\{.*\}\}/, '"settings":null}'), '{"version":', '[]', 'null']) {
       made();
       writeFileSync(path.join(dir, 'settings.json'), text);
-      expect(prepareStages(dir, { ...fullSettings, minGap: 0.5, sftSteps: 300 }, false)).toEqual({ why: 'other settings', kept: [] });
+      expect(prepareStages(dir, { ...fullSettings, lr: 1e-4 }, false), text).toEqual({ why: 'other settings', kept: [] });
       expect(present()).toEqual(['settings.json']);
     }
+    // Kept but unfinished (πref's SFT stopped before final/, no seed's draw complete): not named as kept.
+    prepareStages(dir, fullSettings, false);
+    mkdirSync(path.join(dir, 'reference', 'step-10'), { recursive: true });
+    writeFileSync(path.join(dir, 'pairs-seed1.jsonl'), '{}\n');
+    expect(prepareStages(dir, { ...fullSettings, lr: 1e-4 }, false)).toEqual({ why: 'other settings', kept: [] });
+    expect(present()).toEqual(['pairs-seed1.jsonl', 'reference', 'settings.json']);
     prepareStages(dir, fullSettings, true);
+  });
+  it('places every setting: a change keeps exactly the stages made before the first one it is an input of', () => {
+    const changed: { [K in keyof DemoSettings]: DemoSettings[K] } = {
+      seeds: [1, 2, 3, 99], vocabTokens: 4096, sftSteps: 401, sftBatch: 32, promptTokens: 4, continuationTokens: 11, pairPrompts: 1000,
+      samplesPerPrompt: 4, minGap: 0.6, trainSteps: 60, trainBatch: 32, evalEvery: 10, evalPrompts: 128, samplesPerEvalPrompt: 2,
+      evalPairs: 100, beta: 0.5, lr: 1e-4, methods: fullSettings.methods.slice(0, 2),
+    };
+    const reference = new Set(['vocabTokens', 'sftSteps', 'sftBatch']);
+    const pairs = new Set(['promptTokens', 'continuationTokens', 'pairPrompts', 'samplesPerPrompt', 'minGap', 'evalPrompts']);
+    expect(Object.keys(changed).sort()).toEqual(Object.keys(fullSettings).sort());
+    for (const key of Object.keys(fullSettings) as Array<keyof DemoSettings>) {
+      expect(changed[key], key).not.toEqual(fullSettings[key]);
+      prepareStages(dir, fullSettings, true);
+      made();
+      const { kept } = prepareStages(dir, { ...fullSettings, [key]: changed[key] }, false);
+      expect(kept, key).toEqual(reference.has(key) ? [] : pairs.has(key) ? ['πref'] : ['πref', 'the pairs']);
+    }
+    prepareStages(dir, fullSettings, true);
+  });
+  it('writes a stage file whole, and counts a half-written one as its own', () => {
+    prepareStages(dir, fullSettings, true);
+    writeStageFile(path.join(dir, 'pairs-stats-seed1.json'), '{"pairs":1}\n');
+    expect(readdirSync(dir).sort()).toEqual(['pairs-stats-seed1.json', 'settings.json']);
+    writeFileSync(path.join(dir, 'pairs-seed1.jsonl.tmp-4242'), '{"prompt');
+    expect(prepareStages(dir, { ...fullSettings, minGap: 0.5 }, false).why).toBe('other settings'); // not refused as foreign
+    expect(readdirSync(dir)).toEqual(['settings.json']);
   });
   it('starts over on stages of an earlier version (no settings.json)', () => {
     rmSync(path.join(dir, 'settings.json'));

@@ -1,6 +1,6 @@
 // `tdpo demo --quick` end to end: the report's structure, and every number in it finite.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -71,7 +71,10 @@ describe('tdpo demo --quick', () => {
 
     // Other settings: the stages they change are redone, not mixed in. A new training length keeps
     // πref and the pairs (their own settings are the same), and the report says what changed.
+    const stage = (f: string) => statSync(path.join(out, 'stages-quick', f)).mtimeMs;
+    const before = [stage('pairs-seed1.jsonl'), stage('pairs-stats-seed1.json'), stage('reference/final/model.safetensors')];
     const stale = spawnSync(process.execPath, [cli, 'demo', '--quick', '--set', 'trainSteps=8', '--out', out], { encoding: 'utf8' });
+    expect([stage('pairs-seed1.jsonl'), stage('pairs-stats-seed1.json'), stage('reference/final/model.safetensors')]).toEqual(before); // not redone
     expect(stale.status, stale.stderr).toBe(0);
     expect(stale.stderr).toContain('was made with other settings: keeping πref and the pairs');
     expect(stale.stderr).toMatch(/\[2\/4\] πref by SFT \(reused\)/);

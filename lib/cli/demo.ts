@@ -1,13 +1,13 @@
 // `tdpo demo`: the end-to-end TDPO vs DPO experiment (lib/demo), what `npm start` runs.
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildCorpus, encodable } from '../demo/corpus.js';
 import { runExperiment } from '../demo/experiment.js';
 import { machineLine } from '../demo/machine.js';
-import { pairFiles, samplePairs, type PairStats } from '../demo/pairs.js';
+import { samplePairs, type PairStats } from '../demo/pairs.js';
 import { writeReport } from '../demo/report.js';
-import { heldOutPrompts, prepareStages, referenceDir, trainReference, type DemoSettings } from '../demo/stages.js';
+import { heldOutPrompts, pairsDrawn, prepareStages, referenceMade, trainReference, type DemoSettings } from '../demo/stages.js';
 import { table } from '../demo/summary.js';
 import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
@@ -58,7 +58,7 @@ Options:
                    sftSteps, pairPrompts, samplesPerPrompt, minGap, trainSteps, trainBatch,
                    evalEvery, evalPrompts, samplesPerEvalPrompt, evalPairs, beta, lr; the
                    report lists what the command line changed. DIR's stages that a change
-                   does not touch are kept (πref for a new lr), the others redone
+                   does not touch are kept (πref and the pairs for a new lr), the rest redone
       --out DIR    where the stages and the report go (default demo-output); finished stages
                    (πref, the pairs, each run) are reused on a rerun with the same settings
       --fresh      start over: delete DIR's stages first
@@ -193,8 +193,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     say(`      ${stages} was made with other settings${kept.length ? `: keeping ${kept.join(' and ')}, made with the same settings as now` : ' or by an earlier version: starting over'}`);
   }
 
-  const reused = existsSync(path.join(referenceDir(stages), 'model.safetensors'));
-  const pairsReused = s.seeds.every((seed) => existsSync(pairFiles(stages, seed).stats));
+  const reused = referenceMade(stages);
+  const pairsReused = s.seeds.every((seed) => pairsDrawn(stages, seed));
   say(`[2/4] πref by SFT${reused ? ' (reused)' : ''}`);
   const t2 = Date.now();
   const refDir = await trainReference(stages, corpus, vocab, s, (done, total, loss) =>

@@ -6,9 +6,9 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import path from 'node:path';
 import { collatePairs, evaluate, loadConfig, Model, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
 import type { Corpus } from './corpus.js';
-import { pairFiles } from './pairs.js';
+
 import { sentimentScore } from './reward.js';
-import { continuationText, heldOutPrompts, modelShape, type DemoSettings } from './stages.js';
+import { continuationText, heldOutPrompts, modelShape, pairFiles, writeStageFile, type DemoSettings } from './stages.js';
 import { meanWithSe } from './stats.js';
 import type { NarrowVocab } from './vocab.js';
 
@@ -201,7 +201,8 @@ export async function runExperiment(
         own.push({ method: m.name, seed, step: at, ...(await sampled(policy, seed)), ...heldOutOf(atStep) });
         policy.dispose();
       }
-      writeFileSync(pointsFile, `${JSON.stringify(own)}\n`);
+      // points.json says the run is finished: reused as it is on a rerun.
+      writeStageFile(pointsFile, `${JSON.stringify(own)}\n`);
       // The evaluated checkpoints are not needed again; the final policy stays.
       for (const name of readdirSync(out)) if (/^step-\d+$/.test(name)) rmSync(path.join(out, name), { recursive: true, force: true });
       rmSync(path.join(out, 'final', 'optimizer.pt'), { force: true });

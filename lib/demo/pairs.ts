@@ -7,12 +7,11 @@
 // Samples have a fixed length, as the paper's: πref may end a sentence (EOS) and begin another
 // within it. Chosen and rejected then have as many tokens, so a preference cannot ride on length,
 // and no padding is computed.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { Model } from '../index.js';
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
-import { continuationText, heldOutPrompts, type DemoSettings } from './stages.js';
+import { continuationText, heldOutPrompts, pairFiles, pairsDrawn, writeStageFile, type DemoSettings } from './stages.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface Scored {
@@ -112,12 +111,6 @@ export function pooledPairStats(list: PairStats[]): PairStats {
   };
 }
 
-/** A seed's pairs (in prompt order) and their statistics, in the stages folder. */
-export const pairFiles = (dir: string, seed: number) => ({
-  pairs: path.join(dir, `pairs-seed${seed}.jsonl`),
-  stats: path.join(dir, `pairs-stats-seed${seed}.json`),
-});
-
 /**
  * Writes a seed's pairs and their statistics (pairFiles); reused when both exist. Every seed draws
  * its own samples from πref for the same prompts, so the seeds repeat the draw of the pairs too.
@@ -132,7 +125,7 @@ export async function samplePairs(
   progress: (done: number, total: number) => void = () => {},
 ): Promise<PairStats> {
   const { pairs: file, stats: statsFile } = pairFiles(dir, seed);
-  if (existsSync(file) && existsSync(statsFile)) return JSON.parse(readFileSync(statsFile, 'utf8')) as PairStats;
+  if (pairsDrawn(dir, seed)) return JSON.parse(readFileSync(statsFile, 'utf8')) as PairStats;
   // The first evalPrompts held-out prompts are the evaluation's; the pairs use the next ones.
   const prompts = heldOutPrompts(corpus, vocab, s.promptTokens, s.evalPrompts + s.pairPrompts).slice(s.evalPrompts);
   if (prompts.length < s.pairPrompts) {
@@ -164,8 +157,9 @@ export async function samplePairs(
   }
   ref.dispose();
   const stats = pairStats(choices, n, s.minGap);
-  writeFileSync(file, `${lines.join('\n')}\n`);
-  writeFileSync(statsFile, `${JSON.stringify(stats)}\n`);
+  // The pairs first: the stats file says the draw is complete (pairsDrawn).
+  writeStageFile(file, `${lines.join('\n')}\n`);
+  writeStageFile(statsFile, `${JSON.stringify(stats)}\n`);
   return stats;
 }
 

@@ -1,7 +1,7 @@
 // The demo's settings and its first stage: the reference model πref, a small GPT-2 trained from
 // scratch on the WordNet corpus by train() with loss 'sft' (the pairs are stage 3, pairs.ts). A
 // stage writes its artefact and is reused on a rerun.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadConfig, train } from '../index.js';
 import type { Corpus } from './corpus.js';
@@ -47,18 +47,51 @@ const STAGE_ENTRIES = new Set(['settings.json', 'sft.jsonl', 'reference', 'runs'
 /** A seed's pairs (pairs.ts), and the held-out and training parts experiment.ts splits them into. */
 const PAIR_ENTRY = /^(pairs-seed\d+(-train|-eval)?\.jsonl|pairs-stats-seed\d+\.json)$/;
 
-/** What πref is made from (with the version and the model's shape): sft.jsonl and reference/. */
-const referenceInputs = (s: DemoSettings) => [s.vocabTokens, s.sftSteps, s.sftBatch];
-/** What each seed's pairs are made from besides πref: pairs-seedN.jsonl and pairs-stats-seedN.json. */
-const pairInputs = (s: DemoSettings) => [...referenceInputs(s), s.promptTokens, s.continuationTokens, s.evalPrompts, s.pairPrompts, s.samplesPerPrompt, s.minGap];
+/**
+ * The first stage each setting is an input of; every later stage depends on it too. A new setting
+ * must be placed here (the type says so), or a stage made without it would be kept.
+ */
+const STAGE_OF: Record<keyof DemoSettings, 'reference' | 'pairs' | 'runs'> = {
+  vocabTokens: 'reference', sftSteps: 'reference', sftBatch: 'reference',
+  promptTokens: 'pairs', continuationTokens: 'pairs', evalPrompts: 'pairs', pairPrompts: 'pairs', samplesPerPrompt: 'pairs', minGap: 'pairs',
+  // A seed's pairs are files of their own: other seeds draw theirs without touching them.
+  seeds: 'runs',
+  trainSteps: 'runs', trainBatch: 'runs', evalEvery: 'runs', samplesPerEvalPrompt: 'runs', evalPairs: 'runs', beta: 'runs', lr: 'runs', methods: 'runs',
+};
+/** The settings πref (sft.jsonl, reference/), or each seed's pairs, are made from, besides the version and model shape. */
+const inputsOf = (s: DemoSettings, stage: 'reference' | 'pairs') =>
+  JSON.stringify((Object.keys(STAGE_OF) as Array<keyof DemoSettings>).filter((k) => STAGE_OF[k] === 'reference' || STAGE_OF[k] === stage).map((k) => [k, s[k]]));
 const REFERENCE_ENTRIES = new Set(['sft.jsonl', 'reference']);
 const DRAWN_PAIRS = /^(pairs-seed\d+\.jsonl|pairs-stats-seed\d+\.json)$/;
+
+/** A seed's pairs (in prompt order) and their statistics, in the stages folder. */
+export const pairFiles = (dir: string, seed: number) => ({
+  pairs: path.join(dir, `pairs-seed${seed}.jsonl`),
+  stats: path.join(dir, `pairs-stats-seed${seed}.json`),
+});
+
+/** Whether a seed's draw is complete: the statistics are written after the pairs. */
+export const pairsDrawn = (dir: string, seed: number): boolean => existsSync(pairFiles(dir, seed).pairs) && existsSync(pairFiles(dir, seed).stats);
+
+/** Whether πref's SFT finished (train() writes final/ last). */
+export const referenceMade = (dir: string): boolean => existsSync(path.join(referenceDir(dir), 'model.safetensors'));
+
+/**
+ * A stage's file, written whole or not at all (a temporary file renamed over it): a run killed
+ * while writing must not leave a truncated file that a rerun would take as finished.
+ */
+export function writeStageFile(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
 
 /** The settings a stages folder was made with, when it was made by this version with this model. */
 function madeWith(file: string): DemoSettings | undefined {
   try {
-    const made = JSON.parse(readFileSync(file, 'utf8')) as { version: number; modelShape: unknown; settings: DemoSettings };
-    return made.version === STAGES_VERSION && JSON.stringify(made.modelShape) === JSON.stringify(modelShape) ? made.settings : undefined;
+    const made = JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown; modelShape?: unknown; settings?: unknown };
+    const ours = made.version === STAGES_VERSION && JSON.stringify(made.modelShape) === JSON.stringify(modelShape);
+    return ours && typeof made.settings === 'object' && made.settings !== null ? (made.settings as DemoSettings) : undefined;
   } catch {
     return undefined; // missing (an earlier version) or unreadable: nothing in the folder is known
   }
@@ -86,7 +119,8 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
   const kept: string[] = [];
   if (existsSync(dir)) {
     const entries = readdirSync(dir);
-    const foreign = entries.filter((e) => !STAGE_ENTRIES.has(e) && !PAIR_ENTRY.test(e));
+    // A file writeStageFile left half-written (name.tmp-PID) is ours too.
+    const foreign = entries.map((e) => e.replace(/\.tmp-\d+$/, '')).filter((e) => !STAGE_ENTRIES.has(e) && !PAIR_ENTRY.test(e));
     const same = existsSync(file) && readFileSync(file, 'utf8') === current;
     why = fresh ? 'fresh' : same || entries.length === 0 ? null : 'other settings';
     if (why && foreign.length) {
@@ -94,12 +128,14 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
       throw Object.assign(new Error(message), { code: 'ERR_TDPO_DEMO_STAGES' });
     }
     const before = why === 'other settings' ? madeWith(file) : undefined;
-    const sameAs = (inputs: (s: DemoSettings) => unknown[]) => before !== undefined && JSON.stringify(inputs(before)) === JSON.stringify(inputs(settings));
-    if (why && sameAs(referenceInputs)) {
-      const pairsToo = sameAs(pairInputs);
+    const sameAs = (stage: 'reference' | 'pairs') => before !== undefined && inputsOf(before, stage) === inputsOf(settings, stage);
+    if (why && sameAs('reference')) {
+      const pairsToo = sameAs('pairs');
       const keep = (e: string) => e === 'settings.json' || REFERENCE_ENTRIES.has(e) || (pairsToo && DRAWN_PAIRS.test(e));
       for (const e of entries) if (!keep(e)) rmSync(path.join(dir, e), { recursive: true, force: true });
-      kept.push('πref', ...(pairsToo ? ['the pairs'] : []));
+      // What is kept and finished, for the message (an unfinished πref is resumed, not redone).
+      if (referenceMade(dir)) kept.push('πref');
+      if (pairsToo && settings.seeds.some((seed) => pairsDrawn(dir, seed))) kept.push('the pairs');
     } else if (why) {
       rmSync(dir, { recursive: true, force: true });
     }
