@@ -65,6 +65,7 @@ LossCall<T> parse(const Napi::CallbackInfo& info, bool async) {
   call.options.beta = number_field(opt, "beta", "options");
   call.options.alpha = number_field(opt, "alpha", "options");
   call.options.grad = bool_field(opt, "grad", "options");
+  call.options.entropy = bool_field(opt, "entropy", "options");
   const auto shape = shape_field(in, "shape", "inputs", 3);
   const Napi::Value policy = in.Get("policyLogits");
   const Napi::Value reference = in.Get("referenceLogits");
@@ -120,6 +121,10 @@ Napi::Object result_to_js(Napi::Env env, loss::Result& res) {
   out.Set("rejectedKl", typed_copy<T>(env, res.rejected_kl));
   out.Set("chosenLogps", typed_copy<T>(env, res.chosen_logps));
   out.Set("rejectedLogps", typed_copy<T>(env, res.rejected_logps));
+  if (!res.chosen_entropy.empty() || !res.rejected_entropy.empty()) {  // asked for (options.entropy)
+    out.Set("chosenEntropy", typed_copy<T>(env, res.chosen_entropy));
+    out.Set("rejectedEntropy", typed_copy<T>(env, res.rejected_entropy));
+  }
   if (res.grad.defined()) out.Set("grad", tensor_to_typed_array(env, res.grad));
   return out;
 }

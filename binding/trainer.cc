@@ -35,6 +35,8 @@ Napi::Object stats_to_js(Napi::Env env, const train::MicroStats& s) {
   o.Set("rejectedKl", typed_copy<float>(env, s.rejected_kl));
   o.Set("chosenLogps", typed_copy<float>(env, s.chosen_logps));
   o.Set("rejectedLogps", typed_copy<float>(env, s.rejected_logps));
+  o.Set("chosenEntropy", typed_copy<float>(env, s.chosen_entropy));
+  o.Set("rejectedEntropy", typed_copy<float>(env, s.rejected_entropy));
   return o;
 }
 

@@ -15,6 +15,12 @@ export interface TdpoLossOptions {
   implementation?: TdpoImplementation;
   /** Also return d loss / d policyLogits. Default false. */
   grad?: boolean;
+  /**
+   * Also return each sequence's policy entropy (chosenEntropy, rejectedEntropy). Default false: the
+   * fused kernel computes it at no measurable cost, the reference composition with two more passes
+   * over [B, T, V].
+   */
+  entropy?: boolean;
 }
 
 /**

@@ -72,6 +72,13 @@ export interface TdpoLossResult {
   /** Sum over scored tokens of log pi(y_t): the policy's own sequence log-prob. */
   chosenLogps: Float32Array;
   rejectedLogps: Float32Array;
+  /**
+   * With `entropy: true`: the sum over scored tokens of the policy's entropy H(pi(.|t)) over the
+   * vocabulary. Divided by the scored tokens, how spread its next-token distributions are (a
+   * statistic; no gradient).
+   */
+  chosenEntropy?: Float32Array;
+  rejectedEntropy?: Float32Array;
   /** d loss / d policyLogits, [B, T, V], when `grad: true`. */
   grad?: Float32Array;
 }
@@ -208,6 +215,9 @@ export interface MicroStats {
   rejectedKl: Float32Array;
   chosenLogps: Float32Array;
   rejectedLogps: Float32Array;
+  /** Per pair: the sum over scored tokens of the policy's entropy (as the loss's result). */
+  chosenEntropy: Float32Array;
+  rejectedEntropy: Float32Array;
 }
 
 export interface NativeTrainerHandle {

@@ -21,7 +21,7 @@ export type ModelDevice = 'cpu' | 'cuda' | `cuda:${number}`;
 const paper = { variant: 'tdpo2' as TdpoVariant, beta: 0.1, alpha: 0.5, optimizer: 'rmsprop' as OptimizerName };
 
 export const defaults = {
-  loss: { variant: paper.variant, beta: paper.beta, alpha: paper.alpha, implementation: 'fused' as TdpoImplementation, grad: false },
+  loss: { variant: paper.variant, beta: paper.beta, alpha: paper.alpha, implementation: 'fused' as TdpoImplementation, grad: false, entropy: false },
   // fusedLinear: the loss from the final hidden states, a chunk of rows' logits at a time (never
   // [B, T, V]); chunkMb bounds those logits (policy + reference, float32; see src/loss/fused_linear.h
   // for why 128). gradientCheckpointing recomputes each block's forward in the backward pass.

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The demo's per-checkpoint sample statistics (lib/demo/experiment.ts sampleStats: sequence KL and
 // entropy of 1,024 samples, the evaluation's shape: a 3-layer, 128-wide GPT-2, V = 8,192, random
-// weights, 3-token prompts and 10 sampled tokens), against the same statistics with the entropy
-// taken the way it was before tokenEntropies: the logits brought into JS and summed there.
+// weights, 3-token prompts and 10 sampled tokens), which now take the entropy from the train step's
+// own statistics (one forward of the policy), against the two ways before it: a second forward by
+// sequenceLogprobs (tokenEntropies, in C++), and before that the logits brought into JS.
 // Usage: node scripts/bench-sample-stats.mjs [runs]   (after `npm run build:ts`; medians of runs)
 import { createRequire } from 'node:module';
 
@@ -18,13 +19,19 @@ const reference = await Model.create(config, { seed: 2 });
 const prompts = Array.from({ length: 1024 }, (_, i) => [(7 * i) % 8192, (13 * i + 1) % 8192, (29 * i + 2) % 8192]);
 const conts = (await policy.generate(prompts.map((p) => Int32Array.from(p)), { maxNewTokens: 10, temperature: 1, seed: 3 })).map((x) => Array.from(x));
 
-// Before: the KL from the train step, then each block's logits crossed to JS for the entropy.
-async function before() {
+// The KL as the train step gives it (what both ways before took their KL from).
+async function klFromTrainStep() {
   const rows = prompts.map((p, i) => ({ inputIds: [...p, ...conts[i]], labels: [...p.map(() => -100), ...conts[i]] }));
   const B = rows.length;
   const batch = collatePairs(rows.slice(0, B / 2).map((chosen, i) => ({ chosen, rejected: rows[B / 2 + i] })), 0);
   await (await TrainStep.create(policy, { loss: 'tdpo2', reference })).evaluate(batch);
   const T = batch.shape[1];
+  return { rows, B, batch, T };
+}
+
+// Before: the KL from the train step, then each block's logits crossed to JS for the entropy.
+async function before() {
+  const { rows, B, batch, T } = await klFromTrainStep();
   let entropy = 0;
   let positions = 0;
   for (let from = 0; from < B; from += 256) {
@@ -50,6 +57,26 @@ async function before() {
   return entropy / positions;
 }
 
+// The way before the train step gave the entropy: the KL from the train step, then a second forward
+// of the policy by sequenceLogprobs, 256 rows at a time, for tokenEntropies.
+async function secondForward() {
+  const { rows, B, batch, T } = await klFromTrainStep();
+  let entropy = 0;
+  let positions = 0;
+  for (let from = 0; from < B; from += 256) {
+    const labels = new Int32Array(256 * T).fill(-100);
+    for (let b = 0; b < 256; b++) {
+      for (let t = prompts[from + b].length - 1; t < rows[from + b].inputIds.length - 1; t++) {
+        labels[b * T + t] = rows[from + b].inputIds[t + 1];
+        positions++;
+      }
+    }
+    const { tokenEntropies } = await policy.sequenceLogprobs(batch.inputIds.subarray(from * T, (from + 256) * T), [256, T], labels, { attentionMask: batch.attentionMask?.subarray(from * T, (from + 256) * T) });
+    for (const h of tokenEntropies) entropy += h;
+  }
+  return entropy / positions;
+}
+
 const time = async (f) => {
   const value = await f(); // warm-up
   const ms = [];
@@ -61,7 +88,9 @@ const time = async (f) => {
   return { ms: median(ms), value };
 };
 const now = await time(async () => (await sampleStats(policy, reference, prompts, conts, 0)).entropy);
+const second = await time(secondForward);
 const old = await time(before);
 console.log(`sample statistics of 1,024 samples x 10 tokens, V=8192, ${getNumThreads()} threads, libtorch ${buildInfo().torchVersion}; medians of ${runs} runs`);
-console.log(`  entropy in C++ (tokenEntropies): ${now.ms.toFixed(0)} ms (entropy ${now.value.toFixed(6)})`);
-console.log(`  entropy in JS over the logits:   ${old.ms.toFixed(0)} ms (entropy ${old.value.toFixed(6)})`);
+console.log(`  entropy in the train step's statistics: ${now.ms.toFixed(0)} ms (entropy ${now.value.toFixed(6)})`);
+console.log(`  a second forward (tokenEntropies):      ${second.ms.toFixed(0)} ms (entropy ${second.value.toFixed(6)})`);
+console.log(`  entropy in JS over the logits:          ${old.ms.toFixed(0)} ms (entropy ${old.value.toFixed(6)})`);

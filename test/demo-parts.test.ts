@@ -303,12 +303,7 @@ describe('demo evaluation statistics', () => {
       await sft.accumulate({ inputIds, labels, attentionMask, shape: [6, T] });
       await sft.apply(3e-2, 1);
     }
-    const whole = await sampleStats(policy, reference, prompts, conts, 0, 6);
-    for (const block of [1, 4]) {
-      const s = await sampleStats(policy, reference, prompts, conts, 0, block);
-      expect(s.entropy).toBeCloseTo(whole.entropy, 5);
-      expect(s.kl).toBe(whole.kl);
-    }
+    const whole = await sampleStats(policy, reference, prompts, conts, 0);
     // The entropy at each position a continuation token was drawn from, each row run alone from its
     // logits in JS (no padding, no batching).
     let sum = 0;

@@ -179,15 +179,18 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     // full-sized ones).
     const step = await TrainStep.create(policy, { loss: 'tdpo2', optimizer: 'sgd', ...options });
     const losses: number[] = [];
+    const entropies: number[] = []; // the policy's, per sequence: the loss's statistics on this device
     for (let i = 0; i < 3; i++) {
-      losses.push((await step.accumulate(batch(i + 1), 0.5)).loss);
+      const stats = await step.accumulate(batch(i + 1), 0.5);
+      losses.push(stats.loss);
+      entropies.push(...stats.chosenEntropy, ...stats.rejectedEntropy);
       await step.accumulate(batch(i + 10), 0.5);
       await step.apply(0.5, 10);
     }
     const out = path.join(tmp, name);
     await policy.save(out);
     policy.dispose();
-    return { losses, weights: readWeights(path.join(out, 'model.safetensors')) };
+    return { losses, entropies, weights: readWeights(path.join(out, 'model.safetensors')) };
   }
 
   it('float32: three TDPO2 steps equal the CPU to 1e-4 (losses and weights)', async () => {
@@ -195,6 +198,8 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     const dev = await train(device, 'float32', {}, 'dev-f32');
     for (let i = 0; i < 3; i++) expect(Math.abs(dev.losses[i] - cpu.losses[i]) / cpu.losses[i]).toBeLessThan(1e-4);
     expect(worst(dev.weights, cpu.weights)).toBeLessThan(1e-4);
+    expect(cpu.entropies.every((h) => h > 0)).toBe(true);
+    expect(worst(new Map([['h', Float32Array.from(dev.entropies)]]), new Map([['h', Float32Array.from(cpu.entropies)]]))).toBeLessThan(1e-4);
     // The steps moved the weights far more than the tolerance.
     expect(worst(cpu.weights, readWeights(path.join(start, 'model.safetensors')))).toBeGreaterThan(1e-2);
   });
@@ -206,6 +211,7 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     for (const other of [materialised, checkpointed]) {
       for (let i = 0; i < 3; i++) expect(Math.abs(other.losses[i] - fused.losses[i]) / fused.losses[i]).toBeLessThan(1e-5);
       expect(worst(other.weights, fused.weights)).toBeLessThan(1e-4);
+      expect(worst(new Map([['h', Float32Array.from(other.entropies)]]), new Map([['h', Float32Array.from(fused.entropies)]]))).toBeLessThan(1e-4);
     }
   });
 

@@ -51,7 +51,7 @@ const relError = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return Math.sqrt(d / Math.max(s, 1e-30));
 };
 
-const STAT_FIELDS = ['chosenRewards', 'rejectedRewards', 'chosenKl', 'rejectedKl', 'chosenLogps', 'rejectedLogps'] as const;
+const STAT_FIELDS = ['chosenRewards', 'rejectedRewards', 'chosenKl', 'rejectedKl', 'chosenLogps', 'rejectedLogps', 'chosenEntropy', 'rejectedEntropy'] as const;
 
 interface StepResult {
   evaluated: Lib.MicroStats;

@@ -46,7 +46,7 @@ function spread(logits: Float32Array, V: number): number {
   return worst;
 }
 
-const perPair = ['losses', 'chosenRewards', 'rejectedRewards', 'chosenLogratio', 'rejectedLogratio', 'chosenKl', 'rejectedKl', 'chosenLogps', 'rejectedLogps'] as const;
+const perPair = ['losses', 'chosenRewards', 'rejectedRewards', 'chosenLogratio', 'rejectedLogratio', 'chosenKl', 'rejectedKl', 'chosenLogps', 'rejectedLogps', 'chosenEntropy', 'rejectedEntropy'] as const;
 
 describe('fuzz: loss inputs', () => {
   const logit = fc.oneof(
@@ -83,7 +83,7 @@ describe('fuzz: loss inputs', () => {
           labels: Int32Array.from(c.labels),
           shape: c.shape,
         };
-        const options = { variant: c.variant, beta: c.beta, alpha: c.alpha, grad: true } as TdpoLossOptions;
+        const options = { variant: c.variant, beta: c.beta, alpha: c.alpha, grad: true, entropy: true } as TdpoLossOptions;
         const fused = outcome(() => tdpoLossSync(inputs, options));
         const reference = outcome(() => tdpoLossSync(inputs, { ...options, implementation: 'reference' }));
         if ('error' in fused || 'error' in reference) {

@@ -130,4 +130,6 @@ export const PAIR_FIELDS = [
   'rejectedKl',
   'chosenLogps',
   'rejectedLogps',
+  'chosenEntropy',
+  'rejectedEntropy',
 ] as const;

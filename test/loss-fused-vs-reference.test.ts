@@ -20,7 +20,7 @@ describe('fused equals reference', () => {
     for (const [name, spec] of cases) {
       it(`${variant}: ${name}`, () => {
         const inputs = randomInputs(spec);
-        const options = { variant, beta: 0.1, alpha: 0.5, grad: true };
+        const options = { variant, beta: 0.1, alpha: 0.5, grad: true, entropy: true };
         const fused = tdpoLossSync(inputs, { ...options, implementation: 'fused' });
         const ref = tdpoLossSync(inputs, { ...options, implementation: 'reference' });
         expect(Number.isFinite(fused.loss)).toBe(true);
@@ -49,6 +49,31 @@ describe('fused equals reference', () => {
   it('omits the gradient unless asked', () => {
     const out = tdpoLossSync(randomInputs({ B: 2, T: 2, V: 8 }));
     expect(out.grad).toBeUndefined();
+  });
+
+  it('gives the policy entropy when asked, by either implementation, and omits it otherwise', () => {
+    const inputs = randomInputs({ B: 4, T: 3, V: 5, prompt: 1, seed: 11 });
+    for (const implementation of ['fused', 'reference'] as const) {
+      const plain = tdpoLossSync(inputs, { implementation });
+      expect(plain.chosenEntropy).toBeUndefined();
+      expect(plain.rejectedEntropy).toBeUndefined();
+      const out = tdpoLossSync(inputs, { implementation, entropy: true });
+      expect(out.loss).toBe(plain.loss);
+      // By hand: the sum over each row's scored positions of -sum_v p log p, p = softmax(policy).
+      const h = (row: number) => {
+        let s = 0;
+        for (let t = 0; t < 3; t++) {
+          if (inputs.labels[row * 3 + t] === -100) continue;
+          const z = Array.from(inputs.policyLogits.subarray((row * 3 + t) * 5, (row * 3 + t + 1) * 5));
+          const lse = Math.log(z.reduce((a, x) => a + Math.exp(x), 0));
+          s -= z.reduce((a, x) => a + Math.exp(x - lse) * (x - lse), 0);
+        }
+        return s;
+      };
+      expect(Array.from(out.chosenEntropy!, (x, i) => x - h(i)).every((d) => Math.abs(d) < 1e-5), implementation).toBe(true);
+      expect(Array.from(out.rejectedEntropy!, (x, i) => x - h(2 + i)).every((d) => Math.abs(d) < 1e-5), implementation).toBe(true);
+    }
+    expect(() => tdpoLossSync(inputs, { entropy: 'yes' as unknown as boolean })).toThrow(expect.objectContaining({ code: 'ERR_TDPO_OPTION', message: "options.entropy must be a boolean, got 'yes'" }));
   });
 
   it('matches the definitions on a hand-checkable case', () => {
@@ -82,12 +107,13 @@ describe("every instruction set's kernel", () => {
       for (let i = 0; i < n; i++) { z[i] = (rand() - 0.5) * 12; r[i] = z[i] + (rand() - 0.5) * 3; if (V > 50 && rand() < 0.1) r[i] = -Infinity; }
       for (let i = 0; i < B * T; i++) { labels[i] = i % T === 0 ? -100 : Math.floor(rand() * V); if (labels[i] >= 0) r[i * V + labels[i]] = 0; }
       for (const variant of ['tdpo2', 'tdpo1', 'dpo']) {
-        const o = { variant, beta: 0.1, alpha: 0.5, grad: true };
+        const o = { variant, beta: 0.1, alpha: 0.5, grad: true, entropy: true };
         const f = t.tdpoLossSync({ policyLogits: z, referenceLogits: r, labels, shape: [B, T, V] }, { ...o, implementation: 'fused' });
         const g = t.tdpoLossSync({ policyLogits: z, referenceLogits: r, labels, shape: [B, T, V] }, { ...o, implementation: 'reference' });
         let num = 0, den = 0;
         for (let i = 0; i < n; i++) { num += (f.grad[i] - g.grad[i]) ** 2; den += g.grad[i] ** 2; }
-        const kl = Math.max(...[...f.chosenKl, ...f.rejectedKl].map((x, i) => Math.abs(x - [...g.chosenKl, ...g.rejectedKl][i]) / Math.max(1e-3, Math.abs(x))));
+        const stats = (x) => [...x.chosenKl, ...x.rejectedKl, ...x.chosenEntropy, ...x.rejectedEntropy];
+        const kl = Math.max(...stats(f).map((x, i) => Math.abs(x - stats(g)[i]) / Math.max(1e-3, Math.abs(x))));
         const e = Math.max(Math.abs(f.loss - g.loss) / Math.max(1e-6, Math.abs(g.loss)), Math.sqrt(num / Math.max(den, 1e-30)), kl);
         worst[variant] = Math.max(worst[variant] ?? 0, e);
       }

@@ -34,7 +34,7 @@ describe('golden values (official formulas, PyTorch float64)', () => {
             labels: Int32Array.from(c.labels),
             shape: c.shape,
           },
-          { ...c.options, implementation, grad: true },
+          { ...c.options, implementation, grad: true, entropy: true },
         );
         expect(Math.abs(out.loss - c.loss) / Math.max(Math.abs(c.loss), 1e-6)).toBeLessThan(1e-4);
         for (const field of PAIR_FIELDS) {

@@ -61,7 +61,7 @@ describe('train', () => {
       const evals = lines.filter((m) => 'eval/loss' in m);
       expect(steps).toHaveLength(20);
       expect(Object.keys(steps[0]).sort()).toEqual(
-        ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'kl/chosen', 'kl/rejected', 'kl/margin', 'kl/margin_se', 'logps/chosen', 'logps/rejected', 'grad_norm', 'lr', 'examples_per_second', 'step', 'examples'].sort(),
+        ['loss', 'rewards/chosen', 'rewards/rejected', 'rewards/accuracies', 'rewards/margins', 'kl/chosen', 'kl/rejected', 'kl/margin', 'kl/margin_se', 'logps/chosen', 'logps/rejected', 'entropy/chosen', 'entropy/rejected', 'grad_norm', 'lr', 'examples_per_second', 'step', 'examples'].sort(),
       );
       expect(steps[0].lr).toBeCloseTo(3e-3 / 3, 10); // warm-up: (step + 1) / (warmup + 1)
       expect(steps[5].lr).toBeCloseTo(3e-3, 10);
@@ -198,7 +198,7 @@ describe('metrics from sums', () => {
   const micro = (chosenKl: number[], rejectedKl: number[]): MicroStats => {
     const f = (xs: number[]) => Float32Array.from(xs);
     const zeros = f(chosenKl.map(() => 0));
-    return { loss: 0.5, tokens: 0, chosenRewards: zeros, rejectedRewards: zeros, chosenKl: f(chosenKl), rejectedKl: f(rejectedKl), chosenLogps: zeros, rejectedLogps: zeros };
+    return { loss: 0.5, tokens: 0, chosenRewards: zeros, rejectedRewards: zeros, chosenKl: f(chosenKl), rejectedKl: f(rejectedKl), chosenLogps: zeros, rejectedLogps: zeros, chosenEntropy: zeros, rejectedEntropy: zeros };
   };
   const a = micro([0.5, 1, 2], [1.5, 1, 2.5]);
   const b = micro([0.25], [2.25]);

@@ -6,7 +6,6 @@ import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import path from 'node:path';
 import { collatePairs, evaluate, loadConfig, Model, train, TrainStep, type Metrics, type TokenizedPair, type TrainConfig } from '../index.js';
 import type { Corpus } from './corpus.js';
-
 import { sentimentScore } from './reward.js';
 import { continuationText, heldOutPrompts, modelShape, pairFiles, writeStageFile, type DemoSettings } from './stages.js';
 import { meanWithSe } from './stats.js';
@@ -43,45 +42,24 @@ export interface EvalPoint {
   klMarginSe?: number;
 }
 
-/** Rows of the policy's logits sampleStats has at once (in C++) for the entropy. */
-const ENTROPY_ROWS = 256;
-
 /**
- * Mean sequence KL(πref ‖ πθ) and mean per-token policy entropy over each row's continuation. The
- * KL comes from the train step's own per-sequence statistics: each sample goes in as one side of a
- * pair (prompt, then the continuation as the response, without the EOS a training pair appends),
- * collated as training pairs are.
+ * Mean sequence KL(πref ‖ πθ) and mean per-token policy entropy over each row's continuation, both
+ * from the train step's own per-sequence statistics (one forward of each model): each sample goes
+ * in as one side of a pair (prompt, then the continuation as the response, without the EOS a
+ * training pair appends), collated as training pairs are. The scored positions are those the
+ * continuation was drawn from: the prompt's last to the row's second-to-last.
  */
-export async function sampleStats(policy: Model, reference: Model, prompts: number[][], conts: number[][], eos: number, blockRows = ENTROPY_ROWS) {
+export async function sampleStats(policy: Model, reference: Model, prompts: number[][], conts: number[][], eos: number) {
   const rows = prompts.map((p, i) => ({ inputIds: [...p, ...conts[i]], labels: [...p.map(() => -100), ...conts[i]] }));
   const B = rows.length;
   if (B % 2) throw new RangeError(`sampleStats needs an even number of prompts, got ${B}`);
   const pairs: TokenizedPair[] = rows.slice(0, B / 2).map((chosen, i) => ({ chosen, rejected: rows[B / 2 + i] }));
-  const batch = collatePairs(pairs, eos);
-  const { inputIds, attentionMask } = batch;
-  const T = batch.shape[1];
   const step = await TrainStep.create(policy, { loss: 'tdpo2', reference });
-  const stats = await step.evaluate(batch);
-  const kl = [...stats.chosenKl, ...stats.rejectedKl];
-  // The entropy of the distributions the continuation was drawn from: positions prompt − 1 to the
-  // row's second-to-last, scored against the next token (sequenceLogprobs' aligned labels). A block
-  // of rows at a time: 256 rows of 13 positions and 8,192 tokens are 109 MB of logits, in C++.
-  let entropy = 0;
-  let positions = 0;
-  for (let from = 0; from < B; from += blockRows) {
-    const n = Math.min(blockRows, B - from);
-    const labels = new Int32Array(n * T).fill(-100);
-    for (let b = 0; b < n; b++) {
-      const ids = rows[from + b].inputIds;
-      for (let t = prompts[from + b].length - 1; t < ids.length - 1; t++) {
-        labels[b * T + t] = ids[t + 1];
-        positions++;
-      }
-    }
-    const { tokenEntropies } = await policy.sequenceLogprobs(inputIds.subarray(from * T, (from + n) * T), [n, T], labels, { attentionMask: attentionMask?.subarray(from * T, (from + n) * T) });
-    for (const h of tokenEntropies) entropy += h;
-  }
-  return { kl: kl.reduce((a, b) => a + b, 0) / B, entropy: positions ? entropy / positions : 0 };
+  const stats = await step.evaluate(collatePairs(pairs, eos));
+  const sum = (xs: ArrayLike<number>) => Array.from(xs).reduce((a, x) => a + x, 0);
+  const positions = sum(conts.map((c) => c.length));
+  const entropy = sum(stats.chosenEntropy) + sum(stats.rejectedEntropy);
+  return { kl: (sum(stats.chosenKl) + sum(stats.rejectedKl)) / B, entropy: positions ? entropy / positions : 0 };
 }
 
 export interface Experiment {

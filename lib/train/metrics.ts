@@ -13,13 +13,14 @@ const sum = (xs: ArrayLike<number>) => {
 
 /**
  * Preference: [pairs, Σ loss, Σ chosen reward, Σ rejected reward, Σ correct, Σ margin, Σ chosen KL,
- * Σ rejected KL, Σ chosen logp, Σ rejected logp, Σ d²], each over pairs, d being a pair's
+ * Σ rejected KL, Σ chosen logp, Σ rejected logp, Σ d², Σ chosen entropy, Σ rejected entropy],
+ * each over pairs, d being a pair's
  * rejected KL − chosen KL, whose sum is Σ rejected KL − Σ chosen KL (a micro-batch's loss is its mean over pairs, so it counts once per
  * pair: the loss the gradient is taken of). SFT: [micro-batches, Σ micro-batch loss].
  */
 export function metricSums(micro: MicroStats[], sft: boolean): number[] {
   if (sft) return [micro.length, sum(micro.map((m) => m.loss))];
-  const s = new Array<number>(11).fill(0);
+  const s = new Array<number>(13).fill(0);
   for (const m of micro) {
     const n = m.chosenRewards.length;
     s[0] += n;
@@ -37,6 +38,8 @@ export function metricSums(micro: MicroStats[], sft: boolean): number[] {
     s[8] += sum(m.chosenLogps);
     s[9] += sum(m.rejectedLogps);
     for (let i = 0; i < n; i++) s[10] += (m.rejectedKl[i] - m.chosenKl[i]) ** 2;
+    s[11] += sum(m.chosenEntropy);
+    s[12] += sum(m.rejectedEntropy);
   }
   return s;
 }
@@ -60,5 +63,9 @@ export function metricsFromSums(s: ArrayLike<number>, sft: boolean): Metrics {
     'kl/margin_se': s[0] > 1 ? Math.sqrt(Math.max(0, s[10] - ((s[7] - s[6]) ** 2) / s[0]) / (s[0] - 1) / s[0]) : 0,
     'logps/chosen': s[8] / n,
     'logps/rejected': s[9] / n,
+    // The policy's entropy summed over a response's tokens: a collapse to near-one-hot
+    // distributions shows here before it shows in the samples.
+    'entropy/chosen': s[11] / n,
+    'entropy/rejected': s[12] / n,
   };
 }

@@ -3,6 +3,7 @@
 //   forward   one pass over the vocabulary with an online (block-wise) max for both models:
 //               lse_z = log sum exp z,   lse_r = log sum exp r,
 //               KL(q || p) = sum_v q_v ((r_v - m_r) - (z_v - m_z)) + log s_z - log s_r,
+//               H(p) = log s_z - sum_v p_v (z_v - m_z)   (the policy's entropy, for monitoring),
 //             q = softmax(r), p = softmax(z), m the maxima, s the sums of e^(x - m). The middle
 //             sum is kept unnormalised, sum e^(r_v - m_r) ((r_v - m_r) - (z_v - m_z)), and moved
 //             to each new running max. Every difference is taken against its own model's max, so
@@ -46,9 +47,10 @@ struct Kernel {
   static constexpr int L = simd::kLanes<T, B>;
 
   struct Online {
-    // Per lane: running maxima, sums of exp, and sum e^(r - m_r) ((r - m_r) - (z - m_z)), where an
-    // -inf max stands as 0 (drop_neg_inf) so that every difference stays defined.
-    V mz, mr, sz, sr, acc;
+    // Per lane: running maxima, sums of exp, sum e^(r - m_r) ((r - m_r) - (z - m_z)) and
+    // sum e^(z - m_z) (z - m_z), where an -inf max stands as 0 (drop_neg_inf) so that every
+    // difference stays defined.
+    V mz, mr, sz, sr, acc, hz;
     V bad;  // > 0 in lanes that saw NaN or +inf
   };
 
@@ -59,6 +61,9 @@ struct Kernel {
     return m == splat(-std::numeric_limits<T>::infinity()) ? splat(0) : m;
   }
 
+  // H: also accumulate the entropy's sum (hz). A template flag, so that the plain loss pays nothing
+  // for it: the extra multiply-select per entry costs the forward 2-3% (scripts/bench-entropy.mjs).
+  template <bool H>
   static TDPO_INLINE void absorb_block(Online& s, const T* z, const T* r) {
     const V inf = splat(std::numeric_limits<T>::infinity());
     V bz = simd::load<V>(z), br = simd::load<V>(r);
@@ -74,6 +79,8 @@ struct Kernel {
     const V shift = (nz0 - drop_neg_inf(s.mz)) - (nr0 - drop_neg_inf(s.mr));
     // A factor that underflows to 0 drops terms whose q is now 0, infinite ones (p = 0) included.
     s.acc = fr != splat(0) ? fr * (s.acc + s.sr * shift) : splat(0);
+    // Each (z - m_z) moves by mz0 - nz0 likewise; a factor of 0 leaves sums that are 0 (or negligible).
+    if constexpr (H) s.hz = fz != splat(0) ? fz * (s.hz + s.sz * (drop_neg_inf(s.mz) - nz0)) : splat(0);
     s.sz *= fz;
     s.sr *= fr;
     s.mz = nz;
@@ -89,18 +96,20 @@ struct Kernel {
       s.sz += ez;
       s.sr += er;
       s.acc += er != splat(0) ? er * (dr - dz) : splat(0);
+      if constexpr (H) s.hz += ez != splat(0) ? ez * dz : splat(0);  // p = 0 (a -inf logit) adds nothing
     }
   }
 
+  template <bool H>
   static TDPO_INLINE RowStats row_forward(const T* z, const T* r, int64_t n, int32_t y) {
     constexpr int W = kBlock * L;
     const T ninf = -std::numeric_limits<T>::infinity();
     Online s;
     s.mz = s.mr = splat(ninf);
-    s.sz = s.sr = s.acc = splat(0);
+    s.sz = s.sr = s.acc = s.hz = splat(0);
     s.bad = splat(0);
     int64_t i = 0;
-    for (; i + W <= n; i += W) absorb_block(s, z + i, r + i);
+    for (; i + W <= n; i += W) absorb_block<H>(s, z + i, r + i);
     if (i < n) {
       // The tail, padded with -inf: contributes exactly nothing to any sum.
       alignas(64) T tz[W], tr[W];
@@ -108,7 +117,7 @@ struct Kernel {
       std::fill(tr, tr + W, ninf);
       std::copy(z + i, z + n, tz);
       std::copy(r + i, r + n, tr);
-      absorb_block(s, tz, tr);
+      absorb_block<H>(s, tz, tr);
     }
     RowStats out{};
     out.bad = false;
@@ -121,9 +130,13 @@ struct Kernel {
     out.max_z = mz;
     out.max_r = mr;
     if (out.bad || mz == -INFINITY || mr == -INFINITY) return out;
-    double sz = 0, sr = 0, acc = 0;
+    double sz = 0, sr = 0, acc = 0, hz = 0;
     for (int l = 0; l < L; ++l) {
-      if (s.mz[l] != ninf) sz += double(s.sz[l]) * std::exp(double(s.mz[l]) - mz);
+      if (s.mz[l] != ninf) {
+        const double f = std::exp(double(s.mz[l]) - mz);
+        sz += double(s.sz[l]) * f;
+        hz += f * (double(s.hz[l]) + double(s.sz[l]) * (double(s.mz[l]) - mz));
+      }
       if (s.mr[l] != ninf) {
         const double f = std::exp(double(s.mr[l]) - mr);
         if (f == 0) continue;
@@ -138,6 +151,8 @@ struct Kernel {
     out.logp = (double(z[y]) - mz) - out.logsum_z;
     out.logq = (double(r[y]) - mr) - out.logsum_r;
     out.kl = acc / sr + (out.logsum_z - out.logsum_r);
+    // Rounding can take a near-one-hot row a hair below 0. NaN without H: never read then.
+    out.entropy = H ? std::max(0.0, out.logsum_z - hz / sz) : NAN;
     // Not reached with finite inputs; kept so that no NaN KL can leave this function.
     if (std::isnan(out.kl)) out.kl = INFINITY;
     return out;
@@ -198,6 +213,7 @@ struct Kernel {
 // once at load (a function pointer per kernel); double (tests only) runs one portable build.
 struct FloatKernels {
   RowStats (*forward)(const float*, const float*, int64_t, int32_t);
+  RowStats (*forward_entropy)(const float*, const float*, int64_t, int32_t);
   void (*backward)(const float*, const float*, int64_t, int32_t, float, float, float, float, float,
                    float, float*);
   RowCheck (*check)(const float*, int64_t);
@@ -206,7 +222,10 @@ struct FloatKernels {
 
 #define TDPO_FLOAT_KERNELS(NAME, TARGET, BYTES)                                                   \
   TARGET RowStats forward_##NAME(const float* z, const float* r, int64_t n, int32_t y) {         \
-    return Kernel<float, BYTES>::row_forward(z, r, n, y);                                         \
+    return Kernel<float, BYTES>::row_forward<false>(z, r, n, y);                                  \
+  }                                                                                              \
+  TARGET RowStats forward_entropy_##NAME(const float* z, const float* r, int64_t n, int32_t y) { \
+    return Kernel<float, BYTES>::row_forward<true>(z, r, n, y);                                   \
   }                                                                                              \
   TARGET void backward_##NAME(const float* z, const float* r, int64_t n, int32_t y, float mz,    \
                               float lsz, float mr, float lsr, float c, float a, float* g) {      \
@@ -230,9 +249,9 @@ FloatKernels pick_float_kernels() {
   if (want != "avx512" && want != "avx2" && want != "sse2") want.clear();
   const bool v4 = __builtin_cpu_supports("x86-64-v4") && (want.empty() || want == "avx512");
   const bool v3 = __builtin_cpu_supports("x86-64-v3") && want != "sse2";
-  if (v4) return {forward_avx512, backward_avx512, check_avx512, "avx512"};
-  if (v3) return {forward_avx2, backward_avx2, check_avx2, "avx2"};
-  return {forward_sse2, backward_sse2, check_sse2, "sse2"};
+  if (v4) return {forward_avx512, forward_entropy_avx512, backward_avx512, check_avx512, "avx512"};
+  if (v3) return {forward_avx2, forward_entropy_avx2, backward_avx2, check_avx2, "avx2"};
+  return {forward_sse2, forward_entropy_sse2, backward_sse2, check_sse2, "sse2"};
 }
 #else
 // Elsewhere one build, with the width of the widest vector registers the compiler targets.
@@ -243,7 +262,9 @@ TDPO_FLOAT_KERNELS(generic, , 32)
 #else
 TDPO_FLOAT_KERNELS(generic, , 16)
 #endif
-FloatKernels pick_float_kernels() { return {forward_generic, backward_generic, check_generic, "generic"}; }
+FloatKernels pick_float_kernels() {
+  return {forward_generic, forward_entropy_generic, backward_generic, check_generic, "generic"};
+}
 #endif
 #undef TDPO_FLOAT_KERNELS
 
@@ -255,11 +276,11 @@ const FloatKernels& float_kernels() {
 }  // namespace
 
 namespace detail {
-RowStats row_forward(const float* z, const float* r, int64_t n, int32_t y) {
-  return float_kernels().forward(z, r, n, y);
+RowStats row_forward(const float* z, const float* r, int64_t n, int32_t y, bool entropy) {
+  return entropy ? float_kernels().forward_entropy(z, r, n, y) : float_kernels().forward(z, r, n, y);
 }
-RowStats row_forward(const double* z, const double* r, int64_t n, int32_t y) {
-  return Kernel<double, 64>::row_forward(z, r, n, y);
+RowStats row_forward(const double* z, const double* r, int64_t n, int32_t y, bool entropy) {
+  return entropy ? Kernel<double, 64>::row_forward<true>(z, r, n, y) : Kernel<double, 64>::row_forward<false>(z, r, n, y);
 }
 void row_backward(const float* z, const float* r, int64_t n, int32_t y, float mz, float lsz,
                   float mr, float lsr, float c, float a, float* g) {
@@ -294,7 +315,7 @@ Result fused(const Inputs<T>& in, const Options& opt) {
         stats[i] = RowStats{};
         stats[i].bad = check_row(z, V).invalid || check_row(r, V).invalid;
       } else {
-        stats[i] = row_forward(z, r, V, in.labels[i]);
+        stats[i] = row_forward(z, r, V, in.labels[i], opt.entropy);
       }
     }
   });
@@ -316,12 +337,12 @@ Result fused(const Inputs<T>& in, const Options& opt) {
   Result res;
   for (auto* v : {&res.losses, &res.chosen_rewards, &res.rejected_rewards, &res.chosen_logratio,
                   &res.rejected_logratio, &res.chosen_kl, &res.rejected_kl, &res.chosen_logps,
-                  &res.rejected_logps})
+                  &res.rejected_logps, &res.chosen_entropy, &res.rejected_entropy})
     v->assign(P, 0.0);
   std::vector<double> coef_c(rows, 0.0), coef_a(rows, 0.0);
   double total = 0;
   for (int64_t p = 0; p < P; ++p) {
-    double m[2] = {0, 0}, k[2] = {0, 0}, lp[2] = {0, 0};
+    double m[2] = {0, 0}, k[2] = {0, 0}, lp[2] = {0, 0}, h[2] = {0, 0};
     for (int side = 0; side < 2; ++side) {
       const int64_t row0 = (p + side * P) * Tn;
       for (int64_t t = 0; t < Tn; ++t) {
@@ -329,9 +350,10 @@ Result fused(const Inputs<T>& in, const Options& opt) {
         m[side] += stats[row0 + t].logp - stats[row0 + t].logq;
         lp[side] += stats[row0 + t].logp;
         k[side] += stats[row0 + t].kl;
+        h[side] += stats[row0 + t].entropy;
       }
     }
-    const PairObjective o = record_pair(res, p, opt, m, k, lp);
+    const PairObjective o = record_pair(res, p, opt, m, k, lp, h);
     total += o.loss;
     const double d[2][2] = {{o.d_mw, o.d_kw}, {o.d_ml, o.d_kl}};
     for (int side = 0; side < 2; ++side) {
@@ -343,6 +365,7 @@ Result fused(const Inputs<T>& in, const Options& opt) {
     }
   }
   res.loss = total / P;
+  if (!opt.entropy) res.chosen_entropy.clear(), res.rejected_entropy.clear();
   if (!opt.grad) return res;
 
   const auto dtype = std::is_same_v<T, float> ? at::kFloat : at::kDouble;

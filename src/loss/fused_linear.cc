@@ -131,6 +131,7 @@ class Runner {
     LinearResult out;
     out.stats = std::move(res_);
     out.stats.loss = total_ / double(L_.pairs);
+    if (!opt_.loss.entropy) out.stats.chosen_entropy.clear(), out.stats.rejected_entropy.clear();
     out.grad_hidden = grad_hidden_;
     out.grad_weight = grad_weight_;
     out.chunks = chunks_;
@@ -179,7 +180,9 @@ class Runner {
     const float* r = ch.r.data_ptr<float>();
     const int64_t V = L_.vocab, n = ch.size();
     at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) stats_[ch.begin + i] = detail::row_forward(z + i * V, r + i * V, V, L_.labels[ch.begin + i]);
+      for (int64_t i = b; i < e; ++i) {
+        stats_[ch.begin + i] = detail::row_forward(z + i * V, r + i * V, V, L_.labels[ch.begin + i], opt_.loss.entropy);
+      }
     });
   }
 
@@ -196,12 +199,14 @@ class Runner {
     const at::Tensor dz = z - mz, dr = r - mr;
     const at::Tensor er = dr.exp();
     const at::Tensor acc = at::where(er > 0, er * (dr - dz), at::zeros_like(er)).sum(1, true);
-    const at::Tensor cols = at::cat({mz, dz.exp().sum(1, true), mr, er.sum(1, true), acc, z.gather(1, y), r.gather(1, y),
-                                     bad.to(at::kFloat)}, 1)
+    const at::Tensor ez = dz.exp();
+    const at::Tensor hz = at::where(ez > 0, ez * dz, at::zeros_like(ez)).sum(1, true);
+    const at::Tensor cols = at::cat({mz, ez.sum(1, true), mr, er.sum(1, true), acc, z.gather(1, y), r.gather(1, y),
+                                     bad.to(at::kFloat), hz}, 1)
                                 .to(at::kCPU, at::kDouble)
                                 .contiguous();
     const double* v = cols.data_ptr<double>();
-    for (int64_t i = 0; i < ch.size(); ++i, v += 8) {
+    for (int64_t i = 0; i < ch.size(); ++i, v += 9) {
       RowStats& s = stats_[ch.begin + i];
       s.max_z = v[0];
       s.logsum_z = std::log(v[1]);
@@ -212,6 +217,7 @@ class Runner {
       s.kl = v[4] / v[3] + (s.logsum_z - s.logsum_r);
       s.bad = v[7] != 0;
       if (std::isnan(s.kl)) s.kl = INFINITY;
+      s.entropy = std::max(0.0, s.logsum_z - v[8] / v[1]);
     }
   }
 
@@ -234,20 +240,21 @@ class Runner {
     if (res_.losses.empty()) {
       for (auto* v : {&res_.losses, &res_.chosen_rewards, &res_.rejected_rewards, &res_.chosen_logratio,
                       &res_.rejected_logratio, &res_.chosen_kl, &res_.rejected_kl, &res_.chosen_logps,
-                      &res_.rejected_logps})
+                      &res_.rejected_logps, &res_.chosen_entropy, &res_.rejected_entropy})
         v->assign(L_.pairs, 0.0);
     }
     const double scale = opt_.grad_scale / double(L_.pairs);
     for (int64_t pair = p; pair < q; ++pair) {
-      double m[2] = {0, 0}, k[2] = {0, 0}, lp[2] = {0, 0};
+      double m[2] = {0, 0}, k[2] = {0, 0}, lp[2] = {0, 0}, h[2] = {0, 0};
       for (int side = 0; side < 2; ++side) {
         for (int64_t i = L_.offset[2 * pair + side]; i < L_.offset[2 * pair + side + 1]; ++i) {
           m[side] += stats_[i].logp - stats_[i].logq;
           lp[side] += stats_[i].logp;
           k[side] += stats_[i].kl;
+          h[side] += stats_[i].entropy;
         }
       }
-      const PairObjective o = record_pair(res_, pair, opt_.loss, m, k, lp);
+      const PairObjective o = record_pair(res_, pair, opt_.loss, m, k, lp, h);
       total_ += o.loss;
       const double d[2][2] = {{o.d_mw, o.d_kw}, {o.d_ml, o.d_kl}};
       for (int side = 0; side < 2; ++side) {

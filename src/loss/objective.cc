@@ -163,7 +163,7 @@ template void throw_invalid_logits<double>(const char*, const double*, const Inp
                                            int64_t, bool);
 
 PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const double m[2], const double k[2],
-                          const double lp[2]) {
+                          const double lp[2], const double h[2]) {
   const PairObjective o = pair_objective(opt, m[0], m[1], k[0], k[1]);
   if (std::isnan(o.loss)) {
     throw range_error("ERR_TDPO_LOGITS", "pair " + std::to_string(pair) +
@@ -179,6 +179,8 @@ PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const d
   res.rejected_kl[pair] = k[1];
   res.chosen_logps[pair] = lp[0];
   res.rejected_logps[pair] = lp[1];
+  res.chosen_entropy[pair] = h[0];
+  res.rejected_entropy[pair] = h[1];
   return o;
 }
 

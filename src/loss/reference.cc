@@ -63,6 +63,14 @@ Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at
   auto logratio = per_position_rewards.sum(-1).to(torch::kDouble);  // [B]
   auto logps = torch::where(mask, pi_per_token_logps, zero).sum(-1).to(torch::kDouble);
   auto kl = per_position_kl.sum(-1).to(torch::kDouble);
+  torch::Tensor entropy;  // the policy's own, per sequence: a statistic, outside autograd
+  if (opt.entropy) {
+    torch::NoGradGuard no_grad;
+    auto pi_logps = pi_vocab_logps.detach();
+    auto pi_ps = pi_logps.exp();
+    auto h = torch::where(pi_ps > 0, -(pi_ps * pi_logps), zero).sum(-1);
+    entropy = torch::where(mask, h, zero).sum(-1).to(torch::kDouble);
+  }
   auto mw = logratio.slice(0, 0, P), ml = logratio.slice(0, P, B);
   auto kw = kl.slice(0, 0, P), kl_l = kl.slice(0, P, B);
 
@@ -89,6 +97,10 @@ Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at
   res.rejected_kl = to_vector(kl_l);
   res.chosen_logps = to_vector(logps.slice(0, 0, P));
   res.rejected_logps = to_vector(logps.slice(0, P, B));
+  if (opt.entropy) {
+    res.chosen_entropy = to_vector(entropy.slice(0, 0, P));
+    res.rejected_entropy = to_vector(entropy.slice(0, P, B));
+  }
   out.loss = loss;
   return out;
 }

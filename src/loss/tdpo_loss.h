@@ -32,6 +32,9 @@ struct Options {
   double beta = NAN;
   double alpha = NAN;
   bool grad = false;
+  // Also each sequence's policy entropy (Result::chosen_entropy...). Free in the fused kernel; the
+  // reference composition pays extra [B, T, V] passes for it, so the benchmark leaves it off.
+  bool entropy = false;
 };
 
 template <typename T>
@@ -51,6 +54,7 @@ struct Result {
   std::vector<double> losses, chosen_rewards, rejected_rewards;
   std::vector<double> chosen_logratio, rejected_logratio, chosen_kl, rejected_kl;
   std::vector<double> chosen_logps, rejected_logps;  // sum_t log pi(y_t): the policy's own log-probs
+  std::vector<double> chosen_entropy, rejected_entropy;  // sum_t H(pi(.|t)); empty unless Options::entropy
   at::Tensor grad;  // [B, T, V], same dtype as the inputs; undefined unless Options::grad
 };
 
@@ -91,10 +95,11 @@ struct PairObjective {
   double d_mw, d_ml, d_kw, d_kl;
 };
 PairObjective pair_objective(const Options& opt, double mw, double ml, double kw, double kl);
-// One pair's sums (index 0 chosen, 1 rejected: log-ratio m, KL k, policy log-prob lp) -> its
-// objective, written into res's per-pair fields (already sized); ERR_TDPO_LOGITS when undefined.
+// One pair's sums (index 0 chosen, 1 rejected: log-ratio m, KL k, policy log-prob lp, policy
+// entropy h) -> its objective, written into res's per-pair fields (already sized); ERR_TDPO_LOGITS
+// when undefined.
 PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const double m[2], const double k[2],
-                          const double lp[2]);
+                          const double lp[2], const double h[2]);
 
 // Where a non-finite input is, for error messages: the first NaN or +inf in data[0..n).
 template <typename T>

@@ -113,6 +113,8 @@ MicroStats pair_stats(loss::Result&& res) {
   out.rejected_kl = std::move(res.rejected_kl);
   out.chosen_logps = std::move(res.chosen_logps);
   out.rejected_logps = std::move(res.rejected_logps);
+  out.chosen_entropy = std::move(res.chosen_entropy);
+  out.rejected_entropy = std::move(res.rejected_entropy);
   return out;
 }
 
@@ -122,6 +124,7 @@ loss::Options loss_options(const StepOptions& o, bool grad) {
   lo.beta = o.beta;
   lo.alpha = o.alpha;
   lo.grad = grad;
+  lo.entropy = true;  // logged as entropy/chosen, entropy/rejected
   return lo;
 }
 }  // namespace

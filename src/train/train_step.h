@@ -44,6 +44,7 @@ struct MicroStats {
   double loss = 0;
   int64_t tokens = 0;  // scored tokens (SFT)
   std::vector<double> chosen_rewards, rejected_rewards, chosen_kl, rejected_kl, chosen_logps, rejected_logps;
+  std::vector<double> chosen_entropy, rejected_entropy;
 };
 
 class TrainStep {

@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def batch_stats(logits, reference_logits, labels):
-    """Per row: sum of log-ratios, sequential KL, over labels != -100 (labels already aligned)."""
+    """Per row, over labels != -100 (labels already aligned): sums of log-ratios, sequential KL,
+    policy log-probs and policy entropy (torch.special.entr: -p log p, 0 at p = 0)."""
     loss_mask = labels != -100
     labels = labels.clone()
     labels[~loss_mask] = 0
@@ -36,9 +37,11 @@ def batch_stats(logits, reference_logits, labels):
     per_reference_token_logps = torch.gather(reference_vocab_logps, 2, idx).squeeze(2)
     margin = per_token_logps - per_reference_token_logps
     zero = torch.zeros_like(margin)
+    per_position_entropy = torch.special.entr(vocab_logps.detach().exp()).sum(-1)
     return (torch.where(loss_mask, margin, zero).sum(-1),
             torch.where(loss_mask, per_position_kl, zero).sum(-1),
-            torch.where(loss_mask, per_token_logps, zero).sum(-1))
+            torch.where(loss_mask, per_token_logps, zero).sum(-1),
+            torch.where(loss_mask, per_position_entropy, zero).sum(-1))
 
 
 def tdpo_loss(chosen_margin, rejected_margin, chosen_kl, rejected_kl, beta, alpha, variant):
@@ -72,7 +75,7 @@ def make_case(name, B, T, V, variant, beta=0.1, alpha=0.5, scale=3.0, prompt=2, 
         z[b, t, v] = -math.inf
         r[b, t, v] = -math.inf
     zd = z.double().requires_grad_(True)
-    margin, kl, logps = batch_stats(zd, r.double(), labels.long())
+    margin, kl, logps, entropy = batch_stats(zd, r.double(), labels.long())
     P = B // 2
     losses, cr, rr = tdpo_loss(margin[:P], margin[P:], kl[:P], kl[P:], beta, alpha, variant)
     loss = losses.mean()
@@ -89,6 +92,7 @@ def make_case(name, B, T, V, variant, beta=0.1, alpha=0.5, scale=3.0, prompt=2, 
         "rejectedRewards": f64(rr), "chosenLogratio": f64(margin[:P]),
         "rejectedLogratio": f64(margin[P:]), "chosenKl": f64(kl[:P]), "rejectedKl": f64(kl[P:]),
         "chosenLogps": f64(logps[:P]), "rejectedLogps": f64(logps[P:]),
+        "chosenEntropy": f64(entropy[:P]), "rejectedEntropy": f64(entropy[P:]),
         "grad": f64(zd.grad),
     }
 
