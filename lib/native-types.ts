@@ -8,6 +8,7 @@ export interface NativeLossOptions {
   alpha: number;
   implementation: string;
   grad: boolean;
+  entropy: boolean;
 }
 export interface NativeStepOptions {
   loss: string;

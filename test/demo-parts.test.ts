@@ -278,7 +278,7 @@ describe('demo evaluation statistics', () => {
     expect(() => pairedDifference([1], [1, 2])).toThrow(RangeError);
     expect(() => pairedDifference([], [])).toThrow(RangeError);
   });
-  it('computes the same sample entropy and KL whatever block of rows crosses at once', async () => {
+  it("takes the sample entropy at the positions each continuation token was drawn from, from the train step's statistics", async () => {
     const config = { model_type: 'gpt2', vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 };
     const policy = await Model.create(config, { seed: 1 });
     const reference = await Model.create(config, { seed: 2 });

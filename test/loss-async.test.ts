@@ -7,12 +7,13 @@ describe('async loss', () => {
   for (const implementation of ['fused', 'reference'] as const) {
     it(`${implementation}: equals the sync call bit for bit`, async () => {
       const inputs = randomInputs({ B: 4, T: 8, V: 301, prompt: 2, seed: 17 });
-      const options = { implementation, variant: 'tdpo1' as const, grad: true };
+      const options = { implementation, variant: 'tdpo1' as const, grad: true, entropy: true };
       const [a, b] = await Promise.all([tdpoLoss(inputs, options), tdpoLoss(inputs, options)]);
       const s = tdpoLossSync(inputs, options);
       for (const out of [a, b]) {
         expect(out.loss).toBe(s.loss);
-        for (const f of PAIR_FIELDS) expect(out[f]).toEqual(s[f]);
+        for (const f of PAIR_FIELDS) expect(out[f], f).toEqual(s[f]);
+        expect(out.chosenEntropy).toHaveLength(2);
         expect(out.grad).toEqual(s.grad);
       }
     });

@@ -52,28 +52,49 @@ describe('fused equals reference', () => {
   });
 
   it('gives the policy entropy when asked, by either implementation, and omits it otherwise', () => {
-    const inputs = randomInputs({ B: 4, T: 3, V: 5, prompt: 1, seed: 11 });
-    for (const implementation of ['fused', 'reference'] as const) {
-      const plain = tdpoLossSync(inputs, { implementation });
-      expect(plain.chosenEntropy).toBeUndefined();
-      expect(plain.rejectedEntropy).toBeUndefined();
-      const out = tdpoLossSync(inputs, { implementation, entropy: true });
-      expect(out.loss).toBe(plain.loss);
-      // By hand: the sum over each row's scored positions of -sum_v p log p, p = softmax(policy).
-      const h = (row: number) => {
-        let s = 0;
-        for (let t = 0; t < 3; t++) {
-          if (inputs.labels[row * 3 + t] === -100) continue;
-          const z = Array.from(inputs.policyLogits.subarray((row * 3 + t) * 5, (row * 3 + t + 1) * 5));
-          const lse = Math.log(z.reduce((a, x) => a + Math.exp(x), 0));
-          s -= z.reduce((a, x) => a + Math.exp(x - lse) * (x - lse), 0);
-        }
-        return s;
-      };
-      expect(Array.from(out.chosenEntropy!, (x, i) => x - h(i)).every((d) => Math.abs(d) < 1e-5), implementation).toBe(true);
-      expect(Array.from(out.rejectedEntropy!, (x, i) => x - h(2 + i)).every((d) => Math.abs(d) < 1e-5), implementation).toBe(true);
+    // Σ over a row's scored positions of -Σ_v p log p, p = softmax(policy), in double in JS.
+    const byHand = (z: Float32Array, labels: Int32Array, T: number, V: number, row: number) => {
+      let s = 0;
+      for (let t = 0; t < T; t++) {
+        if (labels[row * T + t] === -100) continue;
+        const x = Array.from(z.subarray((row * T + t) * V, (row * T + t + 1) * V));
+        const max = Math.max(...x);
+        const lse = max + Math.log(x.reduce((a, v) => a + Math.exp(v - max), 0));
+        s -= x.reduce((a, v) => (v === -Infinity ? a : a + Math.exp(v - lse) * (v - lse)), 0);
+      }
+      return s;
+    };
+    const plainInputs = randomInputs({ B: 4, T: 3, V: 5, prompt: 1, seed: 11 });
+    // Rows that stress the online sums: -inf but one entry (entropy 0), half -inf first (the running
+    // max starts at -inf), a 1e4 offset with a spread of a few units, a rising row (a new max every
+    // block), and sparse -inf entries; V = 300 spans several blocks of every kernel width.
+    const V = 300, T = 5, B = 2;
+    const z = new Float32Array(B * T * V), r = new Float32Array(B * T * V), labels = new Int32Array(B * T).fill(7);
+    let a = 5;
+    const rand = () => ((a = (a * 1103515245 + 12345) % 2147483648) / 2147483648);
+    for (let row = 0; row < B * T; row++) {
+      for (let v = 0; v < V; v++) {
+        const i = row * V + v;
+        z[i] = [v === 7 ? 1 : -Infinity, v < 150 ? -Infinity : rand() * 4, 1e4 + rand() * 6, v / 20, rand() < 0.2 && v !== 7 ? -Infinity : rand() * 3][row % 5];
+        if (row % 5 === 1 && v === 7) z[i] = 2;
+        r[i] = Number.isFinite(z[i]) ? z[i] + rand() - 0.5 : -Infinity; // banned in both models
+      }
     }
-    expect(() => tdpoLossSync(inputs, { entropy: 'yes' as unknown as boolean })).toThrow(expect.objectContaining({ code: 'ERR_TDPO_OPTION', message: "options.entropy must be a boolean, got 'yes'" }));
+    for (const inputs of [plainInputs, { policyLogits: z, referenceLogits: r, labels, shape: [B, T, V] as [number, number, number] }]) {
+      const [b, t, v] = inputs.shape;
+      for (const implementation of ['fused', 'reference'] as const) {
+        const plain = tdpoLossSync(inputs, { implementation });
+        expect(plain.chosenEntropy).toBeUndefined();
+        expect(plain.rejectedEntropy).toBeUndefined();
+        const out = tdpoLossSync(inputs, { implementation, entropy: true });
+        expect(out.loss).toBe(plain.loss);
+        const got = [...out.chosenEntropy!, ...out.rejectedEntropy!];
+        const want = Array.from({ length: b }, (_, row) => byHand(inputs.policyLogits, inputs.labels, t, v, row));
+        // float32 logits: an absolute 1e-4 per position (near-one-hot rows hold p = 1 - ε in float).
+        got.forEach((x, i) => expect(Math.abs(x - want[i]), `${implementation} row ${i}: ${x} vs ${want[i]}`).toBeLessThan(1e-4 * t + 1e-5 * Math.abs(want[i])));
+      }
+    }
+    expect(() => tdpoLossSync(plainInputs, { entropy: 'yes' as unknown as boolean })).toThrow(expect.objectContaining({ code: 'ERR_TDPO_OPTION', message: "options.entropy must be a boolean, got 'yes'" }));
   });
 
   it('matches the definitions on a hand-checkable case', () => {
@@ -104,8 +125,8 @@ describe("every instruction set's kernel", () => {
     const worst = {};
     for (const [B, T, V] of [[4, 7, 97], [2, 3, 50257], [4, 5, 3]]) {
       const n = B * T * V, z = new Float32Array(n), r = new Float32Array(n), labels = new Int32Array(B * T);
-      for (let i = 0; i < n; i++) { z[i] = (rand() - 0.5) * 12; r[i] = z[i] + (rand() - 0.5) * 3; if (V > 50 && rand() < 0.1) r[i] = -Infinity; }
-      for (let i = 0; i < B * T; i++) { labels[i] = i % T === 0 ? -100 : Math.floor(rand() * V); if (labels[i] >= 0) r[i * V + labels[i]] = 0; }
+      for (let i = 0; i < n; i++) { z[i] = (rand() - 0.5) * 12; r[i] = z[i] + (rand() - 0.5) * 3; if (V > 50 && rand() < 0.1) { r[i] = -Infinity; if (rand() < 0.5) z[i] = -Infinity; } }
+      for (let i = 0; i < B * T; i++) { labels[i] = i % T === 0 ? -100 : Math.floor(rand() * V); if (labels[i] >= 0) r[i * V + labels[i]] = z[i * V + labels[i]] = 0; }
       for (const variant of ['tdpo2', 'tdpo1', 'dpo']) {
         const o = { variant, beta: 0.1, alpha: 0.5, grad: true, entropy: true };
         const f = t.tdpoLossSync({ policyLogits: z, referenceLogits: r, labels, shape: [B, T, V] }, { ...o, implementation: 'fused' });

@@ -93,3 +93,17 @@ describe('gradient = finite differences (float64)', () => {
     expect(differs.some((g, i) => Math.abs(g - dpoGrad[i]) > 1e-6)).toBe(true);
   });
 });
+
+describe('float64 kernel: the entropy', () => {
+  it('is exact when its vector lanes hold maxima 1e308 apart (their difference overflows)', () => {
+    // One scored position per row, V = 16: two entries at 1e308 (p = 1/2 each), one at -1e308 and
+    // the rest -inf, so H = log 2; the lanes' maxima differ by 2e308, which is -inf in double.
+    const V16 = 16;
+    const z = new Float64Array(2 * V16).fill(-Infinity);
+    for (const row of [0, 1]) [z[row * V16], z[row * V16 + 1], z[row * V16 + 2]] = [1e308, -1e308, 1e308];
+    const inputs = { policyLogits: z, referenceLogits: Float64Array.from(z), labels: Int32Array.from([0, 2]), shape: [2, 1, V16] };
+    const out = native.lossFloat64ForTest(inputs, lossOptions({ entropy: true }));
+    expect(out.chosenEntropy![0]).toBeCloseTo(Math.log(2), 12);
+    expect(out.rejectedEntropy![0]).toBeCloseTo(Math.log(2), 12);
+  });
+});

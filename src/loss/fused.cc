@@ -135,7 +135,8 @@ struct Kernel {
       if (s.mz[l] != ninf) {
         const double f = std::exp(double(s.mz[l]) - mz);
         sz += double(s.sz[l]) * f;
-        hz += f * (double(s.hz[l]) + double(s.sz[l]) * (double(s.mz[l]) - mz));
+        // f = 0: a lane far below the max (its difference may even overflow in double precision).
+        if (H && f != 0) hz += f * (double(s.hz[l]) + double(s.sz[l]) * (double(s.mz[l]) - mz));
       }
       if (s.mr[l] != ninf) {
         const double f = std::exp(double(s.mr[l]) - mr);
@@ -151,8 +152,9 @@ struct Kernel {
     out.logp = (double(z[y]) - mz) - out.logsum_z;
     out.logq = (double(r[y]) - mr) - out.logsum_r;
     out.kl = acc / sr + (out.logsum_z - out.logsum_r);
-    // Rounding can take a near-one-hot row a hair below 0. NaN without H: never read then.
-    out.entropy = H ? std::max(0.0, out.logsum_z - hz / sz) : NAN;
+    // Never negative: the max's lane gives sz >= 1 and every term of hz is <= 0. NaN without H
+    // (never read then).
+    out.entropy = H ? out.logsum_z - hz / sz : NAN;
     // Not reached with finite inputs; kept so that no NaN KL can leave this function.
     if (std::isnan(out.kl)) out.kl = INFINITY;
     return out;

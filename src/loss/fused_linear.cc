@@ -217,7 +217,7 @@ class Runner {
       s.kl = v[4] / v[3] + (s.logsum_z - s.logsum_r);
       s.bad = v[7] != 0;
       if (std::isnan(s.kl)) s.kl = INFINITY;
-      s.entropy = std::max(0.0, s.logsum_z - v[8] / v[1]);
+      s.entropy = s.logsum_z - v[8] / v[1];  // >= 0: v[1] >= 1 (the max's term) and v[8] <= 0
     }
   }
 

@@ -66,9 +66,10 @@ Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at
   torch::Tensor entropy;  // the policy's own, per sequence: a statistic, outside autograd
   if (opt.entropy) {
     torch::NoGradGuard no_grad;
-    auto pi_logps = pi_vocab_logps.detach();
-    auto pi_ps = pi_logps.exp();
-    auto h = torch::where(pi_ps > 0, -(pi_ps * pi_logps), zero).sum(-1);
+    // One [B, T, V] temporary, in place (not in pi_vocab_logps: autograd saved it). p log p is
+    // NaN only where p = 0 (log p = -inf), and counts 0 there.
+    const auto pi_logps = pi_vocab_logps.detach();
+    auto h = pi_logps.exp().mul_(pi_logps).nan_to_num_(0.0).sum(-1).neg_();
     entropy = torch::where(mask, h, zero).sum(-1).to(torch::kDouble);
   }
   auto mw = logratio.slice(0, 0, P), ml = logratio.slice(0, P, B);
