@@ -71,7 +71,7 @@ export const pairFiles = (dir: string, seed: number) => ({
 });
 
 /** Whether a seed's draw is complete: the statistics are written after the pairs. */
-export const pairsDrawn = (dir: string, seed: number): boolean => existsSync(pairFiles(dir, seed).pairs) && existsSync(pairFiles(dir, seed).stats);
+export const pairsDrawn = (dir: string, seed: number): boolean => Object.values(pairFiles(dir, seed)).every((f) => existsSync(f));
 
 /** Whether πref's SFT finished (train() writes final/ last). */
 export const referenceMade = (dir: string): boolean => existsSync(path.join(referenceDir(dir), 'model.safetensors'));

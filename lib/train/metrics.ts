@@ -14,9 +14,9 @@ const sum = (xs: ArrayLike<number>) => {
 /**
  * Preference: [pairs, Σ loss, Σ chosen reward, Σ rejected reward, Σ correct, Σ margin, Σ chosen KL,
  * Σ rejected KL, Σ chosen logp, Σ rejected logp, Σ d², Σ chosen entropy, Σ rejected entropy],
- * each over pairs, d being a pair's
- * rejected KL − chosen KL, whose sum is Σ rejected KL − Σ chosen KL (a micro-batch's loss is its mean over pairs, so it counts once per
- * pair: the loss the gradient is taken of). SFT: [micro-batches, Σ micro-batch loss].
+ * each over pairs, d being a pair's rejected KL − chosen KL (a micro-batch's loss is its mean over
+ * pairs, so it counts once per pair: the loss the gradient is taken of). SFT: [micro-batches,
+ * Σ micro-batch loss].
  */
 export function metricSums(micro: MicroStats[], sft: boolean): number[] {
   if (sft) return [micro.length, sum(micro.map((m) => m.loss))];

@@ -337,10 +337,7 @@ Result fused(const Inputs<T>& in, const Options& opt) {
 
   // Pair sums and the objective, in double; then each row's gradient coefficients (c, a).
   Result res;
-  for (auto* v : {&res.losses, &res.chosen_rewards, &res.rejected_rewards, &res.chosen_logratio,
-                  &res.rejected_logratio, &res.chosen_kl, &res.rejected_kl, &res.chosen_logps,
-                  &res.rejected_logps, &res.chosen_entropy, &res.rejected_entropy})
-    v->assign(P, 0.0);
+  size_pair_fields(res, P, opt);
   std::vector<double> coef_c(rows, 0.0), coef_a(rows, 0.0);
   double total = 0;
   for (int64_t p = 0; p < P; ++p) {
@@ -367,7 +364,6 @@ Result fused(const Inputs<T>& in, const Options& opt) {
     }
   }
   res.loss = total / P;
-  if (!opt.entropy) res.chosen_entropy.clear(), res.rejected_entropy.clear();
   if (!opt.grad) return res;
 
   const auto dtype = std::is_same_v<T, float> ? at::kFloat : at::kDouble;

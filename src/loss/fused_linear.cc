@@ -131,7 +131,6 @@ class Runner {
     LinearResult out;
     out.stats = std::move(res_);
     out.stats.loss = total_ / double(L_.pairs);
-    if (!opt_.loss.entropy) out.stats.chosen_entropy.clear(), out.stats.rejected_entropy.clear();
     out.grad_hidden = grad_hidden_;
     out.grad_weight = grad_weight_;
     out.chunks = chunks_;
@@ -237,12 +236,7 @@ class Runner {
 
   // Pairs [p, q): sums, the objective, and each row's gradient coefficients.
   void combine(int64_t p, int64_t q) {
-    if (res_.losses.empty()) {
-      for (auto* v : {&res_.losses, &res_.chosen_rewards, &res_.rejected_rewards, &res_.chosen_logratio,
-                      &res_.rejected_logratio, &res_.chosen_kl, &res_.rejected_kl, &res_.chosen_logps,
-                      &res_.rejected_logps, &res_.chosen_entropy, &res_.rejected_entropy})
-        v->assign(L_.pairs, 0.0);
-    }
+    if (res_.losses.empty()) size_pair_fields(res_, L_.pairs, opt_.loss);
     const double scale = opt_.grad_scale / double(L_.pairs);
     for (int64_t pair = p; pair < q; ++pair) {
       double m[2] = {0, 0}, k[2] = {0, 0}, lp[2] = {0, 0}, h[2] = {0, 0};

@@ -162,6 +162,13 @@ template void throw_invalid_logits<float>(const char*, const float*, const Input
 template void throw_invalid_logits<double>(const char*, const double*, const Inputs<double>&,
                                            int64_t, bool);
 
+void size_pair_fields(Result& res, int64_t pairs, const Options& opt) {
+  for (auto* v : {&res.losses, &res.chosen_rewards, &res.rejected_rewards, &res.chosen_logratio, &res.rejected_logratio,
+                  &res.chosen_kl, &res.rejected_kl, &res.chosen_logps, &res.rejected_logps})
+    v->assign(pairs, 0.0);
+  if (opt.entropy) res.chosen_entropy.assign(pairs, 0.0), res.rejected_entropy.assign(pairs, 0.0);
+}
+
 PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const double m[2], const double k[2],
                           const double lp[2], const double h[2]) {
   const PairObjective o = pair_objective(opt, m[0], m[1], k[0], k[1]);
@@ -179,8 +186,7 @@ PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const d
   res.rejected_kl[pair] = k[1];
   res.chosen_logps[pair] = lp[0];
   res.rejected_logps[pair] = lp[1];
-  res.chosen_entropy[pair] = h[0];
-  res.rejected_entropy[pair] = h[1];
+  if (opt.entropy) res.chosen_entropy[pair] = h[0], res.rejected_entropy[pair] = h[1];
   return o;
 }
 

@@ -95,9 +95,11 @@ struct PairObjective {
   double d_mw, d_ml, d_kw, d_kl;
 };
 PairObjective pair_objective(const Options& opt, double mw, double ml, double kw, double kl);
+// Sizes res's per-pair fields for `pairs` pairs (the entropy's only with Options::entropy).
+void size_pair_fields(Result& res, int64_t pairs, const Options& opt);
 // One pair's sums (index 0 chosen, 1 rejected: log-ratio m, KL k, policy log-prob lp, policy
-// entropy h) -> its objective, written into res's per-pair fields (already sized); ERR_TDPO_LOGITS
-// when undefined.
+// entropy h, read only with Options::entropy) -> its objective, written into res's per-pair fields
+// (sized by size_pair_fields); ERR_TDPO_LOGITS when undefined.
 PairObjective record_pair(Result& res, int64_t pair, const Options& opt, const double m[2], const double k[2],
                           const double lp[2], const double h[2]);
 
