@@ -159,6 +159,13 @@ inline int64_t int_field(Napi::Object obj, const char* key, const std::string& p
   return static_cast<int64_t>(x);
 }
 
+// int_field for a C int: 2^32 + 1 must not wrap to 1.
+inline int int32_field(Napi::Object obj, const char* key, const std::string& path, int64_t lo) {
+  const int64_t x = int_field(obj, key, path, lo);
+  if (x > INT32_MAX) throw range_error("ERR_TDPO_OPTION", path + "." + key + " must be an integer < 2^31, got " + std::to_string(x));
+  return static_cast<int>(x);
+}
+
 // A typed array of T (Float32Array / Float64Array) holding a copy of values.
 template <typename T>
 Napi::TypedArrayOf<T> typed_copy(Napi::Env env, const std::vector<double>& values) {

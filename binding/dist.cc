@@ -153,12 +153,12 @@ Napi::Value CreateProcessGroup(const Napi::CallbackInfo& info) {
   return promise_call(env, [&]() -> Napi::Value {
     Napi::Object o = object_arg(info[0], "distributed");
     dist::GroupOptions go;
-    go.rank = static_cast<int>(int_field(o, "rank", "distributed", 0));
-    go.world_size = static_cast<int>(int_field(o, "worldSize", "distributed", 1));
+    go.rank = int32_field(o, "rank", "distributed", 0);
+    go.world_size = int32_field(o, "worldSize", "distributed", 1);
     go.master_addr = string_field(o, "masterAddr", "distributed");
-    go.master_port = static_cast<int>(int_field(o, "masterPort", "distributed", 0));
+    go.master_port = int32_field(o, "masterPort", "distributed", 0);
     go.timeout_ms = int_field(o, "timeoutMs", "distributed", 1);
-    if (o.Has("cudaDevice") && !o.Get("cudaDevice").IsUndefined()) go.cuda_device = static_cast<int>(int_field(o, "cudaDevice", "distributed", 0));
+    if (o.Has("cudaDevice") && !o.Get("cudaDevice").IsUndefined()) go.cuda_device = int32_field(o, "cudaDevice", "distributed", 0);
     dist::validate(go);
     auto out = std::make_shared<GroupPtr>();
     return TaskWorker::Run(

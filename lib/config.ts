@@ -2,7 +2,7 @@
 // read from YAML or JSON, overridden by `--set key=value`, validated against a schema whose
 // errors name the key and suggest the nearest valid one.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, parseDocument } from 'yaml';
 import { codedError, showValue } from './errors.js';
 import { native } from './native.js';
 import { defaults, OBJECTIVES, OPTIMIZERS, type ModelDevice, type ModelDtype, type Objective, type OptimizerName } from './options.js';
@@ -126,7 +126,8 @@ const schema: Record<string, Check> = {
   batch_size: int(1),
   gradient_accumulation_steps: int(1),
   optimizer: oneOf(...OPTIMIZERS),
-  lr: num(0),
+  // libtorch keeps the learning rate as a float: 1e300 failed inside the first step.
+  lr: (v) => num(0)(v) ?? ((v as number) <= 1e6 ? null : 'must be a number >= 0 and at most 1e6'),
   warmup_steps: int(0),
   max_grad_norm: num(0),
   max_length: int(2),
@@ -192,7 +193,8 @@ function checkLoss(loss: TrainConfig['loss']): void {
 
 /** Validates a complete config; throws ERR_TDPO_CONFIG naming the first bad key. */
 export function validateConfig(c: TrainConfig): TrainConfig {
-  // Unknown keys first (a typo is the likelier mistake), then each value.
+  if (!isMapping(c)) throw configError(`a config must be a mapping of keys to values, got ${showValue(c)}`);
+  // Unknown keys first (a typo is the likelier mistake), then missing ones, then each value.
   const walk = (obj: Record<string, unknown>, prefix: string, checkValues: boolean) => {
     for (const [k, v] of Object.entries(obj)) {
       const key = prefix + k;
@@ -209,6 +211,11 @@ export function validateConfig(c: TrainConfig): TrainConfig {
     }
   };
   walk(c as unknown as Record<string, unknown>, '', false);
+  // loadConfig fills in every default; an object made by hand may lack some.
+  for (const key of Object.keys(schema)) {
+    const value = key.split('.').reduce<unknown>((o, k) => (isMapping(o) ? o[k] : undefined), c);
+    if (value === undefined) throw configError(`${key} is missing (start from defaultConfig, or use loadConfig, which fills in the defaults)`);
+  }
   walk(c as unknown as Record<string, unknown>, '', true);
   checkLoss(c.loss);
   if (c.batch_size % c.gradient_accumulation_steps !== 0) {
@@ -302,7 +309,12 @@ export function loadConfig(file: string | null, overrides: string[] = [], inline
       throw codedError('Error', 'ERR_TDPO_CONFIG', `cannot read config ${file}: ${(err as Error).message}`);
     }
     try {
-      fromFile = (parseYaml(text) ?? {}) as Record<string, unknown>;
+      // A warning (an unknown tag such as !!foo, which would be dropped) is an error here, not
+      // a code frame on stderr.
+      const doc = parseDocument(text);
+      const problem = doc.errors[0] ?? doc.warnings[0];
+      if (problem) throw problem;
+      fromFile = (doc.toJS() ?? {}) as Record<string, unknown>;
     } catch (err) {
       throw configError(yamlErrorLine(file, err));
     }

@@ -26,6 +26,9 @@ export interface ForwardResult {
 
 function readJson(file: string, what: string): unknown {
   let text: string;
+  // A FIFO (or a device) would block the event loop in readFileSync.
+  const st = statSync(file, { throwIfNoEntry: false });
+  if (st && !st.isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read ${what} ${file}: it is not a file`);
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
@@ -36,6 +39,26 @@ function readJson(file: string, what: string): unknown {
   } catch (err) {
     throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${file} is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** readJson for a file that must hold a JSON object (a `null` there is no config). */
+function readJsonObject(file: string, what: string): Record<string, unknown> {
+  const v = readJson(file, what);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+    throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${file} must hold a JSON object (${what}), got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/** A shard named by an index: a regular file (a FIFO would block the event loop on open). */
+function checkShardFile(file: string): void {
+  let st;
+  try {
+    st = statSync(file);
+  } catch (err) {
+    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read the shard ${file}: ${(err as Error).message}`);
+  }
+  if (!st.isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${file} is not a file`);
 }
 
 /** Every tensor of a checkpoint folder: model.safetensors, or the shards its index names. */
@@ -49,7 +72,7 @@ function checkpointTensors(dir: string): TensorSource[] {
   if (!existsSync(index)) {
     throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${dir} has neither model.safetensors nor model.safetensors.index.json`);
   }
-  const map = (readJson(index, 'the shard index') as { weight_map?: Record<string, string> }).weight_map;
+  const map = (readJsonObject(index, 'the shard index') as { weight_map?: Record<string, string> }).weight_map;
   if (typeof map !== 'object' || map === null) {
     throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${index}: weight_map is missing`);
   }
@@ -58,6 +81,7 @@ function checkpointTensors(dir: string): TensorSource[] {
     if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\')) {
       throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${index}: shard name ${JSON.stringify(shard)} is not a file in ${dir}`);
     }
+    checkShardFile(path.join(dir, shard));
     for (const t of readSafetensorsHeader(path.join(dir, shard))) {
       if (map[t.name] !== shard) {
         throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${path.join(dir, shard)}: tensor '${t.name}' is not listed for this shard in ${index}`);
@@ -71,16 +95,19 @@ function checkpointTensors(dir: string): TensorSource[] {
 const savesInFlight = new Map<string, Promise<void>>();
 let tmpCounter = 0;
 
-/** A temporary name unique to this call (pid, counter, random), then an atomic rename. */
-function writeFileAtomically(file: string, text: string): void {
+/**
+ * Writes `text` to a temporary name next to `file`, unique to this call (pid, counter, random),
+ * and returns that name for the caller to rename once the rest of the save has succeeded.
+ */
+function stageFile(file: string, text: string): string {
   const tmp = `${file}.tmp-${process.pid}-${tmpCounter++}-${randomBytes(4).toString('hex')}`;
   try {
     writeFileSync(tmp, text);
-    renameSync(tmp, file);
   } catch (err) {
     rmSync(tmp, { force: true });
     throw codedError('Error', 'ERR_TDPO_IO', `writing ${file}: ${(err as Error).message}`);
   }
+  return tmp;
 }
 
 // The native handle behind each Model, for the trainer (module-internal, not part of the API).
@@ -94,6 +121,8 @@ export class Model {
   /** generation_config.json, where the folder has one (null otherwise, and for created models). */
   readonly generationConfig: HfConfig | null;
   #handle: NativeModelHandle | null;
+  /** Saves begun and not yet finished: dispose() lets them finish first. */
+  readonly #saves = new Set<Promise<void>>();
 
   private constructor(handle: NativeModelHandle, config: HfConfig, generationConfig: HfConfig | null = null) {
     this.#handle = handle;
@@ -114,18 +143,27 @@ export class Model {
 
   /** Loads a Hugging Face folder: config.json and model.safetensors (or a sharded index). */
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
-    const config = readJson(path.join(dir, 'config.json'), 'the model config') as HfConfig;
+    if (typeof dir !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `dir must be a string, got ${typeof dir}`);
+    const config = readJsonObject(path.join(dir, 'config.json'), 'the model config') as HfConfig;
     const { dtype, device } = resolveOptions(defaults.model, { ...options, seed: undefined }, 'options');
     const genFile = path.join(dir, 'generation_config.json');
-    const generation = existsSync(genFile) ? (readJson(genFile, 'the generation config') as HfConfig) : null;
+    const generation = existsSync(genFile) ? (readJsonObject(genFile, 'the generation config') as HfConfig) : null;
     const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device });
     return new Model(handle, config, generation);
   }
 
   /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
   static async create(config: HfConfig, options: ModelOptions & { seed?: number } = {}): Promise<Model> {
+    // A deep copy as JSON, taken now: save() writes exactly this, and it must be writable (a
+    // BigInt or a cycle is refused here, not after the weights were written).
+    let snapshot: HfConfig;
+    try {
+      snapshot = JSON.parse(JSON.stringify(config)) as HfConfig;
+    } catch (err) {
+      throw codedError('TypeError', 'ERR_TDPO_CONFIG', `config must be JSON data, as config.json holds: ${(err as Error).message}`);
+    }
     const handle = await native.createModel(toNativeConfig(config), resolveOptions(defaults.model, options, 'options'));
-    return new Model(handle, { ...config });
+    return new Model(handle, snapshot);
   }
 
   /** Logits for `inputIds` ([B, T] row-major); `attentionMask` (1 = token, 0 = padding) masks keys. */
@@ -154,12 +192,21 @@ export class Model {
   }
 
   /**
-   * Writes config.json and model.safetensors (and generation_config.json, when loaded with one),
-   * each through a temporary file of its own and a rename. Saves to one folder from this process run one after another, so the folder always
-   * holds one model's files, never a mix.
+   * Writes config.json and model.safetensors (and generation_config.json when loaded with one;
+   * otherwise a generation_config.json already in the folder, another model's, is removed). Each
+   * file goes through a temporary file of its own and a rename, and the config files are written
+   * before the weights are replaced: a failure up to then (a config.json that is a folder, a full
+   * disk) leaves the folder's previous model whole; only the renames come after. Saves to
+   * one folder from this process run one after another, so the folder always holds one model's
+   * files, never a mix. A save that has begun finishes even if the model is disposed meanwhile.
    */
   async save(dir: string): Promise<void> {
+    if (typeof dir !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `dir must be a string, got ${typeof dir}`);
     const handle = this.#live();
+    const texts: Array<[string, string | null]> = [
+      ['config.json', `${JSON.stringify(this.config, null, 2)}\n`],
+      ['generation_config.json', this.generationConfig ? `${JSON.stringify(this.generationConfig, null, 2)}\n` : null],
+    ];
     const key = path.resolve(dir);
     const previous = savesInFlight.get(key) ?? Promise.resolve();
     const mine = previous.catch(() => {}).then(async () => {
@@ -168,14 +215,32 @@ export class Model {
       } catch (err) {
         throw codedError('Error', 'ERR_TDPO_IO', `cannot create ${dir}: ${(err as Error).message}`);
       }
-      await handle.save(path.join(dir, 'model.safetensors'));
-      writeFileAtomically(path.join(dir, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
-      if (this.generationConfig) writeFileAtomically(path.join(dir, 'generation_config.json'), `${JSON.stringify(this.generationConfig, null, 2)}\n`);
+      for (const [name] of texts) {
+        const file = path.join(dir, name);
+        if (existsSync(file) && !statSync(file).isFile()) throw codedError('Error', 'ERR_TDPO_IO', `cannot write ${file}: it is not a file`);
+      }
+      const staged: Array<[string, string]> = [];
+      try {
+        for (const [name, text] of texts) if (text !== null) staged.push([path.join(dir, name), stageFile(path.join(dir, name), text)]);
+        await handle.save(path.join(dir, 'model.safetensors'));
+      } catch (err) {
+        for (const [, tmp] of staged) rmSync(tmp, { force: true });
+        throw err;
+      }
+      try {
+        for (const [file, tmp] of staged) renameSync(tmp, file);
+        for (const [name, text] of texts) if (text === null) rmSync(path.join(dir, name), { force: true });
+      } catch (err) {
+        for (const [, tmp] of staged) rmSync(tmp, { force: true });
+        throw codedError('Error', 'ERR_TDPO_IO', `saving to ${dir}: ${(err as Error).message}`);
+      }
     });
+    this.#saves.add(mine);
     savesInFlight.set(key, mine);
     try {
       await mine;
     } finally {
+      this.#saves.delete(mine);
       if (savesInFlight.get(key) === mine) savesInFlight.delete(key);
     }
   }
@@ -185,10 +250,23 @@ export class Model {
     return this.#live().parameterCount();
   }
 
-  /** Frees the native memory now (once running calls finish); later calls throw ERR_TDPO_DISPOSED. */
+  /**
+   * Frees the native memory now (once running calls and saves finish); later calls throw
+   * ERR_TDPO_DISPOSED.
+   */
   dispose(): void {
-    this.#handle?.dispose();
+    const handle = this.#handle;
     this.#handle = null;
+    if (!handle) return;
+    if (this.#saves.size === 0) handle.dispose();
+    else
+      void Promise.allSettled([...this.#saves]).then(() => {
+        try {
+          handle.dispose();
+        } catch {
+          // nothing to report to: the caller's dispose() returned long ago
+        }
+      });
   }
 
   #live(): NativeModelHandle {

@@ -117,7 +117,8 @@ export class Tokenizer {
    * tokenizer's vocabulary, as Pythia's 50304 rows against 50277 ids, and sample such an id).
    */
   decode(ids: ArrayLike<number>, options: { skipUnknown?: boolean } = {}): string {
-    if (typeof ids !== 'object' || ids === null || !Number.isSafeInteger(ids.length) || ids.length < 0) {
+    // An array or a typed array: a plain { length: 2 ** 40 } would be walked element by element.
+    if (!Array.isArray(ids) && !(ArrayBuffer.isView(ids) && !(ids instanceof DataView))) {
       throw codedError('TypeError', 'ERR_TDPO_TYPE', `decode: ids must be an array or typed array of token ids, got ${describe(ids)}`);
     }
     const known = (id: number) => Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.#backend.has(id);

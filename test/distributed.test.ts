@@ -353,7 +353,8 @@ describe.skipIf(!gloo)('SIGINT and resume', () => {
     const cfg = configFile({ max_steps: 60, save_every: 0, eval_every: 20 });
     const whole = path.join(dir, 'whole');
     const cut = path.join(dir, 'cut');
-    const uninterrupted = await runCli(['train', '-c', cfg, '--set', `output_dir=${whole}`, '--nproc-per-node', '2']);
+    // Short options with their values inline reach the workers as given (they once got -s=KEY=V).
+    const uninterrupted = await runCli(['train', `-c${cfg}`, `-soutput_dir=${whole}`, '--nproc-per-node', '2']);
     expect(uninterrupted.code, uninterrupted.stderr).toBe(0);
 
     const launcher = start(['train', '-c', cfg, '--set', `output_dir=${cut}`, '--nproc-per-node', '2']);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig, Model, train, type TrainConfig } from '../lib/index.js';
 import { latestCheckpoint, recoverCheckpointTemps, saveCheckpoint } from '../lib/train/checkpoint.js';
-import { acquireLock } from '../lib/train/lock.js';
+import { acquireLock } from '../lib/io/lock.js';
 import { checkResumeConfig, truncateJsonl } from '../lib/train/resume.js';
 import { rng } from './helpers.js';
 

@@ -8,6 +8,7 @@ import { machineLine } from '../demo/machine.js';
 import { samplePairs, type PairStats } from '../demo/pairs.js';
 import { writeReport } from '../demo/report.js';
 import { heldOutPrompts, pairsDrawn, prepareStages, referenceMade, trainReference, type DemoSettings } from '../demo/stages.js';
+import { claimOut } from '../demo/out.js';
 import { table } from '../demo/summary.js';
 import { verdictLines } from '../demo/verdicts.js';
 import { NarrowVocab } from '../demo/vocab.js';
@@ -60,7 +61,8 @@ Options:
                    report lists what the command line changed. DIR's stages that a change
                    does not touch are kept (πref and the pairs for a new lr), the rest redone
       --out DIR    where the stages and the report go (default demo-output); finished stages
-                   (πref, the pairs, each run) are reused on a rerun with the same settings
+                   (πref, the pairs, each run) are reused on a rerun with the same settings;
+                   one demo per DIR at a time (DIR/.lock), and none into a folder of other files
       --fresh      start over: delete DIR's stages first
   -h, --help       this text
 `;
@@ -171,6 +173,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const seeded = values.seeds === undefined ? base : { ...base, seeds: seedList(values.seeds) };
   const s = withOverrides(seeded, values.set ?? []);
   const overrides = overridden(base, s);
+  if (values.out !== undefined && values.out.trim() === '') throw new CliError(`--out must name a folder, got '${values.out}'`);
   const out = path.resolve(values.out ?? 'demo-output');
   // Stages of a --quick run and a full run are kept apart: their settings differ.
   const stages = path.join(out, values.quick ? 'stages-quick' : 'stages');
@@ -188,49 +191,55 @@ export async function demoCommand(argv: string[]): Promise<number> {
   say(`      ${corpus.train.length} training / ${corpus.heldOut.length} held-out sentences use only the ${vocab.size - 1} most frequent tokens`);
   // Before the stages are touched: a --set the corpus cannot serve deletes nothing.
   checkPrompts(s, heldOutPrompts(corpus, vocab, s.promptTokens, Number.POSITIVE_INFINITY).length);
-  const { why, kept } = prepareStages(stages, s, values.fresh);
-  if (why === 'other settings') {
-    say(`      ${stages} was made with other settings${kept.length ? `: keeping ${kept.join(' and ')}, made with the same settings as now` : ' or by an earlier version: starting over'}`);
-  }
+  // One demo per --out at a time: a second would delete the first's stages under it.
+  const lock = claimOut(out, say);
+  try {
+    const { why, kept } = prepareStages(stages, s, values.fresh);
+    if (why === 'other settings') {
+      say(`      ${stages} was made with other settings${kept.length ? `: keeping ${kept.join(' and ')}, made with the same settings as now` : ' or by an earlier version: starting over'}`);
+    }
 
-  const reused = referenceMade(stages);
-  const pairsReused = s.seeds.every((seed) => pairsDrawn(stages, seed));
-  say(`[2/4] πref by SFT${reused ? ' (reused)' : ''}`);
-  const t2 = Date.now();
-  const refDir = await trainReference(stages, corpus, vocab, s, (done, total, loss) =>
-    (done % 10 === 0 || done === total) && line(`      step ${done}/${total}, loss ${loss.toFixed(3)}${eta(done / total, t2)}`));
-  if (tty && !reused) process.stderr.write('\n');
-  const sftSeconds = (Date.now() - t2) / 1000;
+    const reused = referenceMade(stages);
+    const pairsReused = s.seeds.every((seed) => pairsDrawn(stages, seed));
+    say(`[2/4] πref by SFT${reused ? ' (reused)' : ''}`);
+    const t2 = Date.now();
+    const refDir = await trainReference(stages, corpus, vocab, s, (done, total, loss) =>
+      (done % 10 === 0 || done === total) && line(`      step ${done}/${total}, loss ${loss.toFixed(3)}${eta(done / total, t2)}`));
+    if (tty && !reused) process.stderr.write('\n');
+    const sftSeconds = (Date.now() - t2) / 1000;
 
-  say(`[3/4] preference pairs for each seed: best and worst of ${s.samplesPerPrompt} πref samples by sentiment${pairsReused ? ' (reused)' : ''}`);
-  const t3 = Date.now();
-  const pairStats: PairStats[] = [];
-  for (const [k, seed] of s.seeds.entries()) {
-    pairStats.push(await samplePairs(stages, refDir, corpus, vocab, s, seed, (done, total) =>
-      line(`      seed ${seed}: ${done}/${total} prompts sampled${eta((k + done / total) / s.seeds.length, t3)}`)));
-  }
-  if (tty && !pairsReused) process.stderr.write('\n');
-  const pairSeconds = (Date.now() - t3) / 1000;
-  for (const [k, st] of pairStats.entries()) {
-    say(`      seed ${s.seeds[k]}: ${st.pairs} pairs from ${st.prompts} prompts; dropped: ${st.smallGap} with a reward gap under ${s.minGap}, ${st.empty} empty`);
-  }
+    say(`[3/4] preference pairs for each seed: best and worst of ${s.samplesPerPrompt} πref samples by sentiment${pairsReused ? ' (reused)' : ''}`);
+    const t3 = Date.now();
+    const pairStats: PairStats[] = [];
+    for (const [k, seed] of s.seeds.entries()) {
+      pairStats.push(await samplePairs(stages, refDir, corpus, vocab, s, seed, (done, total) =>
+        line(`      seed ${seed}: ${done}/${total} prompts sampled${eta((k + done / total) / s.seeds.length, t3)}`)));
+    }
+    if (tty && !pairsReused) process.stderr.write('\n');
+    const pairSeconds = (Date.now() - t3) / 1000;
+    for (const [k, st] of pairStats.entries()) {
+      say(`      seed ${s.seeds[k]}: ${st.pairs} pairs from ${st.prompts} prompts; dropped: ${st.smallGap} with a reward gap under ${s.minGap}, ${st.empty} empty`);
+    }
 
-  say(`[4/4] ${s.methods.length} methods x ${s.seeds.length} seed(s), ${s.trainSteps} steps each`);
-  const t4 = Date.now();
-  const experiment = await runExperiment(stages, refDir, corpus, vocab, s, (m, f) => line(`      ${m}${eta(f, t4)}`));
-  if (tty) process.stderr.write('\n');
-  const seconds = (Date.now() - t0) / 1000;
-  const stageSeconds = { setup: (t2 - t0) / 1000, reference: sftSeconds, pairs: pairSeconds, experiment: (Date.now() - t4) / 1000 };
-  say(`      stages: ${Object.entries(stageSeconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ')}`);
-  const { summary, verdicts } = await writeReport(out, {
-    settings: s, quick: values.quick, overrides, pairStats, experiment, vocabSize: vocab.size,
-    corpus: { train: corpus.train.length, heldOut: corpus.heldOut.length, all: all.train.length + all.heldOut.length }, seconds, stageSeconds, started, machine: machineLine(),
-    reused: [...(reused ? ['πref'] : []), ...(pairsReused ? ['the pairs'] : [])],
-  });
-  writeFileSync(path.join(out, 'vocab.json'), `${JSON.stringify(Array.from(vocab.gpt2Ids))}\n`);
-  process.stdout.write(
-    `${table(summary)}\n\n${verdictLines(verdicts).join('\n')}\n\n` +
-      `report: ${path.join(out, 'report.md')} (${(seconds / 60).toFixed(1)} min)\n`,
-  );
-  return 0;
+    say(`[4/4] ${s.methods.length} methods x ${s.seeds.length} seed(s), ${s.trainSteps} steps each`);
+    const t4 = Date.now();
+    const experiment = await runExperiment(stages, refDir, corpus, vocab, s, (m, f) => line(`      ${m}${eta(f, t4)}`));
+    if (tty) process.stderr.write('\n');
+    const seconds = (Date.now() - t0) / 1000;
+    const stageSeconds = { setup: (t2 - t0) / 1000, reference: sftSeconds, pairs: pairSeconds, experiment: (Date.now() - t4) / 1000 };
+    say(`      stages: ${Object.entries(stageSeconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(', ')}`);
+    const { summary, verdicts } = await writeReport(out, {
+      settings: s, quick: values.quick, overrides, pairStats, experiment, vocabSize: vocab.size,
+      corpus: { train: corpus.train.length, heldOut: corpus.heldOut.length, all: all.train.length + all.heldOut.length }, seconds, stageSeconds, started, machine: machineLine(),
+      reused: [...(reused ? ['πref'] : []), ...(pairsReused ? ['the pairs'] : [])],
+    });
+    writeFileSync(path.join(out, 'vocab.json'), `${JSON.stringify(Array.from(vocab.gpt2Ids))}\n`);
+    process.stdout.write(
+      `${table(summary)}\n\n${verdictLines(verdicts).join('\n')}\n\n` +
+        `report: ${path.join(out, 'report.md')} (${(seconds / 60).toFixed(1)} min)\n`,
+    );
+    return 0;
+  } finally {
+    lock.release();
+  }
 }

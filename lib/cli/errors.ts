@@ -6,7 +6,7 @@ export class CliError extends Error {
 }
 
 export function positiveInt(text: string, flag: string, min = 1): number {
-  const n = Number(text);
+  const n = text.trim() === '' ? NaN : Number(text);
   if (!Number.isInteger(n) || n < min) {
     throw new CliError(`${flag} must be an integer >= ${min}, got '${text}'`);
   }

@@ -44,7 +44,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (!values.prompt?.length) throw new CliError('generate needs at least one --prompt');
   const num = (v: string | undefined, flag: string, fallback: number) => {
     if (v === undefined) return fallback;
-    const x = Number(v);
+    const x = v.trim() === '' ? NaN : Number(v); // Number('') is 0: greedy, silently
     if (!Number.isFinite(x)) throw new CliError(`${flag} must be a number, got '${v}'`);
     return x;
   };
@@ -54,11 +54,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const outs = await model.generate(
     values.prompt.map((p) => tokenizer.encode(p)),
     {
-      maxNewTokens: values['max-new-tokens'] ? positiveInt(values['max-new-tokens'], '--max-new-tokens') : 64,
+      maxNewTokens: values['max-new-tokens'] !== undefined ? positiveInt(values['max-new-tokens'], '--max-new-tokens') : 64,
       temperature: num(values.temperature, '--temperature', 1),
       topP: num(values['top-p'], '--top-p', 1),
-      topK: values['top-k'] ? positiveInt(values['top-k'], '--top-k', 0) : 0,
-      seed: values.seed ? positiveInt(values.seed, '--seed', 0) : 0,
+      topK: values['top-k'] !== undefined ? positiveInt(values['top-k'], '--top-k', 0) : 0,
+      seed: values.seed !== undefined ? positiveInt(values.seed, '--seed', 0) : 0,
       // As transformers' generate(): the model's own stop ids (generation_config.json, config.json), else the tokenizer's EOS.
       eosTokenId: model.stopTokenIds.length > 0 ? model.stopTokenIds : tokenizer.eosTokenId,
     },

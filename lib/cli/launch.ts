@@ -22,19 +22,25 @@ export interface LaunchFlags {
 /** The launcher's own flags, which a worker does not get. */
 export const LAUNCH_OPTIONS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'] as const;
 
-const intFlag = (v: string | undefined, name: string, lo: number, fallback: number): number => {
+// An empty value ('' from RANK= or --node-rank '') is refused, not read as Number('') = 0.
+const intFlag = (v: string | undefined, name: string, lo: number, fallback: number, hi = 2 ** 31 - 1): number => {
   if (v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < lo) throw new CliError(`${name} must be an integer >= ${lo}, got '${v}'`);
+  const n = v.trim() === '' ? NaN : Number(v);
+  if (!Number.isInteger(n) || n < lo || n > hi) throw new CliError(`${name} must be an integer in [${lo}, ${hi}], got '${v}'`);
   return n;
 };
+
+/** Node's timers hold at most 2^31 - 1 ms; a longer --dist-timeout would fire at once. */
+const MAX_TIMEOUT_S = 1_000_000;
 
 /** --dist-timeout SECONDS, else TDPO_DIST_TIMEOUT (seconds), else the default (undefined). */
 export function timeoutMs(flags: LaunchFlags, env: NodeJS.ProcessEnv = process.env): number | undefined {
   const v = flags.distTimeout ?? env.TDPO_DIST_TIMEOUT;
   if (v === undefined) return undefined;
   const s = Number(v);
-  if (!(s > 0 && Number.isFinite(s))) throw new CliError(`--dist-timeout must be a number of seconds > 0, got '${v}'`);
+  if (!(s >= 0.001 && s <= MAX_TIMEOUT_S) || v.trim() === '') {
+    throw new CliError(`--dist-timeout must be a number of seconds in [0.001, ${MAX_TIMEOUT_S}], got '${v}'`);
+  }
   return Math.round(s * 1000);
 }
 
@@ -49,7 +55,7 @@ export function workerFromEnv(flags: LaunchFlags, env: NodeJS.ProcessEnv = proce
     rank,
     worldSize,
     masterAddr: env.MASTER_ADDR || '127.0.0.1',
-    masterPort: intFlag(env.MASTER_PORT, 'MASTER_PORT', 1, 29500),
+    masterPort: intFlag(env.MASTER_PORT, 'MASTER_PORT', 1, 29500, 65535),
     timeoutMs: timeoutMs(flags, env),
   };
 }
@@ -84,7 +90,7 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
   if (nodeRank >= nnodes) throw new CliError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
   if (nnodes > 1 && !flags.masterAddr) throw new CliError('--nnodes > 1 needs --master-addr (the host of node rank 0) and the same --master-port on every node');
   const masterAddr = flags.masterAddr ?? '127.0.0.1';
-  const masterPort = flags.masterPort !== undefined ? intFlag(flags.masterPort, '--master-port', 1, 29500) : nnodes === 1 ? await freePort() : 29500;
+  const masterPort = flags.masterPort !== undefined ? intFlag(flags.masterPort, '--master-port', 1, 29500, 65535) : nnodes === 1 ? await freePort() : 29500;
   const timeout = timeoutMs(flags) ?? 30_000;
   const worldSize = nnodes * nproc;
   const bin = path.join(packageRoot, 'bin', 'tdpo.js');

@@ -106,9 +106,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
     const rest: string[] = [];
     for (const t of tokens ?? []) {
       if (t.kind !== 'option' || (LAUNCH_OPTIONS as readonly string[]).includes(t.name)) continue;
+      // --name=value whatever the user typed: -sKEY=V as "-s=KEY=V" would read as "=KEY=V".
       if (t.value === undefined) rest.push(t.rawName);
-      else if (t.inlineValue) rest.push(`${t.rawName}=${t.value}`);
-      else rest.push(t.rawName, t.value);
+      else rest.push(`--${t.name}=${t.value}`);
     }
     return launch(flags, rest);
   }

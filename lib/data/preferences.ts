@@ -96,23 +96,31 @@ export async function readPreferences(file: string, format: DataFormat, skipInva
   });
   await opened;
   let line = 0;
-  for await (const text of createInterface({ input: stream, crlfDelay: Infinity })) {
-    line++;
-    if (text.trim() === '') continue;
-    try {
-      let obj: unknown;
+  try {
+    for await (const raw of createInterface({ input: stream, crlfDelay: Infinity })) {
+      line++;
+      // A UTF-8 byte-order mark (some Windows editors write one) is no part of the first line's JSON.
+      const text = line === 1 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw;
+      if (text.trim() === '') continue;
       try {
-        obj = JSON.parse(text);
+        let obj: unknown;
+        try {
+          obj = JSON.parse(text);
+        } catch (err) {
+          throw new Error(`bad JSON (${(err as Error).message})`);
+        }
+        pairs.push(parseLine(obj, format, sft));
+        lines.push(line);
       } catch (err) {
-        throw new Error(`bad JSON (${(err as Error).message})`);
+        const reason = (err as Error).message;
+        if (!skipInvalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${reason} (set data.skip_invalid to count and skip such lines)`);
+        skipped.push({ line, reason });
       }
-      pairs.push(parseLine(obj, format, sft));
-      lines.push(line);
-    } catch (err) {
-      const reason = (err as Error).message;
-      if (!skipInvalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${reason} (set data.skip_invalid to count and skip such lines)`);
-      skipped.push({ line, reason });
     }
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_TDPO_DATA') throw err;
+    // A read error after the open (a folder opens, then fails with EISDIR).
+    throw codedError('Error', 'ERR_TDPO_DATA', `cannot read ${file}: ${(err as Error).message}`);
   }
   return { pairs, lines, skipped };
 }

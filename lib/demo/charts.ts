@@ -62,13 +62,17 @@ export function accuracySpec(points: EvalPoint[], methods: string[], evalPairs: 
   } as TopLevelSpec;
 }
 
+/** The charts' file names, in the report's order. */
+export const CHART_FILES = ['frontier.svg', 'accuracy.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg'] as const;
+
 export function chartSpecs(points: EvalPoint[], methods: string[], evalPairs: number): Array<[string, TopLevelSpec]> {
   const avg = averaged(points, evalPairs).sort((a, b) => a.step - b.step);
+  const [frontier, accuracy, klSides, klMargin] = CHART_FILES;
   return [
-    ['frontier.svg', frontierSpec(points, methods)],
-    ['accuracy.svg', accuracySpec(points, methods, evalPairs)],
+    [frontier, frontierSpec(points, methods)],
+    [accuracy, accuracySpec(points, methods, evalPairs)],
     [
-      'kl-chosen-rejected.svg',
+      klSides,
       lines(
         'Sequence KL on held-out pairs (solid: chosen, dashed: rejected)',
         avg.flatMap((p) => [{ ...p, side: 'chosen', kl: p.klChosen }, { ...p, side: 'rejected', kl: p.klRejected }]),
@@ -81,7 +85,7 @@ export function chartSpecs(points: EvalPoint[], methods: string[], evalPairs: nu
       ),
     ],
     [
-      'kl-margin.svg',
+      klMargin,
       lines('KL margin |KL(rejected) − KL(chosen)| on held-out pairs', avg, {
         x: { field: 'step', type: 'quantitative' },
         y: { field: 'klMargin', type: 'quantitative', title: 'KL margin' },

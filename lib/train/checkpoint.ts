@@ -63,7 +63,7 @@ export async function saveCheckpoint(dir: string, name: string, policy: Model, s
 function readState(file: string): TrainerState {
   try {
     const s = JSON.parse(readFileSync(file, 'utf8')) as TrainerState;
-    if (!Number.isSafeInteger(s?.step) || !Number.isSafeInteger(s.examples)) throw new Error('no step/examples counts');
+    if (!Number.isSafeInteger(s?.step) || !Number.isSafeInteger(s.examples) || s.step < 0 || s.examples < 0) throw new Error('no step/examples counts >= 0');
     return s;
   } catch (err) {
     throw codedError('Error', 'ERR_TDPO_RESUME', `${file}: unreadable trainer state (${(err as Error).message.split('\n')[0]}); delete that checkpoint folder to resume from an earlier one`);
@@ -162,6 +162,41 @@ export function earlierCheckpoints(dir: string): string[] {
       return TEMP.test(name) && isDir(p) && existsSync(path.join(p, 'trainer.json'));
     })
     .sort(byOrder);
+}
+
+/** config.json as train() writes it ('run'), another JSON object ('other', a model's), or 'unreadable'. */
+function configKind(file: string): 'run' | 'other' | 'unreadable' {
+  let c: unknown;
+  try {
+    c = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return 'unreadable';
+  }
+  const o = c as Record<string, unknown>;
+  return typeof c === 'object' && c !== null && 'output_dir' in o && 'loss' in o && 'data' in o ? 'run' : 'other';
+}
+
+/**
+ * What in `dir` has a name a run writes (config.json, metrics.jsonl, samples.jsonl, final/,
+ * step-N/) but is not a run's: a model's config.json, a file named final, run files beside
+ * neither a run config nor a checkpoint. A run would overwrite or delete them, so it refuses to
+ * start. (A run whose config.json was lost or damaged still has its checkpoints: resume.ts
+ * reports on that config.)
+ */
+export function foreignRunEntries(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const names = readdirSync(dir);
+  const config = path.join(dir, 'config.json');
+  const kind = names.includes('config.json') && statSync(config).isFile() ? configKind(config) : null;
+  const runLeftHere = kind === 'run' || earlierCheckpoints(dir).length > 0;
+  const out: string[] = [];
+  for (const n of names) {
+    const p = path.join(dir, n);
+    if (CHECKPOINT.test(n) && !isDir(p)) out.push(`${n} (not a checkpoint folder)`);
+    else if (n === 'config.json' && (kind === null || kind === 'other' || !runLeftHere)) out.push('config.json (not a tdpo training config: a model folder?)');
+    else if ((n === 'metrics.jsonl' || n === 'samples.jsonl') && !(runLeftHere && statSync(p).isFile())) out.push(`${n} (no training run beside it)`);
+  }
+  return out;
 }
 
 /** Everything of a run in `dir` that removeEarlierRun removes, in the order it does. */

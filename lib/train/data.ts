@@ -132,12 +132,18 @@ export function tokenizeAll(raw: SourcedPair[], c: TrainConfig, tokenizer: Token
       }
       if (reason) break;
     }
-    if (reason) {
+    const pair = reason ? null : tokenizePair(fields[0][1], fields[1][1], fields[2][1], eos, o);
+    // Logits at t score the token at t + 1, so a token at position 0 is never scored: an empty
+    // prompt with a response cut to one token leaves nothing to learn from (an SFT mean of 0 / 0).
+    const sides = c.loss.name === 'sft' ? (['chosen'] as const) : (['chosen', 'rejected'] as const); // SFT reads no rejected response
+    const unscored = pair && sides.find((side) => !pair[side].labels.some((l, t) => t > 0 && l !== -100));
+    if (unscored) reason = `the ${unscored} response has no token to score: with an empty prompt a sequence's first token is never scored, and truncation to max_length ${c.max_length} left it one token`;
+    if (reason || !pair) {
       if (!c.data.skip_invalid) throw codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${line}: ${reason} (set data.skip_invalid to count and skip such lines)`);
       skipped++;
       continue;
     }
-    pairs.push(tokenizePair(fields[0][1], fields[1][1], fields[2][1], eos, o));
+    pairs.push(pair);
   }
   return { pairs, skipped };
 }

@@ -5,14 +5,14 @@
 // told to overwrite it.
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { TrainConfig } from '../config.js';
+import { validateConfig, type TrainConfig } from '../config.js';
 import { collatePairs, type TokenizedPair } from '../data/tokenize.js';
 import { codedError } from '../errors.js';
 import { Model, type ModelDevice } from '../model.js';
 import { setNumThreads } from '../runtime.js';
-import { earlierCheckpoints, earlierRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
+import { earlierCheckpoints, earlierRunEntries, foreignRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
 import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
-import { acquireLock } from './lock.js';
+import { acquireLock } from '../io/lock.js';
 import { commMetrics, Distributed, onMain, reduceEval, reduceStep, type DistributedOptions } from './distributed.js';
 import { type Metrics } from './metrics.js';
 import { checkResumeConfig, truncateJsonl, writeFileAtomic, type ConfigChange } from './resume.js';
@@ -98,6 +98,8 @@ async function evalStats(step: TrainStep, c: TrainConfig, pairs: TokenizedPair[]
 
 /** Eval metrics of the policy in `modelDir` against the config's reference, without training. */
 export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metrics> {
+  validateConfig(c);
+  if (typeof modelDir !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `modelDir must be a string, got ${typeof modelDir}`);
   if (c.threads) setNumThreads(c.threads);
   const { eval: evalRaw } = await readData(c, true);
   if (evalRaw.length === 0) throw codedError('RangeError', 'ERR_TDPO_DATA', 'no eval pairs: set data.eval or data.eval_size');
@@ -120,6 +122,7 @@ export async function evaluate(c: TrainConfig, modelDir: string): Promise<Metric
 }
 
 export async function train(c: TrainConfig, options: TrainOptions = {}): Promise<TrainResult> {
+  validateConfig(c);
   const log = options.log ?? (() => {});
   if (options.resume && options.overwrite) {
     throw codedError('TypeError', 'ERR_TDPO_OPTION', 'resume and overwrite exclude each other: resume continues the run in output_dir, overwrite removes it and starts over');
@@ -129,7 +132,11 @@ export async function train(c: TrainConfig, options: TrainOptions = {}): Promise
   try {
     // Rank 0 alone writes output_dir, so it alone holds the lock.
     if (dist && !dist.isMain) return await runFinished(c, options, log, dist);
-    mkdirSync(c.output_dir, { recursive: true });
+    try {
+      mkdirSync(c.output_dir, { recursive: true });
+    } catch (err) {
+      throw codedError('Error', 'ERR_TDPO_IO', `cannot create output_dir ${c.output_dir}: ${(err as Error).message}`);
+    }
     const lock = acquireLock(c.output_dir, log);
     try {
       return await runFinished(c, options, log, dist);
@@ -194,6 +201,13 @@ function refuseEarlierRun(out: string): void {
   );
 }
 
+/** Files a run would overwrite or delete that are not a run's (a model folder as output_dir) are refused. */
+function refuseForeignEntries(out: string): void {
+  const found = foreignRunEntries(out);
+  if (!found.length) return;
+  throw codedError('RangeError', 'ERR_TDPO_CONFIG', `${out} holds files a training run would overwrite or delete but did not write: ${found.join(', ')}; train into another output_dir`);
+}
+
 /** --overwrite must not remove what the config reads (a model, reference, tokenizer or data file inside the earlier run). */
 function checkOverwriteInputs(c: TrainConfig, out: string): void {
   const removed = earlierRunEntries(out).map((n) => path.resolve(out, n));
@@ -226,6 +240,7 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
   let from: (Checkpoint & { final: boolean }) | null = null;
   let changes: ConfigChange[] = [];
   // Distributed: rank 0 alone decides (it alone repairs and reads the run's files); all follow it.
+  if (main) refuseForeignEntries(out);
   if (options.overwrite && main) checkOverwriteInputs(c, out);
   else if (!options.resume && main) refuseEarlierRun(out);
   if (options.resume && main) {

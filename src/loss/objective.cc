@@ -56,8 +56,11 @@ void validate_options(const Options& opt, const std::string& prefix) {
     throw range_error("ERR_TDPO_OPTION", prefix + "beta must be a finite number > 0, at least 1e-6 and at most 1e6 "
                                                   "(the paper uses 0.1), got " + js_number(opt.beta));
   }
-  if (!std::isfinite(opt.alpha)) {
-    throw range_error("ERR_TDPO_OPTION", prefix + "alpha must be a finite number, got " + js_number(opt.alpha));
+  // Bounded like beta: alpha 1e40 gave NaN gradients, and alpha * beta past ~1e300 an infinite loss.
+  // A negative alpha would reward the KL it is there to hold back.
+  if (!(opt.alpha >= 0 && opt.alpha <= 1e6)) {
+    throw range_error("ERR_TDPO_OPTION", prefix + "alpha must be a finite number, at least 0 and at most 1e6 "
+                                                  "(the paper uses 0.5), got " + js_number(opt.alpha));
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 
 #include "common/error.h"
@@ -119,7 +120,9 @@ at::Tensor sample_rows(const at::Tensor& probs_in, at::Generator& gen) {
 
 at::Tensor sample_next(const at::Tensor& logits_in, const SamplingOptions& o, at::Generator& gen) {
   at::Tensor logits = logits_in.to(at::kFloat);
-  if (o.temperature == 0) return logits.argmax(-1);
+  // A temperature that is 0 in float32 (1e-46), or a denormal that a flush-to-zero CPU makes 0,
+  // would divide 0 by 0: its limit is greedy too.
+  if (o.temperature < std::numeric_limits<float>::min()) return logits.argmax(-1);
   // Shifted by the row's maximum first, so that a tiny temperature sharpens towards greedy rather
   // than overflowing to infinity (softmax shifts the same way, so at temperature 1 nothing changes).
   logits = (logits - std::get<0>(logits.max(-1, /*keepdim=*/true))) / o.temperature;
@@ -132,6 +135,7 @@ at::Tensor sample_next(const at::Tensor& logits_in, const SamplingOptions& o, at
     at::Tensor cumulative = sorted.softmax(-1).cumsum(-1);
     // Drop a token when the tokens ranked above it already reach top_p; the first always stays.
     at::Tensor drop = (cumulative - sorted.softmax(-1)) >= o.top_p;
+    drop.narrow(-1, 0, 1).fill_(false);  // even a top_p that is 0 in float32 (1e-50)
     logits = logits.masked_fill(at::zeros_like(drop).scatter(-1, order, drop), -INFINITY);
   }
   return sample_rows(logits.softmax(-1), gen);

@@ -54,6 +54,12 @@ void validate_config(const ModelConfig& c) {
   positive(c.max_positions, c.model_type == "gpt2" ? "n_positions" : "max_position_embeddings");
   positive(c.hidden, c.model_type == "gpt2" ? "n_embd" : "hidden_size");
   positive(c.layers, c.model_type == "gpt2" ? "n_layer" : "num_hidden_layers");
+  // Each layer is a dozen tensors named before any is allocated: 2^40 layers would fill memory with
+  // names, not fail on size. The deepest published models have ~130 layers.
+  if (c.layers > 65536) {
+    throw range_error("ERR_TDPO_CONFIG", std::string("config.") + (c.model_type == "gpt2" ? "n_layer" : "num_hidden_layers") +
+                                             " must be at most 65536, got " + std::to_string(c.layers));
+  }
   positive(c.heads, c.model_type == "gpt2" ? "n_head" : "num_attention_heads");
   positive(c.intermediate, c.model_type == "gpt2" ? "n_inner" : "intermediate_size");
   if (c.model_type == "llama") {

@@ -1,6 +1,8 @@
 #include "train/train_step.h"
 
 #include <cmath>
+#include <sstream>
+#include <type_traits>
 
 #include "common/alloc.h"
 #include "common/error.h"
@@ -54,20 +56,21 @@ TrainStep::TrainStep(std::shared_ptr<models::CausalLM> policy, std::shared_ptr<m
     for (size_t i = 0; i < params.size(); ++i) masters_[i] = params[i].detach().to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
     params = masters_;
   }
+  optimizer_ = make_optimizer(params);
+}
+
+std::unique_ptr<torch::optim::Optimizer> TrainStep::make_optimizer(const std::vector<at::Tensor>& params) const {
   // Defaults as in PyTorch, which the official TDPO code uses (RMSprop: alpha 0.99, eps 1e-8).
   if (options_.optimizer == "rmsprop") {
-    optimizer_ = std::make_unique<torch::optim::RMSprop>(
-        params, torch::optim::RMSpropOptions(0.0).weight_decay(options_.weight_decay));
-  } else if (options_.optimizer == "adamw") {
-    optimizer_ = std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(0.0).weight_decay(options_.weight_decay));
-  } else if (options_.optimizer == "sgd") {
-    optimizer_ = std::make_unique<torch::optim::SGD>(
-        params, torch::optim::SGDOptions(0.0).weight_decay(options_.weight_decay));
-  } else {
-    throw range_error("ERR_TDPO_OPTION",
-                      "optimizer must be 'rmsprop', 'adamw' or 'sgd', got '" + options_.optimizer + "'");
+    return std::make_unique<torch::optim::RMSprop>(params, torch::optim::RMSpropOptions(0.0).weight_decay(options_.weight_decay));
   }
+  if (options_.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(0.0).weight_decay(options_.weight_decay));
+  }
+  if (options_.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(0.0).weight_decay(options_.weight_decay));
+  }
+  throw range_error("ERR_TDPO_OPTION", "optimizer must be 'rmsprop', 'adamw' or 'sgd', got '" + options_.optimizer + "'");
 }
 
 namespace {
@@ -89,10 +92,13 @@ MicroStats TrainStep::run(const MicroBatch& host_batch, bool backward, double sc
     memory_phase("policy forward");
     at::Tensor logits = policy_->forward(batch.ids, batch.attention_mask).to(at::kFloat);
     memory_phase("loss");
+    out.tokens = (target != loss::kIgnoreIndex).sum().item<int64_t>();
+    // A mean over no scored token is 0 / 0: such a batch has loss 0 and adds no gradient (as a
+    // preference pair without scored tokens adds none), and says so with tokens = 0.
+    if (out.tokens == 0) return out;
     at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), target.reshape({-1}),
                                              {}, at::Reduction::Mean, loss::kIgnoreIndex);
     out.loss = loss.item<double>();
-    out.tokens = (target != loss::kIgnoreIndex).sum().item<int64_t>();
     if (backward) {
       memory_phase("backward");
       (loss * scale).backward();
@@ -216,6 +222,10 @@ MicroStats TrainStep::run_fused_linear(const MicroBatch& batch, const at::Tensor
 }
 
 MicroStats TrainStep::accumulate(const MicroBatch& batch, double scale) {
+  // A NaN scale would turn every weight NaN at the next apply, on every path alike.
+  if (!std::isfinite(scale)) {
+    throw range_error("ERR_TDPO_OPTION", "accumulate(batch, scale): the gradient scale must be finite, got " + js_number(scale));
+  }
   MicroStats stats = run(batch, true, scale);
   if (!masters_.empty()) {
     // Each micro-batch's rounded gradient is summed in float32, not in bf16 across micro-batches.
@@ -247,7 +257,7 @@ std::vector<at::Tensor> TrainStep::optimized() const { return masters_.empty() ?
 MicroStats TrainStep::evaluate(const MicroBatch& batch) const { return run(batch, false, 1.0); }
 
 double TrainStep::apply(double lr, double max_grad_norm) {
-  if (!(lr >= 0 && std::isfinite(lr))) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a finite number >= 0, got " + js_number(lr));
+  if (!(lr >= 0 && lr <= 1e6)) throw range_error("ERR_TDPO_OPTION", "apply(lr): lr must be a number >= 0 and at most 1e6, got " + js_number(lr));
   if (std::isnan(max_grad_norm)) throw range_error("ERR_TDPO_OPTION", "apply(lr, maxGradNorm): maxGradNorm must be a number");
   memory_phase("optimizer");
   std::vector<at::Tensor> params = optimized();
@@ -268,6 +278,14 @@ double TrainStep::apply(double lr, double max_grad_norm) {
       if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
     }
     norm = std::sqrt(sq);
+    if (!std::isfinite(norm)) {
+      // Applied, it would make every weight NaN (or, clipped, silently skip the step). Every rank
+      // sees the same summed gradient, so every rank refuses alike.
+      optimizer_->zero_grad();
+      throw range_error("ERR_TDPO_NONFINITE", "the gradient is not finite (norm " + js_number(norm) +
+                                                  "): the step was not applied and the gradient was cleared; "
+                                                  "the weights are as before. A lower learning rate or beta may help");
+    }
     if (max_grad_norm > 0 && norm > max_grad_norm) {
       const double factor = max_grad_norm / (norm + 1e-6);  // as torch.nn.utils.clip_grad_norm_
       for (auto& p : params) {
@@ -282,6 +300,40 @@ double TrainStep::apply(double lr, double max_grad_norm) {
   memory_phase("between steps");
   return norm;
 }
+
+namespace {
+std::string shape_str(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
+// The optimizer's key for a parameter's state: libtorch 1.13 prints the TensorImpl pointer (as
+// c10::guts::to_string does), libtorch 2.x uses the pointer itself.
+template <typename Key>
+Key state_key(const at::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;
+    s << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return s.str();
+  } else {
+    return p.unsafeGetTensorImpl();
+  }
+}
+
+// The per-parameter tensors a loaded optimizer holds for p (none before its first step).
+std::vector<at::Tensor> state_tensors(const torch::optim::Optimizer& optimizer, const at::Tensor& p) {
+  const auto& state = optimizer.state();
+  using Key = typename std::decay_t<decltype(state)>::key_type;
+  const auto found = state.find(state_key<Key>(p));
+  if (found == state.end()) return {};
+  const torch::optim::OptimizerParamState* s = found->second.get();
+  if (auto* r = dynamic_cast<const torch::optim::RMSpropParamState*>(s)) return {r->square_avg(), r->momentum_buffer(), r->grad_avg()};
+  if (auto* a = dynamic_cast<const torch::optim::AdamWParamState*>(s)) return {a->exp_avg(), a->exp_avg_sq(), a->max_exp_avg_sq()};
+  if (auto* g = dynamic_cast<const torch::optim::SGDParamState*>(s)) return {g->momentum_buffer()};
+  return {};
+}
+}  // namespace
 
 // The optimizer's name goes into the archive, so that loading another optimizer's state is
 // refused by name instead of failing inside libtorch (an "INTERNAL ASSERT FAILED").
@@ -312,24 +364,40 @@ void TrainStep::load_optimizer(const std::string& path) {
     throw range_error("ERR_TDPO_CHECKPOINT", path + " holds the state of a '" + saved.toStringRef() +
                                                  "' optimizer; this run uses '" + options_.optimizer + "'");
   }
+  // Everything is read and checked before anything of this step changes: a refused file leaves
+  // the optimizer, its state and the weights as they were.
+  std::vector<at::Tensor> targets = optimized();
+  std::unique_ptr<torch::optim::Optimizer> loaded = make_optimizer(targets);
+  const std::string not_ours = path + " does not hold '" + options_.optimizer +
+                               "' optimizer state for this model's parameters (another optimizer or model shape?)";
   try {
-    optimizer_->load(archive);
+    loaded->load(archive);
   } catch (const c10::Error& e) {
-    throw range_error("ERR_TDPO_CHECKPOINT",
-                      path + " does not hold '" + options_.optimizer +
-                          "' optimizer state for this model's parameters (another optimizer or model shape?)");
+    throw range_error("ERR_TDPO_CHECKPOINT", not_ours);
+  }
+  // libtorch checks only the parameter count: state of another model with as many tensors loads,
+  // and the next step would fail half-applied.
+  for (size_t i = 0; i < targets.size(); ++i) {
+    for (const at::Tensor& t : state_tensors(*loaded, targets[i])) {
+      if (t.defined() && !t.sizes().equals(targets[i].sizes())) {
+        throw range_error("ERR_TDPO_CHECKPOINT", not_ours + ": parameter " + std::to_string(i) + " is " +
+                                                     shape_str(targets[i]) + ", its state " + shape_str(t));
+      }
+    }
   }
   // A float32 run's state has no masters: they stay the loaded policy's values. A float32 run
   // resuming a bf16 one (--allow-change dtype) takes the masters as its weights.
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> targets = optimized();
+  std::vector<at::Tensor> masters(targets.size());
   for (size_t i = 0; i < targets.size(); ++i) {
-    at::Tensor saved_master;
-    if (!archive.try_read("tdpo.master." + std::to_string(i), saved_master)) continue;
-    if (!saved_master.sizes().equals(targets[i].sizes())) {
+    if (!archive.try_read("tdpo.master." + std::to_string(i), masters[i])) continue;
+    if (!masters[i].sizes().equals(targets[i].sizes())) {
       throw range_error("ERR_TDPO_CHECKPOINT", path + ": master weight " + std::to_string(i) + " has another shape than this model's");
     }
-    targets[i].copy_(saved_master);
+  }
+  optimizer_ = std::move(loaded);
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (masters[i].defined()) targets[i].copy_(masters[i]);
   }
   round_masters_into_policy();  // a no-op when the policy was loaded from the same checkpoint
 }

@@ -78,6 +78,8 @@ class TrainStep {
 
   // The tensors the optimizer updates: the policy's parameters, or their float32 masters.
   std::vector<at::Tensor> optimized() const;
+  // A fresh optimizer of the configured kind over these tensors (learning rate set per apply).
+  std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params) const;
   // The policy's parameters take the masters' values, rounded to its dtype (none without masters).
   void round_masters_into_policy();
 

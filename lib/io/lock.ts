@@ -1,4 +1,4 @@
-// One training per output_dir: <output_dir>/.lock names its holder (pid, host, start time, and the
+// One run per folder (train()'s output_dir, the demo's --out): <dir>/.lock names its holder (pid, host, start time, and the
 // process's start tick from /proc, so that a reused pid is not mistaken for the holder). It is
 // created atomically (written to a private file, then hard-linked into place, which fails when a
 // lock exists), released on every exit from train() and, as a last resort, on process exit. A lock
@@ -114,18 +114,18 @@ export function acquireLock(dir: string, log: (line: string) => void = () => {})
       seen = readFileSync(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // released meanwhile
-      throw err;
+      throw codedError('Error', 'ERR_TDPO_LOCKED', `${dir}: cannot read the lock ${file} (${(err as Error).message}); if no run uses ${dir}, delete it`);
     }
     const holder = parseLock(seen);
     let why: string;
     if (holder) {
       const s = holderStatus(holder);
       if (s.status === 'alive') {
-        const who = holder.pid === process.pid ? `this process (pid ${holder.pid})` : `another training (${describe(holder)})`;
+        const who = holder.pid === process.pid ? `this process (pid ${holder.pid})` : `another run (${describe(holder)})`;
         throw codedError('Error', 'ERR_TDPO_LOCKED', `${dir} is in use by ${who}; wait for it to end or stop it (lock ${file})`);
       }
       if (s.status === 'unknown') {
-        throw codedError('Error', 'ERR_TDPO_LOCKED', `${dir} is in use by a training on another host (${describe(holder)}); if it is no longer running, delete ${file}`);
+        throw codedError('Error', 'ERR_TDPO_LOCKED', `${dir} is in use by a run on another host (${describe(holder)}); if it is no longer running, delete ${file}`);
       }
       why = `${describe(holder)}, ${s.why}`;
     } else {
@@ -133,7 +133,7 @@ export function acquireLock(dir: string, log: (line: string) => void = () => {})
       const st = statSync(file, { throwIfNoEntry: false });
       if (!st) continue; // released meanwhile
       if (Date.now() - st.mtimeMs <= 2000) {
-        throw codedError('Error', 'ERR_TDPO_LOCKED', `${dir} is in use: ${file} is being written by another training`);
+        throw codedError('Error', 'ERR_TDPO_LOCKED', `${dir} is in use: ${file} is being written by another run`);
       }
       why = 'an unreadable lock file';
     }
