@@ -1,7 +1,7 @@
 // Model: a GPT-2 or GPT-NeoX causal LM held natively (src/models), loaded from and saved to
 // Hugging Face folders (config.json + model.safetensors, or a sharded index).
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from './errors.js';
 import { readSafetensorsHeader } from './io/safetensors.js';
@@ -101,11 +101,16 @@ let tmpCounter = 0;
  */
 function stageFile(file: string, text: string): string {
   const tmp = `${file}.tmp-${process.pid}-${tmpCounter++}-${randomBytes(4).toString('hex')}`;
+  let fd: number | null = null;
   try {
-    writeFileSync(tmp, text);
+    fd = openSync(tmp, 'w');
+    writeFileSync(fd, text);
+    fsyncSync(fd); // as the weights are (src/io/atomic_file.cc): renamed, it is on disk
   } catch (err) {
     rmSync(tmp, { force: true });
     throw codedError('Error', 'ERR_TDPO_IO', `writing ${file}: ${(err as Error).message}`);
+  } finally {
+    if (fd !== null) closeSync(fd);
   }
   return tmp;
 }
