@@ -10,6 +10,9 @@ export function codedError(kind: ErrorKind, code: string, message: string): Erro
  * A value as messages show it: JSON, except that NaN and ±Infinity read as such (JSON.stringify
  * would print null), and long values are cut to `max` characters.
  */
+/** An array or a typed array (not a DataView): what may hold token ids. A plain { length: 2 ** 40 } is not. */
+export const isArrayOrTypedArray = (v: unknown): v is ArrayLike<number> => Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView));
+
 export function showValue(v: unknown, max = 60): string {
   let s: string;
   if (typeof v === 'number') s = Object.is(v, -0) ? '-0' : String(v);

@@ -24,11 +24,23 @@ export interface ForwardResult {
 
 
 
+/**
+ * Throws ERR_TDPO_CHECKPOINT unless `file` is a regular file: a FIFO (or a device) would block the
+ * event loop in a synchronous read.
+ */
+function checkRegularFile(file: string, what: string): void {
+  let st;
+  try {
+    st = statSync(file);
+  } catch (err) {
+    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read ${what} ${file}: ${(err as Error).message}`);
+  }
+  if (!st.isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${file} is not a file`);
+}
+
 function readJson(file: string, what: string): unknown {
+  checkRegularFile(file, what);
   let text: string;
-  // A FIFO (or a device) would block the event loop in readFileSync.
-  const st = statSync(file, { throwIfNoEntry: false });
-  if (st && !st.isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read ${what} ${file}: it is not a file`);
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
@@ -50,23 +62,12 @@ function readJsonObject(file: string, what: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** A shard named by an index: a regular file (a FIFO would block the event loop on open). */
-function checkShardFile(file: string): void {
-  let st;
-  try {
-    st = statSync(file);
-  } catch (err) {
-    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read the shard ${file}: ${(err as Error).message}`);
-  }
-  if (!st.isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${file} is not a file`);
-}
-
 /** Every tensor of a checkpoint folder: model.safetensors, or the shards its index names. */
 function checkpointTensors(dir: string): TensorSource[] {
   const single = path.join(dir, 'model.safetensors');
   const index = path.join(dir, 'model.safetensors.index.json');
   if (existsSync(single)) {
-    if (!statSync(single).isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${single} is not a file`);
+    checkRegularFile(single, 'the weights');
     return readSafetensorsHeader(single);
   }
   if (!existsSync(index)) {
@@ -81,7 +82,7 @@ function checkpointTensors(dir: string): TensorSource[] {
     if (typeof shard !== 'string' || shard.includes('/') || shard.includes('\\')) {
       throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${index}: shard name ${JSON.stringify(shard)} is not a file in ${dir}`);
     }
-    checkShardFile(path.join(dir, shard));
+    checkRegularFile(path.join(dir, shard), 'the shard');
     for (const t of readSafetensorsHeader(path.join(dir, shard))) {
       if (map[t.name] !== shard) {
         throw codedError('RangeError', 'ERR_TDPO_CHECKPOINT', `${path.join(dir, shard)}: tensor '${t.name}' is not listed for this shard in ${index}`);
@@ -228,16 +229,12 @@ export class Model {
       try {
         for (const [name, text] of texts) if (text !== null) staged.push([path.join(dir, name), stageFile(path.join(dir, name), text)]);
         await handle.save(path.join(dir, 'model.safetensors'));
-      } catch (err) {
-        for (const [, tmp] of staged) rmSync(tmp, { force: true });
-        throw err;
-      }
-      try {
         for (const [file, tmp] of staged) renameSync(tmp, file);
         for (const [name, text] of texts) if (text === null) rmSync(path.join(dir, name), { force: true });
       } catch (err) {
         for (const [, tmp] of staged) rmSync(tmp, { force: true });
-        throw codedError('Error', 'ERR_TDPO_IO', `saving to ${dir}: ${(err as Error).message}`);
+        // Staging and the native save throw coded errors; a rename or removal, Node's own.
+        throw (err as { code?: string }).code?.startsWith('ERR_TDPO_') ? err : codedError('Error', 'ERR_TDPO_IO', `saving to ${dir}: ${(err as Error).message}`);
       }
     });
     this.#saves.add(mine);

@@ -6,7 +6,7 @@
 // ERR_TDPO_INPUT (an id that is not an integer in the vocabulary), ERR_TDPO_TOKENIZER (the file).
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { codedError } from './errors.js';
+import { codedError, isArrayOrTypedArray } from './errors.js';
 import { loadGpt2 } from './tokenizer/gpt2-ranks.js';
 import { ChatTemplate, readChatTemplate, tokenText, type ChatMessage, type RenderOptions } from './tokenizer/chat.js';
 import { type Backend, loadTokenizerJson } from './tokenizer/hf-json.js';
@@ -117,8 +117,8 @@ export class Tokenizer {
    * tokenizer's vocabulary, as Pythia's 50304 rows against 50277 ids, and sample such an id).
    */
   decode(ids: ArrayLike<number>, options: { skipUnknown?: boolean } = {}): string {
-    // An array or a typed array: a plain { length: 2 ** 40 } would be walked element by element.
-    if (!Array.isArray(ids) && !(ArrayBuffer.isView(ids) && !(ids instanceof DataView))) {
+    // A plain { length: 2 ** 40 } would be walked element by element.
+    if (!isArrayOrTypedArray(ids)) {
       throw codedError('TypeError', 'ERR_TDPO_TYPE', `decode: ids must be an array or typed array of token ids, got ${describe(ids)}`);
     }
     const known = (id: number) => Number.isInteger(id) && id >= 0 && id < this.vocabSize && this.#backend.has(id);

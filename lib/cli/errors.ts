@@ -5,10 +5,13 @@ export class CliError extends Error {
   readonly code = 'ERR_TDPO_USAGE';
 }
 
-export function positiveInt(text: string, flag: string, min = 1): number {
-  const n = text.trim() === '' ? NaN : Number(text);
-  if (!Number.isInteger(n) || n < min) {
-    throw new CliError(`${flag} must be an integer >= ${min}, got '${text}'`);
+/** A flag's or variable's number: '' is NaN, not Number('') = 0 (greedy sampling, rank 0, silently). */
+export const numberOf = (text: string): number => (text.trim() === '' ? NaN : Number(text));
+
+export function positiveInt(text: string, flag: string, min = 1, max?: number): number {
+  const n = numberOf(text);
+  if (!Number.isInteger(n) || n < min || (max !== undefined && n > max)) {
+    throw new CliError(`${flag} must be an integer ${max === undefined ? `>= ${min}` : `in [${min}, ${max}]`}, got '${text}'`);
   }
   return n;
 }

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Model, Tokenizer } from '../index.js';
-import { CliError, positiveInt } from './errors.js';
+import { CliError, numberOf, positiveInt } from './errors.js';
 
 export const generateHelp = `Usage: tdpo generate --model DIR --prompt TEXT [--prompt TEXT ...] [options]
 
@@ -44,7 +44,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (!values.prompt?.length) throw new CliError('generate needs at least one --prompt');
   const num = (v: string | undefined, flag: string, fallback: number) => {
     if (v === undefined) return fallback;
-    const x = v.trim() === '' ? NaN : Number(v); // Number('') is 0: greedy, silently
+    const x = numberOf(v);
     if (!Number.isFinite(x)) throw new CliError(`${flag} must be a number, got '${v}'`);
     return x;
   };

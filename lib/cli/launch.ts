@@ -8,7 +8,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import packageRoot from '../package-root.cjs';
 import type { DistributedOptions } from '../index.js';
-import { CliError } from './errors.js';
+import { CliError, numberOf, positiveInt } from './errors.js';
 
 export interface LaunchFlags {
   nprocPerNode?: string;
@@ -22,13 +22,8 @@ export interface LaunchFlags {
 /** The launcher's own flags, which a worker does not get. */
 export const LAUNCH_OPTIONS = ['nproc-per-node', 'nnodes', 'node-rank', 'master-addr', 'master-port'] as const;
 
-// An empty value ('' from RANK= or --node-rank '') is refused, not read as Number('') = 0.
-const intFlag = (v: string | undefined, name: string, lo: number, fallback: number, hi = 2 ** 31 - 1): number => {
-  if (v === undefined) return fallback;
-  const n = v.trim() === '' ? NaN : Number(v);
-  if (!Number.isInteger(n) || n < lo || n > hi) throw new CliError(`${name} must be an integer in [${lo}, ${hi}], got '${v}'`);
-  return n;
-};
+const intFlag = (v: string | undefined, name: string, lo: number, fallback: number, hi = 2 ** 31 - 1): number =>
+  v === undefined ? fallback : positiveInt(v, name, lo, hi);
 
 /** Node's timers hold at most 2^31 - 1 ms; a longer --dist-timeout would fire at once. */
 const MAX_TIMEOUT_S = 1_000_000;
@@ -37,8 +32,8 @@ const MAX_TIMEOUT_S = 1_000_000;
 export function timeoutMs(flags: LaunchFlags, env: NodeJS.ProcessEnv = process.env): number | undefined {
   const v = flags.distTimeout ?? env.TDPO_DIST_TIMEOUT;
   if (v === undefined) return undefined;
-  const s = Number(v);
-  if (!(s >= 0.001 && s <= MAX_TIMEOUT_S) || v.trim() === '') {
+  const s = numberOf(v);
+  if (!(s >= 0.001 && s <= MAX_TIMEOUT_S)) {
     throw new CliError(`--dist-timeout must be a number of seconds in [0.001, ${MAX_TIMEOUT_S}], got '${v}'`);
   }
   return Math.round(s * 1000);

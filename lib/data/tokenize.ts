@@ -2,7 +2,7 @@
 // (tokenize_batch_element and its collate): no special tokens, EOS appended to each response,
 // prompt truncated first (keep_end for HH, keep_start otherwise), then the responses; prompt
 // labels -100; right padding; chosen rows above rejected rows.
-import { codedError, showValue } from '../errors.js';
+import { codedError, isArrayOrTypedArray, showValue } from '../errors.js';
 import type { TrainBatch } from '../train/train-step.js';
 
 /** Each side's labels are unshifted (InputLabels): the prompt's -100, then the response's own ids. */
@@ -21,18 +21,20 @@ const MAX_ID = 0x7fffffff; // ids travel as int32
 
 const inputError = (message: string) => codedError('RangeError', 'ERR_TDPO_INPUT', message);
 
-/** `ids` as an array of token ids, each an integer in [0, 2^31): 3.9, NaN or 2^32 + 5 would become another token. */
-function tokenIds(ids: ArrayLike<number>, name: string): number[] {
-  // An array or a typed array: a plain { length: 2 ** 31 } would be walked element by element.
-  if (!Array.isArray(ids) && !(ArrayBuffer.isView(ids) && !(ids instanceof DataView))) {
-    throw codedError('TypeError', 'ERR_TDPO_TYPE', `${name} must be an array or typed array of token ids`);
-  }
-  const out = Array.from(ids);
-  out.forEach((x, i) => {
+/** Throws unless every id is an integer in [0, 2^31): 3.9, NaN or 2^32 + 5 would become another token. */
+function checkIds(ids: ArrayLike<number>, name: string): void {
+  // A plain { length: 2 ** 31 } would be walked element by element.
+  if (!isArrayOrTypedArray(ids)) throw codedError('TypeError', 'ERR_TDPO_TYPE', `${name} must be an array or typed array of token ids`);
+  for (let i = 0; i < ids.length; i++) {
+    const x = ids[i];
     if (!(Number.isInteger(x) && x >= 0 && x <= MAX_ID)) throw inputError(`${name}[${i}] must be a token id (an integer in [0, 2^31)), got ${showValue(x)}`);
-  });
-  return out;
+  }
 }
+
+const tokenIds = (ids: ArrayLike<number>, name: string): number[] => {
+  checkIds(ids, name);
+  return Array.from(ids);
+};
 
 function checkTruncation(o: TruncationOptions): void {
   if (!Number.isSafeInteger(o?.maxLength) || o.maxLength < 2) throw inputError(`maxLength must be an integer >= 2, got ${showValue(o?.maxLength)}`);
@@ -71,7 +73,7 @@ export function collatePairs(pairs: TokenizedPair[], padId = 0): TrainBatch {
     if (!r || !Array.isArray(r.inputIds) || !Array.isArray(r.labels) || r.inputIds.length !== r.labels.length || r.inputIds.length === 0) {
       throw inputError(`${where} must hold inputIds and labels, arrays of one non-zero length (tokenizePair makes them)`);
     }
-    tokenIds(r.inputIds, `${where}.inputIds`);
+    checkIds(r.inputIds, `${where}.inputIds`);
     r.labels.forEach((l, t) => {
       if (l !== -100 && !(Number.isInteger(l) && l >= 0 && l <= MAX_ID)) throw inputError(`${where}.labels[${t}] must be a token id or -100, got ${showValue(l)}`);
     });

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node
 import path from 'node:path';
 import { acquireLock, LOCK_FILE, type RunLock } from '../io/lock.js';
 import { CHART_FILES } from './charts.js';
+import { firstFew } from './stages.js';
 
 /** The report's files, which every run replaces. */
 const REPORT_ENTRIES = ['report.md', 'metrics.json', 'sample-rewards.jsonl', 'vocab.json', ...CHART_FILES];
@@ -36,21 +37,22 @@ export function claimOut(out: string, log: (line: string) => void): RunLock {
   }
   if (!statSync(out).isDirectory()) throw outError(`${out} is not a folder; choose another --out`);
   const lock = acquireLock(out, log);
-  const foreign = readdirSync(out).filter((e) => !OUT_ENTRIES.has(e) && !LOCK_TEMP.test(e));
-  if (foreign.length) {
+  const problem = othersFiles(out);
+  if (problem) {
     lock.release();
-    const shown = `${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}`;
-    throw outError(`${out} holds files the demo did not write (${shown}), which a run could overwrite; choose another --out`);
+    throw outError(`${out} holds ${problem}; choose another --out`);
   }
+  return lock;
+}
+
+/** What in `out` is not the demo's, described for a message; null when everything is. */
+function othersFiles(out: string): string | null {
+  const foreign = readdirSync(out).filter((e) => !OUT_ENTRIES.has(e) && !LOCK_TEMP.test(e));
+  if (foreign.length) return `files the demo did not write (${firstFew(foreign)}), which a run could overwrite`;
   // Files with the report's names are the demo's where a demo ran: it makes a stages folder
   // (with its settings.json) before it writes any of them, and its metrics.json says so too
   // (which still holds once the stages were deleted to free space). Else they are someone's own.
   const demoRan = STAGE_DIRS.some((d) => existsSync(path.join(out, d, 'settings.json'))) || isDemoMetrics(path.join(out, 'metrics.json'));
   const named = REPORT_ENTRIES.filter((e) => existsSync(path.join(out, e)));
-  if (named.length && !demoRan) {
-    lock.release();
-    throw outError(`${out} holds ${named.slice(0, 3).join(', ')}${named.length > 3 ? ', …' : ''} but no demo stages: files the demo did not write, which a run would overwrite; choose another --out`);
-  }
-  return lock;
+  return named.length && !demoRan ? `${firstFew(named)} but no demo stages: files the demo did not write, which a run would overwrite` : null;
 }
-

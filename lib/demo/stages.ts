@@ -86,6 +86,9 @@ export function writeStageFile(file: string, text: string): void {
   renameSync(tmp, file);
 }
 
+/** Up to three names, for a message: "a, b, c, …". */
+export const firstFew = (names: string[]): string => `${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}`;
+
 /** The settings a stages folder was made with, when it was made by this version with this model. */
 function madeWith(file: string): DemoSettings | undefined {
   try {
@@ -124,7 +127,7 @@ export function prepareStages(dir: string, settings: DemoSettings, fresh: boolea
     const same = existsSync(file) && readFileSync(file, 'utf8') === current;
     why = fresh ? 'fresh' : same || entries.length === 0 ? null : 'other settings';
     if (why && foreign.length) {
-      const message = `${dir} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', …' : ''}); choose another --out`;
+      const message = `${dir} holds files the demo did not write (${firstFew(foreign)}); choose another --out`;
       throw Object.assign(new Error(message), { code: 'ERR_TDPO_DEMO_STAGES' });
     }
     const before = why === 'other settings' ? madeWith(file) : undefined;

@@ -1,8 +1,9 @@
-// One run per folder (train()'s output_dir, the demo's --out): <dir>/.lock names its holder (pid, host, start time, and the
-// process's start tick from /proc, so that a reused pid is not mistaken for the holder). It is
-// created atomically (written to a private file, then hard-linked into place, which fails when a
-// lock exists), released on every exit from train() and, as a last resort, on process exit. A lock
-// whose holder is gone (kill -9, a crash) is stale: the next run reports it and takes it over.
+// One run per folder (train()'s output_dir, the demo's --out): <dir>/.lock names its holder (pid,
+// host, start time, and the process's start tick from /proc, so that a reused pid is not mistaken
+// for the holder). It is created atomically (written to a private file, then hard-linked into
+// place, which fails when a lock exists), released on every exit from the run and, as a last
+// resort, on process exit. A lock whose holder is gone (kill -9, a crash) is stale: the next run
+// reports it and takes it over.
 import { randomBytes } from 'node:crypto';
 import { closeSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
