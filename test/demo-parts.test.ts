@@ -13,7 +13,7 @@ import { bestWorstPair, gapLine, pairStats, pooledPairStats, samplePairs, type S
 import { checkPrompts, demoHelp, fullSettings, overridden, quickSettings, seedList, tunable, withOverrides } from '../lib/cli/demo.js';
 import { continuationText, prepareStages, writeStageFile, type DemoSettings } from '../lib/demo/stages.js';
 import { summarise, table } from '../lib/demo/summary.js';
-import { DPO, frontierChecks, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
+import { DPO, frontierChecks, reverseKl, reverseKlFrontier, TDPO2, verdictLines, verdicts } from '../lib/demo/verdicts.js';
 import { sentimentScore } from '../lib/demo/reward.js';
 import { NarrowVocab } from '../lib/demo/vocab.js';
 import { Model, Tokenizer, TrainStep } from '../lib/index.js';
@@ -154,7 +154,7 @@ describe('demo pairs: best of n against worst of n', () => {
 });
 
 const point = (method: string, seed: number, step: number, p: Partial<EvalPoint> = {}): EvalPoint => ({
-  method, seed, step, reward: 0, rewardSe: 0, sampleKl: 0, entropy: 5, accuracy: 0, rewardMargin: 0, klChosen: 0, klRejected: 0, klMargin: 0, ...p,
+  method, seed, step, reward: 0, rewardSe: 0, sampleKl: 0, sampleReverseKl: 0, sampleReverseKlSe: 0, entropy: 5, accuracy: 0, rewardMargin: 0, klChosen: 0, klRejected: 0, klMargin: 0, ...p,
 });
 
 describe('demo statistics and verdicts', () => {
@@ -207,6 +207,28 @@ describe('the seed-by-seed frontier table', () => {
   });
 });
 
+describe('the secondary analysis: the frontier on the reverse KL', () => {
+  it('applies the same rule on sampleReverseKl, and leaves the verdicts on sampleKl', () => {
+    // Seed 1: TDPO2's step-10 point has more reward than DPO's, with less reverse KL but more
+    // forward KL. Seed 2: the other way round.
+    const pts = [1, 2].flatMap((seed) => [
+      point(DPO, seed, 0), point(TDPO2, seed, 0),
+      point(DPO, seed, 10, { sampleKl: 2, sampleReverseKl: 2, reward: 0.5 }),
+      point(TDPO2, seed, 10, seed === 1 ? { sampleKl: 3, sampleReverseKl: 1, reward: 0.6 } : { sampleKl: 1, sampleReverseKl: 3, reward: 0.6 }),
+    ]);
+    const [, frontier] = verdicts(pts, [1, 2], [DPO, TDPO2], 100);
+    const reverse = reverseKlFrontier(pts, [1, 2]);
+    // Pooled, each seed's DPO point is dominated by the other seed's TDPO2 point, on either axis.
+    expect(frontier).toMatchObject({ answer: 'yes', seedsHolding: 1 });
+    expect(reverse).toMatchObject({ answer: 'yes', seedsHolding: 1 });
+    expect(frontierChecks(pts, [1, 2]).map((c) => c.dominated)).toEqual([false, true]);
+    expect(frontierChecks(pts, [1, 2], reverseKl).map((c) => c.dominated)).toEqual([true, false]);
+    expect(reverse.claim).toContain('reverse KL(πθ ‖ πref)');
+    expect(reverse.detail).toMatch(/^2 of 2 trained DPO evaluation points \(all seeds\) have a TDPO2 α=0.5 point with no more reverse KL and at least as much reward; within each seed alone it holds in 1 of 2$/);
+    expect(frontier.detail).toContain('no more sample KL');
+  });
+});
+
 describe('the seed-by-seed frontier table, paired', () => {
   it("gives each row the best TDPO2 point's reward minus DPO's, sample by sample", () => {
     const pts = [
@@ -225,7 +247,7 @@ describe('the seed-by-seed frontier table, paired', () => {
 
 describe('demo report parts', () => {
   const pts = [1, 2].flatMap((seed) =>
-    ['DPO', 'TDPO1'].flatMap((m) => [0, 5, 10].map((step) => point(m, seed, step, { sampleKl: step * seed, reward: step / 10, rewardSe: 0.03 * seed, accuracy: step ? 0.6 + seed / 10 : 0 }))),
+    ['DPO', 'TDPO1'].flatMap((m) => [0, 5, 10].map((step) => point(m, seed, step, { sampleKl: step * seed, sampleReverseKl: step * seed / 2, reward: step / 10, rewardSe: 0.03 * seed, accuracy: step ? 0.6 + seed / 10 : 0 }))),
   );
   it('plots every evaluation point of every seed, with one πref marker per seed', () => {
     const spec = frontierSpec(pts, ['DPO', 'TDPO1']) as { data: { values: Array<{ group: string; seed: number }> }; encoding: Record<string, { scale: { domain: string[]; range: string[] } }> };
@@ -235,6 +257,10 @@ describe('demo report parts', () => {
     expect(spec.encoding.color.scale.domain).toEqual(['DPO', 'TDPO1', 'πref']);
     expect(spec.encoding.color.scale.range.at(-1)).toBe('black');
     expect(spec.encoding.shape.scale.range).toEqual(['circle', 'circle', 'diamond']);
+    // The reverse-KL chart: the same points on the other axis.
+    const kls = (sp: unknown) => (sp as { data: { values: Array<{ kl: number }> } }).data.values.map((v) => v.kl);
+    expect(kls(frontierSpec(pts, ['DPO', 'TDPO1'], true))).toEqual(kls(spec).map((k) => k / 2));
+    expect(Math.max(...kls(spec))).toBe(20);
   });
   it('charts accuracy from the first trained step, with SE bars', () => {
     const spec = accuracySpec(pts, ['DPO', 'TDPO1'], 100) as { data: { values: Array<{ step: number; accuracy: number; lo: number; hi: number }> } };
@@ -249,9 +275,9 @@ describe('demo report parts', () => {
   it('renders every chart to SVG and tables the means with SE', async () => {
     for (const [name, spec] of chartSpecs(pts, ['DPO', 'TDPO1'], 100)) expect((await renderSvg(spec)).startsWith('<svg'), name).toBe(true);
     const t = table(summarise(pts, 100));
-    expect(t.split('\n')[0]).toBe('| method | reward ± SE | sample KL | entropy | pair acc. ± SE | reward margin | KL chosen | KL rejected | KL margin |');
+    expect(t.split('\n')[0]).toBe('| method | reward ± SE | sample KL | reverse KL | entropy | pair acc. ± SE | reward margin | KL chosen | KL rejected | KL margin |');
     // The mean of two seeds' rewards, SEs 0.03 and 0.06: √(0.03² + 0.06²)/2 = 0.0335.
-    expect(t).toContain('| DPO | 1.000 ± 0.034 | 15.000 | 5.000 | 0.750 ± 0.030 |');
+    expect(t).toContain('| DPO | 1.000 ± 0.034 | 15.000 | 7.500 | 5.000 | 0.750 ± 0.030 |');
   });
   it('names the machine and the libraries', () => {
     const line = machineLine();
@@ -278,7 +304,7 @@ describe('demo evaluation statistics', () => {
     expect(() => pairedDifference([1], [1, 2])).toThrow(RangeError);
     expect(() => pairedDifference([], [])).toThrow(RangeError);
   });
-  it("takes the sample entropy at the positions each continuation token was drawn from, from the train step's statistics", async () => {
+  it("takes the sample entropy, KL and log-ratios at the positions each continuation token was drawn from, from the train step's statistics", async () => {
     const config = { model_type: 'gpt2', vocab_size: 40, n_positions: 16, n_embd: 16, n_layer: 1, n_head: 2 };
     const policy = await Model.create(config, { seed: 1 });
     const reference = await Model.create(config, { seed: 2 });
@@ -304,24 +330,40 @@ describe('demo evaluation statistics', () => {
       await sft.apply(3e-2, 1);
     }
     const whole = await sampleStats(policy, reference, prompts, conts, 0);
-    // The entropy at each position a continuation token was drawn from, each row run alone from its
-    // logits in JS (no padding, no batching).
-    let sum = 0;
+    // At each position a continuation token was drawn from, each row run alone through both models
+    // in JS (no padding, no batching): the policy's entropy, KL(πref ‖ πθ), and the drawn token's
+    // log πθ − log πref, summed over the row.
+    const logSoftmax = (z: number[]) => {
+      const max = Math.max(...z);
+      const lse = max + Math.log(z.reduce((a, x) => a + Math.exp(x - max), 0));
+      return z.map((x) => x - lse);
+    };
+    let entropy = 0;
+    let kl = 0;
     let count = 0;
+    const logratios: number[] = [];
     for (let i = 0; i < prompts.length; i++) {
       const ids = Int32Array.from([...prompts[i], ...conts[i]]);
-      const { logits } = await policy.forward(ids, [1, ids.length]);
+      const [{ logits: zp }, { logits: zq }] = [await policy.forward(ids, [1, ids.length]), await reference.forward(ids, [1, ids.length])];
+      let ratio = 0;
       for (let t = prompts[i].length - 1; t < ids.length - 1; t++) {
-        const z = Array.from(logits.subarray(t * 40, (t + 1) * 40));
-        const max = Math.max(...z);
-        const lse = max + Math.log(z.reduce((a, x) => a + Math.exp(x - max), 0));
-        sum -= z.reduce((a, x) => a + Math.exp(x - lse) * (x - lse), 0);
+        const lp = logSoftmax(Array.from(zp.subarray(t * 40, (t + 1) * 40)));
+        const lq = logSoftmax(Array.from(zq.subarray(t * 40, (t + 1) * 40)));
+        entropy -= lp.reduce((a, x) => a + Math.exp(x) * x, 0);
+        kl += lq.reduce((a, x, v) => a + Math.exp(x) * (x - lp[v]), 0);
+        ratio += lp[ids[t + 1]] - lq[ids[t + 1]];
         count++;
       }
+      logratios.push(ratio);
     }
-    expect(whole.entropy).toBeCloseTo(sum / count, 5);
+    expect(whole.entropy).toBeCloseTo(entropy / count, 5);
     expect(whole.entropy).toBeLessThan(Math.log(40) - 0.5);
-    expect(whole.kl).toBeGreaterThan(0);
+    expect(whole.kl).toBeCloseTo(kl / prompts.length, 4);
+    expect(whole.kl).toBeGreaterThan(0.1);
+    // Row order: row i's log-ratio at index i, whichever side of its pair it went in as.
+    expect(whole.logratios).toHaveLength(prompts.length);
+    whole.logratios.forEach((x, i) => expect(x, `row ${i}`).toBeCloseTo(logratios[i], 4));
+    expect(new Set(logratios.map((x) => x.toFixed(2))).size).toBe(prompts.length);
     policy.dispose();
     reference.dispose();
   });

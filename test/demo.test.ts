@@ -15,7 +15,7 @@ describe('tdpo demo --quick', () => {
     const r = spawnSync(process.execPath, [cli, 'demo', '--quick', '--out', out], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const first = Date.now() - t0;
-    const charts = ['frontier.svg', 'accuracy.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg'];
+    const charts = ['frontier.svg', 'frontier-reverse-kl.svg', 'accuracy.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg'];
     for (const f of ['report.md', 'metrics.json', ...charts]) expect(existsSync(path.join(out, f)), f).toBe(true);
     for (const f of charts) {
       expect(readFileSync(path.join(out, f), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>$/);
@@ -59,6 +59,15 @@ describe('tdpo demo --quick', () => {
     for (const p of metrics.points) expect(p.step === 0 ? p.klMarginSe === 0 : p.klMarginSe > 0 && p.klMarginSe < 1, JSON.stringify(p)).toBe(true);
     expect(report).toMatch(/\| DPO \| 1 \| .* \| \d\.\d{3} ± \d\.\d{3} \|\n/);
     expect(metrics.verdicts).toHaveLength(3);
+    // The secondary analysis, beside the verdicts: the frontier rule on the reverse KL, its own table.
+    expect(metrics.secondary).toHaveLength(1);
+    expect(report).toContain('## A secondary analysis: the frontier on the reverse KL');
+    expect(report).toMatch(/on the reverse KL\(πθ ‖ πref\):\*\* (yes|no|partly) — .* holds in \d of 1/);
+    // πref against itself: a log-ratio of exactly 0 on every sample; trained, the estimate and its error are positive.
+    for (const p of metrics.points) {
+      if (p.step === 0) expect([p.sampleReverseKl, p.sampleReverseKlSe], JSON.stringify(p)).toEqual([0, 0]);
+      else expect(p.sampleReverseKlSe > 0 && p.sampleReverseKl > 2 * p.sampleReverseKlSe, JSON.stringify(p)).toBe(true);
+    }
     expect(r.stdout).toContain('| method | reward ± SE |');
     expect(r.stdout).toContain('Every trained method learns the preference');
 

@@ -22,19 +22,21 @@ function lines(title: string, values: object[], encoding: Record<string, unknown
  * their means, so a reader sees the spread the verdicts must survive. πref (step 0) is one black
  * diamond per seed: the seeds sample it with different seeds.
  */
-export function frontierSpec(points: EvalPoint[], methods: string[]): TopLevelSpec {
+export function frontierSpec(points: EvalPoint[], methods: string[], reverse = false): TopLevelSpec {
   const seen = new Set<number>();
   const values = points
     .filter((p) => p.step > 0 || (!seen.has(p.seed) && seen.add(p.seed)))
-    .map((p) => ({ sampleKl: p.sampleKl, reward: p.reward, step: p.step, seed: p.seed, group: p.step === 0 ? REF : p.method }));
+    .map((p) => ({ kl: reverse ? p.sampleReverseKl : p.sampleKl, reward: p.reward, step: p.step, seed: p.seed, group: p.step === 0 ? REF : p.method }));
   const domain = [...methods, REF];
   return {
-    title: 'Reward vs sequence KL(πref ‖ πθ) of samples, every evaluation of every seed',
+    title: reverse
+      ? 'Reward vs reverse KL(πθ ‖ πref) of samples (mean log-ratio), every evaluation of every seed'
+      : 'Reward vs sequence KL(πref ‖ πθ) of samples, every evaluation of every seed',
     ...size,
     data: { values },
     mark: { type: 'point', filled: true, size: 60, opacity: 0.85 },
     encoding: {
-      x: { field: 'sampleKl', type: 'quantitative', title: 'sequence KL of samples' },
+      x: { field: 'kl', type: 'quantitative', title: reverse ? 'reverse KL of samples' : 'sequence KL of samples' },
       y: { field: 'reward', type: 'quantitative', title: 'mean sentiment reward', scale: { zero: false } },
       color: { field: 'group', type: 'nominal', title: null, scale: { domain, range: [...SCHEME.slice(0, methods.length), 'black'] } },
       shape: { field: 'group', type: 'nominal', title: null, scale: { domain, range: [...methods.map(() => 'circle'), 'diamond'] } },
@@ -63,13 +65,14 @@ export function accuracySpec(points: EvalPoint[], methods: string[], evalPairs: 
 }
 
 /** The charts' file names, in the report's order. */
-export const CHART_FILES = ['frontier.svg', 'accuracy.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg'] as const;
+export const CHART_FILES = ['frontier.svg', 'frontier-reverse-kl.svg', 'accuracy.svg', 'kl-chosen-rejected.svg', 'kl-margin.svg'] as const;
 
 export function chartSpecs(points: EvalPoint[], methods: string[], evalPairs: number): Array<[string, TopLevelSpec]> {
   const avg = averaged(points, evalPairs).sort((a, b) => a.step - b.step);
-  const [frontier, accuracy, klSides, klMargin] = CHART_FILES;
+  const [frontier, frontierReverse, accuracy, klSides, klMargin] = CHART_FILES;
   return [
     [frontier, frontierSpec(points, methods)],
+    [frontierReverse, frontierSpec(points, methods, true)],
     [accuracy, accuracySpec(points, methods, evalPairs)],
     [
       klSides,

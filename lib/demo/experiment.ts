@@ -8,7 +8,7 @@ import { collatePairs, evaluate, loadConfig, Model, train, TrainStep, type Metri
 import type { Corpus } from './corpus.js';
 import { sentimentScore } from './reward.js';
 import { continuationText, heldOutPrompts, modelShape, pairFiles, writeStageFile, type DemoSettings } from './stages.js';
-import { meanWithSe } from './stats.js';
+import { meanSe, meanWithSe } from './stats.js';
 import type { NarrowVocab } from './vocab.js';
 
 export interface EvalPoint {
@@ -24,8 +24,16 @@ export interface EvalPoint {
    * stream, so two checkpoints' rewards pair up row by row (pairedDifference).
    */
   sampleRewards?: number[];
-  /** Mean sequence KL(πref ‖ πθ) over those sampled continuations. */
+  /** Mean sequence KL(πref ‖ πθ) over those sampled continuations: the paper's forward KL, the x axis of its Figure 6(a). */
   sampleKl: number;
+  /**
+   * Mean over those samples of log πθ(y|x) − log πref(y|x) over the continuation: an unbiased
+   * estimate of the sequence KL(πθ ‖ πref), since the samples come from πθ at temperature 1. The
+   * reverse KL of the paper's Eq. 1 and the x axis of its Figure 3(a).
+   */
+  sampleReverseKl: number;
+  /** The standard error of that mean over the samples. */
+  sampleReverseKlSe: number;
   /** Mean per-token entropy of the policy over those continuations (diversity). */
   entropy: number;
   /** On the held-out pairs: implicit-reward accuracy (a tie counts as wrong), the mean implicit-reward
@@ -43,8 +51,9 @@ export interface EvalPoint {
 }
 
 /**
- * Mean sequence KL(πref ‖ πθ) and mean per-token policy entropy over each row's continuation, both
- * from the train step's own per-sequence statistics (one forward of each model): each sample goes
+ * Mean sequence KL(πref ‖ πθ), each row's log-ratio log πθ(y|x) − log πref(y|x) (in row order), and
+ * mean per-token policy entropy over each row's continuation, all from the train step's own
+ * per-sequence statistics (one forward of each model): each sample goes
  * in as one side of a pair (prompt, then the continuation as the response, without the EOS a
  * training pair appends), collated as training pairs are. The scored positions are those the
  * continuation was drawn from: the prompt's last to the row's second-to-last.
@@ -54,12 +63,17 @@ export async function sampleStats(policy: Model, reference: Model, prompts: numb
   const B = rows.length;
   if (B % 2) throw new RangeError(`sampleStats needs an even number of prompts, got ${B}`);
   const pairs: TokenizedPair[] = rows.slice(0, B / 2).map((chosen, i) => ({ chosen, rejected: rows[B / 2 + i] }));
-  const step = await TrainStep.create(policy, { loss: 'tdpo2', reference });
+  // DPO at β = 1: each side's reward is then its log-ratio (the KL and entropy are computed alike for every loss).
+  const step = await TrainStep.create(policy, { loss: 'dpo', beta: 1, reference });
   const stats = await step.evaluate(collatePairs(pairs, eos));
   const sum = (xs: ArrayLike<number>) => Array.from(xs).reduce((a, x) => a + x, 0);
   const positions = sum(conts.map((c) => c.length));
   const entropy = sum(stats.chosenEntropy) + sum(stats.rejectedEntropy);
-  return { kl: (sum(stats.chosenKl) + sum(stats.rejectedKl)) / B, entropy: positions ? entropy / positions : 0 };
+  return {
+    kl: (sum(stats.chosenKl) + sum(stats.rejectedKl)) / B,
+    logratios: [...stats.chosenRewards, ...stats.rejectedRewards],
+    entropy: positions ? entropy / positions : 0,
+  };
 }
 
 export interface Experiment {
@@ -140,8 +154,9 @@ export async function runExperiment(
   const sampled = async (policy: Model, seed: number) => {
     const samples = await policy.generate(rowIds, { maxNewTokens: s.continuationTokens, temperature: 1, seed: 1000 * seed });
     const rewards = samples.map((x) => sentimentScore(continuationText(x, vocab).text));
-    const { kl, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
-    return { ...meanWithSe(rewards), sampleRewards: rewards, sampleKl: kl, entropy };
+    const { kl, logratios, entropy } = await sampleStats(policy, reference, rows, samples.map((x) => Array.from(x)), vocab.eosId);
+    const reverse = meanSe(logratios);
+    return { ...meanWithSe(rewards), sampleRewards: rewards, sampleKl: kl, sampleReverseKl: reverse.mean, sampleReverseKlSe: reverse.se, entropy };
   };
   const points: EvalPoint[] = [];
   const runs = s.methods.length * s.seeds.length;

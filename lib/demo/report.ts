@@ -7,7 +7,7 @@ import type { EvalPoint, Experiment } from './experiment.js';
 import { gapLine, pooledPairStats, type PairStats } from './pairs.js';
 import { modelShape, type DemoSettings } from './stages.js';
 import { summarise, table, type MethodSummary } from './summary.js';
-import { frontierChecks, TDPO2, verdictLines, verdicts, type FrontierCheck, type Verdict } from './verdicts.js';
+import { forwardKl, frontierChecks, reverseKl, reverseKlFrontier, TDPO2, verdictLines, verdicts, type FrontierCheck, type KlOf, type Verdict } from './verdicts.js';
 
 export interface ReportInput {
   settings: DemoSettings;
@@ -34,23 +34,29 @@ export interface Report {
   markdown: string;
   summary: MethodSummary[];
   verdicts: Verdict[];
+  /** Analyses added after the verdicts' rules were fixed (README): reported beside them, not among them. */
+  secondary: Verdict[];
 }
 
 /** Each seed's last evaluation: what the means of the main table are made of. */
 function perSeedTable(points: EvalPoint[]): string {
   const last = Math.max(...points.map((p) => p.step));
   const rows = points.filter((p) => p.step === last).sort((a, b) => a.seed - b.seed);
-  const head = '| method | seed | reward ± SE | sample KL | pair acc. | KL margin ± SE |\n| --- | --- | --- | --- | --- | --- |';
+  const head = '| method | seed | reward ± SE | sample KL | reverse KL ± SE | pair acc. | KL margin ± SE |\n| --- | --- | --- | --- | --- | --- | --- |';
   const margin = (p: EvalPoint) => `${p.klMargin.toFixed(3)}${p.klMarginSe === undefined ? '' : ` ± ${p.klMarginSe.toFixed(3)}`}`;
-  return [head, ...rows.map((p) => `| ${p.method} | ${p.seed} | ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)} | ${p.sampleKl.toFixed(3)} | ${p.accuracy.toFixed(3)} | ${margin(p)} |`)].join('\n');
+  const reverse = (p: EvalPoint) => `${p.sampleReverseKl.toFixed(3)} ± ${p.sampleReverseKlSe.toFixed(3)}`;
+  return [
+    head,
+    ...rows.map((p) => `| ${p.method} | ${p.seed} | ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)} | ${p.sampleKl.toFixed(3)} | ${reverse(p)} | ${p.accuracy.toFixed(3)} | ${margin(p)} |`),
+  ].join('\n');
 }
 
-function frontierTable(points: EvalPoint[], seeds: number[]): string {
-  const at = (p: EvalPoint) => `step ${p.step}: KL ${p.sampleKl.toFixed(3)}, reward ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)}`;
+function frontierTable(points: EvalPoint[], seeds: number[], kl: KlOf = forwardKl): string {
+  const at = (p: EvalPoint) => `step ${p.step}: KL ${kl(p).toFixed(3)}, reward ${p.reward.toFixed(3)} ± ${p.rewardSe.toFixed(3)}`;
   const signed = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(3)}`;
   const diff = (c: FrontierCheck) => (c.paired ? `${signed(c.paired.diff)} ± ${c.paired.se.toFixed(3)}` : '');
   const head = `| seed | DPO point | best ${TDPO2} point with no more KL | reward difference ± SE | dominated |\n| --- | --- | --- | --- | --- |`;
-  return [head, ...frontierChecks(points, seeds).map((c) => `| ${c.seed} | ${at(c.dpo)} | ${c.best ? at(c.best) : 'none'} | ${diff(c)} | ${c.dominated ? 'yes' : 'no'} |`)].join('\n');
+  return [head, ...frontierChecks(points, seeds, kl).map((c) => `| ${c.seed} | ${at(c.dpo)} | ${c.best ? at(c.best) : 'none'} | ${diff(c)} | ${c.dominated ? 'yes' : 'no'} |`)].join('\n');
 }
 
 export async function writeReport(dir: string, r: ReportInput): Promise<Report> {
@@ -61,6 +67,7 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
   const methods = s.methods.map((m) => m.name);
   const summary = summarise(points, evalPairs);
   const vs = verdicts(points, s.seeds, methods, evalPairs);
+  const secondary = [reverseKlFrontier(points, s.seeds)];
   const charts = await writeCharts(dir, points, methods, evalPairs);
   const model = `${modelShape.n_layer} layers, ${modelShape.n_embd} dimensions, ${modelShape.n_head} heads, ${modelShape.n_positions} positions`;
   const lines = [
@@ -96,7 +103,8 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
       `${s.lr > 5e-6 ? "(higher than the paper's 5e-6, which is tuned for pretrained LMs of 10⁸–10⁹ parameters)" : "(the paper's is 5e-6)"}, ${s.trainSteps} steps of ` +
       `${s.trainBatch} pairs, seeds ${s.seeds.join(', ')}; within a seed, the same pairs and budget for every method.`,
     `- Evaluation every ${s.evalEvery} steps: ${s.evalPrompts} other held-out prompts, ${s.samplesPerEvalPrompt} samples each at temperature 1 ` +
-      `(${s.continuationTokens} tokens each; mean reward with its standard error, mean sequence KL(πref ‖ πθ) of the samples, mean per-token entropy), and each seed's ${evalPairs} held-out pairs ` +
+      `(${s.continuationTokens} tokens each; mean reward with its standard error, mean sequence KL(πref ‖ πθ) of the samples, ` +
+      `their mean log πθ(y|x) − log πref(y|x), an estimate of the reverse KL(πθ ‖ πref), and the mean per-token entropy), and each seed's ${evalPairs} held-out pairs ` +
       `(implicit-reward accuracy, the mean implicit-reward margin β·(log-ratio chosen − log-ratio rejected), sequence KL of chosen and rejected responses).`,
     '',
     '## Results at the last evaluation (mean over seeds)',
@@ -109,7 +117,8 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
       : `Accuracy ± its binomial standard error on the seed's ${evalPairs} held-out pairs. `) +
       `Reward and sample KL: over ${s.evalPrompts * s.samplesPerEvalPrompt} samples (${s.samplesPerEvalPrompt} for each of ${s.evalPrompts} prompts), ` +
       `± the sampling error of the samples' mean given these models and prompts (over seeds, √(Σ SE²)/seeds; it leaves out the spread between ` +
-      `training seeds, which the next table shows); reward margin and the KL columns: over the held-out pairs.`,
+      `training seeds, which the next table shows); reverse KL: the samples' mean log-ratio (the secondary analysis's axis, below); ` +
+      `reward margin and the KL columns: over the held-out pairs.`,
     '',
     '## Each seed at the last evaluation',
     '',
@@ -132,6 +141,17 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
     '',
     frontierTable(points, s.seeds),
     '',
+    '## A secondary analysis: the frontier on the reverse KL',
+    '',
+    `The rule above reads the samples' sequence KL(πref ‖ πθ), the paper's forward KL: its Appendix C Figure 6 draws the frontier on it. ` +
+      `Its main Figure 3(a) is drawn on the reverse KL(πθ ‖ πref), the KL of the objective it starts from. This analysis applies the same rule ` +
+      `with the reverse KL, estimated by the samples' mean log πθ(y|x) − log πref(y|x). It was pre-registered on 2026-12-04 (README.md), ` +
+      `after the frontier verdict had failed in every reported run, so it is reported beside the verdicts and is not one of them.`,
+    '',
+    ...verdictLines(secondary),
+    '',
+    frontierTable(points, s.seeds, reverseKl),
+    '',
     'These are small models on a small corpus; the numbers test the mechanics and the direction of the effects, not their size. ' +
       'From scratch, digits differ between machines and BLAS builds; the verdicts, checked in every seed, are what should hold.',
     '',
@@ -144,9 +164,9 @@ export async function writeReport(dir: string, r: ReportInput): Promise<Report> 
   writeFileSync(path.join(dir, 'report.md'), markdown);
   // Each sample's reward goes to its own file, a line per point, to keep metrics.json readable.
   const pairs = r.pairStats.map((st, k) => ({ seed: s.seeds[k], ...st }));
-  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine, overrides: r.overrides }, settings: s, pairs, summary, verdicts: vs, points: points.map(({ sampleRewards, ...p }) => p) };
+  const metrics = { run: { started: r.started, seconds: r.seconds, stageSeconds: r.stageSeconds, machine: r.machine, overrides: r.overrides }, settings: s, pairs, summary, verdicts: vs, secondary, points: points.map(({ sampleRewards, ...p }) => p) };
   writeFileSync(path.join(dir, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
   const sampleLines = points.map(({ method, seed, step, sampleRewards }) => JSON.stringify({ method, seed, step, rewards: sampleRewards ?? [] }));
   writeFileSync(path.join(dir, 'sample-rewards.jsonl'), `${sampleLines.join('\n')}\n`);
-  return { markdown, summary, verdicts: vs };
+  return { markdown, summary, verdicts: vs, secondary };
 }

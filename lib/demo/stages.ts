@@ -37,9 +37,10 @@ export const modelShape = { n_positions: 48, n_embd: 128, n_layer: 3, n_head: 4 
 
 /**
  * Bumped whenever what a stage holds changes with the same settings (the model's shape, the
- * training recipe in experiment.ts, the reward, the corpus): stages of another version are redone.
+ * training recipe in experiment.ts, the reward, the corpus, what a run's points.json records):
+ * stages of another version are redone. 6: points carry the samples' reverse KL.
  */
-export const STAGES_VERSION = 5;
+export const STAGES_VERSION = 6;
 
 /** What the demo itself writes into a stages folder; anything else there is not ours to delete. */
 // (One pair set for every seed, before version 5: pairs.jsonl and the rest, still ours to delete.)

@@ -2,7 +2,7 @@
 import type { EvalPoint } from './experiment.js';
 import { binomialSe, mean } from './stats.js';
 
-const METRICS = ['reward', 'sampleKl', 'entropy', 'accuracy', 'rewardMargin', 'klChosen', 'klRejected', 'klMargin'] as const;
+const METRICS = ['reward', 'sampleKl', 'sampleReverseKl', 'entropy', 'accuracy', 'rewardMargin', 'klChosen', 'klRejected', 'klMargin'] as const;
 
 /**
  * A point averaged over seeds. accuracySe: the standard error of the mean accuracy, each seed's
@@ -48,7 +48,7 @@ export function summarise(points: EvalPoint[], evalPairs: number): MethodSummary
 /** The results table: reward with its standard error over the samples, accuracy with that of the
  * mean over the seeds' held-out pairs. */
 export function table(rows: MethodSummary[]): string {
-  const head = ['method', 'reward ± SE', 'sample KL', 'entropy', 'pair acc. ± SE', 'reward margin', 'KL chosen', 'KL rejected', 'KL margin'];
+  const head = ['method', 'reward ± SE', 'sample KL', 'reverse KL', 'entropy', 'pair acc. ± SE', 'reward margin', 'KL chosen', 'KL rejected', 'KL margin'];
   const cell = (r: MethodSummary, k: (typeof METRICS)[number]) => {
     if (k === 'reward') return `${r.reward.toFixed(3)} ± ${r.rewardSe.toFixed(3)}`;
     if (k === 'accuracy') return `${r.accuracy.toFixed(3)} ± ${r.accuracySe.toFixed(3)}`;

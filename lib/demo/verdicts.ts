@@ -10,12 +10,21 @@ export const TDPO2 = 'TDPO2 α=0.5';
 export const DPO = 'DPO';
 
 /**
+ * A point's KL from πref as a frontier reads it. The verdicts use the samples' forward KL(πref ‖ πθ),
+ * as fixed before any run; the secondary analysis (README, pre-registered 2026-12-04) the reverse
+ * KL(πθ ‖ πref), the axis of the paper's Figure 3(a).
+ */
+export type KlOf = (p: EvalPoint) => number;
+export const forwardKl: KlOf = (p) => p.sampleKl;
+export const reverseKl: KlOf = (p) => p.sampleReverseKl;
+
+/**
  * Does `a`'s reward-KL frontier weakly dominate `b`'s: for each trained point of b (step > 0; at
  * step 0 every method is πref itself), a point of a with KL <= and reward >=?
  */
-export function dominates(a: EvalPoint[], b: EvalPoint[]): { dominated: number; of: number } {
+export function dominates(a: EvalPoint[], b: EvalPoint[], kl: KlOf = forwardKl): { dominated: number; of: number } {
   const trained = b.filter((q) => q.step > 0);
-  const ok = trained.filter((q) => a.some((p) => p.sampleKl <= q.sampleKl && p.reward >= q.reward));
+  const ok = trained.filter((q) => a.some((p) => kl(p) <= kl(q) && p.reward >= q.reward));
   return { dominated: ok.length, of: trained.length };
 }
 
@@ -37,14 +46,14 @@ export interface FrontierCheck {
  * The frontier rule of `verdicts` within each seed, point by point: a seed holds when every row of
  * it is dominated. (The pooled count lets a point of any seed dominate, so it may find more.)
  */
-export function frontierChecks(points: EvalPoint[], seeds: number[]): FrontierCheck[] {
+export function frontierChecks(points: EvalPoint[], seeds: number[], kl: KlOf = forwardKl): FrontierCheck[] {
   return seeds.flatMap((seed) => {
     const own = points.filter((p) => p.seed === seed && p.method === TDPO2);
     return points
       .filter((q) => q.seed === seed && q.method === DPO && q.step > 0)
       .sort((a, b) => a.step - b.step)
       .map((dpo) => {
-        const best = own.filter((p) => p.sampleKl <= dpo.sampleKl).sort((a, b) => b.reward - a.reward)[0];
+        const best = own.filter((p) => kl(p) <= kl(dpo)).sort((a, b) => b.reward - a.reward)[0];
         const paired = best?.sampleRewards && dpo.sampleRewards ? pairedDifference(dpo.sampleRewards, best.sampleRewards) : undefined;
         return { seed, dpo, best, dominated: best !== undefined && best.reward >= dpo.reward, ...(paired && { paired }) };
       });
@@ -70,10 +79,6 @@ export function verdicts(points: EvalPoint[], seeds: number[], methods: string[]
   const [tdpo2, dpo] = [marginAt(TDPO2), marginAt(DPO)];
   const marginSeeds = seeds.filter((s) => lastOf(points, TDPO2, s).klMargin < lastOf(points, DPO, s).klMargin).length;
 
-  const pooled = dominates(points.filter((p) => p.method === TDPO2), points.filter((p) => p.method === DPO));
-  // Per seed, the same rule point by point (what the report's seed-by-seed table shows).
-  const checks = frontierChecks(points, seeds);
-  const domSeeds = seeds.filter((s) => checks.every((c) => c.seed !== s || c.dominated)).length;
 
   const accuracy = methods.map((m) => {
     const perSeed = seeds.map((s) => lastOf(points, m, s).accuracy);
@@ -91,15 +96,7 @@ export function verdicts(points: EvalPoint[], seeds: number[], methods: string[]
       seeds: n,
       detail: `${tdpo2.toFixed(3)} against ${dpo.toFixed(3)} at the last evaluation (mean over ${ofSeeds}); smaller in ${marginSeeds} of ${n} seeds`,
     },
-    {
-      claim: "TDPO2's reward–KL frontier dominates DPO's",
-      answer: pooled.dominated === pooled.of ? 'yes' : pooled.dominated === 0 ? 'no' : 'partly',
-      seedsHolding: domSeeds,
-      seeds: n,
-      detail:
-        `${pooled.dominated} of ${pooled.of} trained DPO evaluation points (all seeds) have a ${TDPO2} point with no more sample KL ` +
-        `and at least as much reward; within each seed alone it holds in ${domSeeds} of ${n}`,
-    },
+    frontierVerdict(points, seeds, forwardKl, "TDPO2's reward–KL frontier dominates DPO's", 'sample KL'),
     {
       claim: 'Every trained method learns the preference',
       answer: accAll ? 'yes' : 'no',
@@ -111,6 +108,32 @@ export function verdicts(points: EvalPoint[], seeds: number[], methods: string[]
         `for every method within a seed in ${accSeeds} of ${n} seeds`,
     },
   ];
+}
+
+/** The frontier rule on the points pooled over seeds, and counted seed by seed (frontierChecks). */
+function frontierVerdict(points: EvalPoint[], seeds: number[], kl: KlOf, claim: string, klName: string): Verdict {
+  const n = seeds.length;
+  const pooled = dominates(points.filter((p) => p.method === TDPO2), points.filter((p) => p.method === DPO), kl);
+  const checks = frontierChecks(points, seeds, kl);
+  const domSeeds = seeds.filter((s) => checks.every((c) => c.seed !== s || c.dominated)).length;
+  return {
+    claim,
+    answer: pooled.dominated === pooled.of ? 'yes' : pooled.dominated === 0 ? 'no' : 'partly',
+    seedsHolding: domSeeds,
+    seeds: n,
+    detail:
+      `${pooled.dominated} of ${pooled.of} trained DPO evaluation points (all seeds) have a ${TDPO2} point with no more ${klName} ` +
+      `and at least as much reward; within each seed alone it holds in ${domSeeds} of ${n}`,
+  };
+}
+
+/**
+ * The secondary analysis pre-registered on 2026-12-04 (README), after the frontier verdict had
+ * failed in every reported run: the same rule with the samples' reverse KL. Reported beside the
+ * verdicts, never as one of them.
+ */
+export function reverseKlFrontier(points: EvalPoint[], seeds: number[]): Verdict {
+  return frontierVerdict(points, seeds, reverseKl, "TDPO2's reward–KL frontier dominates DPO's on the reverse KL(πθ ‖ πref)", 'reverse KL');
 }
 
 export function verdictLines(vs: Verdict[]): string[] {
