@@ -1,10 +1,11 @@
-// `tdpo bench` end to end, at a tiny size.
+// `tdpo bench` end to end, at a tiny size; the rule that tells a second Ctrl-C from a repeat.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildInfo } from '../lib/index.js';
+import { REPEAT_WINDOW_MS, stopSignals } from '../lib/cli/signals.js';
 
 const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -115,5 +116,18 @@ describe('tdpo bench --train', () => {
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(/^tdpo: /);
     }
+  });
+});
+
+describe('stop signals', () => {
+  it('the first, its repeats within REPEAT_WINDOW_MS, then a second request', () => {
+    let t = 5_000;
+    const kind = stopSignals(() => t);
+    expect(kind()).toBe('first');
+    t += REPEAT_WINDOW_MS - 1;
+    expect(kind()).toBe('repeat');
+    t += 1;
+    expect(kind()).toBe('again');
+    expect(kind()).toBe('again');
   });
 });

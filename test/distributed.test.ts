@@ -305,19 +305,33 @@ describe.skipIf(!gloo)('faults: a clear coded error within the timeout, never a 
 });
 
 describe.skipIf(!gloo)('SIGINT and resume', () => {
-  it('kill -9 of the launcher: its workers stop together at a step and save it', async () => {
-    const out = path.join(dir, 'orphans');
+  const childrenOf = (pid: number) =>
+    new Promise<string[]>((resolve) => {
+      const p = spawn('ps', ['-o', 'pid=', '--ppid', String(pid)]);
+      let s = '';
+      p.stdout.on('data', (d) => (s += d));
+      p.on('exit', () => resolve(s.trim().split('\n')));
+    });
+  // A 2-worker run, once it has logged two steps, and its workers' pids.
+  const twoWorkers = async (out: string) => {
     const cfg = configFile({ max_steps: 2000, save_every: 0, eval_every: 0 });
     const launcher = start(['train', '-c', cfg, '--set', `output_dir=${out}`, '--nproc-per-node', '2']);
     while (!existsSync(path.join(out, 'metrics.jsonl')) || readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').split('\n').length < 3) await new Promise((r) => setTimeout(r, 20));
-    const ps = await new Promise<string>((resolve) => {
-      const p = spawn('ps', ['-o', 'pid=', '--ppid', String(launcher.child.pid)]);
-      let s = '';
-      p.stdout.on('data', (d) => (s += d));
-      p.on('exit', () => resolve(s));
-    });
-    const pids = ps.trim().split('\n').map(Number);
+    const pids = (await childrenOf(launcher.child.pid!)).map(Number);
     expect(pids).toHaveLength(2);
+    return { launcher, pids };
+  };
+  // The workers are frozen (SIGSTOP) while the launcher gets its signals, so that the first is
+  // not served before the second comes, whatever the machine's speed.
+  const frozenWorkers = async (out: string) => {
+    const run = await twoWorkers(out);
+    for (const pid of run.pids) process.kill(pid, 'SIGSTOP');
+    return run;
+  };
+
+  it('kill -9 of the launcher: its workers stop together at a step and save it', async () => {
+    const out = path.join(dir, 'orphans');
+    const { launcher, pids } = await twoWorkers(out);
     launcher.child.kill('SIGKILL');
     await launcher.done;
     const gone = (pid: number) => {
@@ -335,6 +349,33 @@ describe.skipIf(!gloo)('SIGINT and resume', () => {
     expect(steps).toHaveLength(1);
     expect(existsSync(path.join(out, steps[0], 'trainer.json'))).toBe(true);
   }, 120_000);
+
+  it('a second Ctrl-C to the launcher, a second or more after the first, kills the workers', async () => {
+    const { launcher, pids } = await frozenWorkers(path.join(dir, 'launcher-twice'));
+    launcher.child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 1100));
+    launcher.child.kill('SIGINT');
+    const r = await launcher.done;
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain('tdpo: SIGINT again: killing the workers');
+    for (const pid of pids) expect(r.stderr).toContain(`(pid ${pid}) was killed by SIGKILL`);
+  }, 60_000);
+
+  it('two Ctrl-Cs to the launcher within a second are one: the workers stop together with a checkpoint', async () => {
+    const out = path.join(dir, 'launcher-repeat');
+    const { launcher, pids } = await frozenWorkers(out);
+    launcher.child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 50));
+    launcher.child.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 100)); // both served by the launcher before the workers go on
+    for (const pid of pids) process.kill(pid, 'SIGCONT');
+    const r = await launcher.done;
+    expect(r.code, r.stderr).toBe(0);
+    const s0 = summaryOf(r.stdout, 0);
+    expect(s0.stopped).toBe(true);
+    expect(summaryOf(r.stdout, 1).steps).toBe(s0.steps);
+    expect(existsSync(path.join(out, `step-${s0.steps}`, 'trainer.json'))).toBe(true);
+  }, 60_000);
 
   it('a 2-worker run resumed by 1 worker equals 1 worker throughout (batch_size is global)', async () => {
     const cfg = configFile({ max_steps: 4, eval_every: 0 });

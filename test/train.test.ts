@@ -185,6 +185,75 @@ describe('train: samples, eval, generate, kill -9, last batch', () => {
     expect(steps).toEqual(Array.from({ length: latest.state.step + 2 }, (_, i) => i + 1));
   });
 
+  // A step of a few hundred ms, and SIGSTOP / SIGCONT around the second signal, so that it comes
+  // while the first is still being served (a tiny model's step and save take a few ms).
+  describe('a second Ctrl-C', () => {
+    const slow = (out: string) => {
+      const r = rng(3);
+      const tok = (parity: number) => 2 + 2 * Math.floor(r() * 15) + parity;
+      const data = path.join(dir, 'slow.jsonl');
+      const line = () => JSON.stringify({ prompt_ids: [3, 4, 5], chosen_ids: Array.from({ length: 24 }, () => tok(0)), rejected_ids: Array.from({ length: 24 }, () => tok(1)) });
+      writeFileSync(data, `${Array.from({ length: 64 }, line).join('\n')}\n`);
+      const cfg = loadConfig(null, ['n_epochs=50', 'save_every=1', 'eval_every=0'], {
+        model: { model_type: 'gpt2', vocab_size: V, n_positions: 32, n_embd: 256, n_layer: 4, n_head: 4, eos_token_id: 1 },
+        data: { train: data, format: 'tokenized', eval_size: 0 },
+        batch_size: 16,
+        max_length: 32,
+        max_prompt_length: 8,
+        output_dir: out,
+      });
+      const file = path.join(dir, `${path.basename(out)}.json`);
+      writeFileSync(file, JSON.stringify(cfg));
+      return file;
+    };
+    // Starts `tdpo train`, sends SIGINT after step 2, and once it is served, stops the process,
+    // waits `gapMs`, sends SIGINT again and lets it go on.
+    const twice = async (cfgFile: string, gapMs: number) => {
+      const child = spawn(process.execPath, [cli, 'train', '--config', cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      let stdout = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      const seen = (re: RegExp) => new Promise<void>((resolve) => child.stderr.on('data', () => re.test(stderr) && resolve()));
+      const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+      await seen(/step 2\//);
+      child.kill('SIGINT');
+      await seen(/writing a checkpoint/);
+      child.kill('SIGSTOP');
+      await new Promise((resolve) => setTimeout(resolve, gapMs));
+      child.kill('SIGINT');
+      child.kill('SIGCONT');
+      return { ...(await exit), stderr: () => stderr, stdout: () => stdout };
+    };
+
+    it('a second or more after the first stops at once, by the signal; --resume continues from the newest checkpoint', async () => {
+      const out = path.join(dir, 'sigint-twice');
+      const cfgFile = slow(out);
+      const r = await twice(cfgFile, 1100);
+      expect(r.signal, r.stderr()).toBe('SIGINT');
+      expect(r.stderr()).toContain('SIGINT again: stopping now, without a checkpoint');
+      expect(r.stdout()).toBe(''); // no summary: it did not finish
+      const { latestCheckpoint } = await import('../lib/train/checkpoint.js');
+      const latest = latestCheckpoint(out)!;
+      expect(latest.state.step).toBeGreaterThanOrEqual(1); // step 2's save may have been cut short
+      const resumed = await runCli(['train', '--config', cfgFile, '--resume', '--allow-change', 'max_steps', '--set', `max_steps=${latest.state.step + 1}`]);
+      expect(resumed.code, resumed.stderr).toBe(0);
+      expect(resumed.stderr).toContain(`resuming from ${latest.dir}`);
+      expect(resumed.stderr).toContain('took over a stale lock'); // the dead process's
+    });
+
+    it('within a second of the first it is the same Ctrl-C delivered twice: one checkpoint, exit 0', async () => {
+      const out = path.join(dir, 'sigint-repeat');
+      const r = await twice(slow(out), 50);
+      expect(r.code, r.stderr()).toBe(0);
+      const summary = JSON.parse(r.stdout().trim());
+      expect(summary.stopped).toBe(true);
+      expect(existsSync(path.join(out, `step-${summary.steps}`, 'trainer.json'))).toBe(true);
+      expect(r.stderr()).not.toContain('SIGINT again');
+      expect(r.stderr().match(/writing a checkpoint/g)).toHaveLength(1);
+    });
+  });
+
   it('drop_last = false trains on the smaller last batch too', async () => {
     const out = path.join(dir, 'keeplast');
     const r = await train(config(out, ['batch_size=12', 'gradient_accumulation_steps=1', 'data.drop_last=false', 'eval_every=0']));

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import packageRoot from '../package-root.cjs';
 import type { DistributedOptions } from '../index.js';
 import { CliError, numberOf, positiveInt } from './errors.js';
+import { stopSignals } from './signals.js';
 
 export interface LaunchFlags {
   nprocPerNode?: string;
@@ -76,7 +77,7 @@ function prefixLines(stream: NodeJS.ReadableStream, out: NodeJS.WritableStream, 
  * for them. Exit code: 0 when every worker exits 0, else the first failure's. When a worker fails,
  * the others are given the distributed timeout to notice and report it themselves, then stopped.
  * SIGINT / SIGTERM are passed on (each worker saves a checkpoint at the same step and exits); a
- * second one kills them.
+ * second one, REPEAT_WINDOW_MS or more after the first, kills them.
  */
 export async function launch(flags: LaunchFlags, argv: string[]): Promise<number> {
   const nproc = intFlag(flags.nprocPerNode, '--nproc-per-node', 1, 1);
@@ -112,10 +113,12 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
   }
   process.stderr.write(`tdpo: started ${nproc} workers (ranks ${nodeRank * nproc}-${nodeRank * nproc + nproc - 1} of ${worldSize}; rendezvous ${masterAddr}:${masterPort})\n`);
 
-  let signals = 0;
+  const kind = stopSignals();
   const forward = (sig: NodeJS.Signals) => {
-    signals++;
-    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill(signals > 1 ? 'SIGKILL' : sig);
+    const k = kind();
+    if (k === 'repeat') return;
+    if (k === 'again') process.stderr.write(`tdpo: ${sig} again: killing the workers (no checkpoint; --resume continues from the newest one)\n`);
+    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill(k === 'again' ? 'SIGKILL' : sig);
   };
   const onInt = () => forward('SIGINT');
   const onTerm = () => forward('SIGTERM');

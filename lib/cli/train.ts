@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { buildInfo, loadConfig, setNumThreads, train } from '../index.js';
 import { CliError } from './errors.js';
 import { LAUNCH_OPTIONS, launch, watchLauncher, workerFromEnv } from './launch.js';
+import { dieBy, stopSignals } from './signals.js';
 
 export const trainHelp = `Usage: tdpo train --config FILE [--set key=value ...] [--resume [--allow-change KEYS] | --overwrite] [--skip-invalid]
                   [--nproc-per-node N [--nnodes M --node-rank R --master-addr HOST --master-port PORT]]
@@ -13,7 +14,9 @@ of an inline model mapping, --set model.n_embd=256). Defaults are the paper's: l
 150, max_grad_norm 10, max_length 512, max_prompt_length 256.
 
 Writes <output_dir>/metrics.jsonl (one JSON object per step), step-N/ checkpoints every save_every
-steps and final/ at the end. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 0. One
+steps and final/ at the end. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and exits 0; a second
+one, a second or more later, stops at once without it (killed by the signal; --resume continues
+from the newest complete checkpoint). One
 training holds an output_dir at a time (<output_dir>/.lock); a second one stops with the first's
 pid, and the lock of a process that is gone (kill -9) is reported and taken over.
 
@@ -121,13 +124,24 @@ export async function trainCommand(argv: string[]): Promise<number> {
   }
   const config = loadConfig(values.config ?? null, [...(values.set ?? []), ...(values['skip-invalid'] ? ['data.skip_invalid=true'] : [])]);
   const abort = new AbortController();
-  const stop = (sig: string) => {
+  const stop = (why: string) => {
     if (abort.signal.aborted) return;
-    process.stderr.write(`\ntdpo: ${sig}: finishing the current step and writing a checkpoint...\n`);
+    process.stderr.write(`\ntdpo: ${why}: finishing the current step and writing a checkpoint${distributed ? '' : ' (again to stop at once, without one)'}...\n`);
     abort.abort();
   };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  // A worker leaves forcing to its launcher (ours or torchrun), which gets the same Ctrl-C and
+  // passes it on: the worker sees every Ctrl-C twice.
+  const kind = stopSignals();
+  const onSignal = (sig: NodeJS.Signals) => {
+    const k = kind();
+    if (k === 'first' || distributed) return stop(sig);
+    if (k === 'again') {
+      process.stderr.write(`tdpo: ${sig} again: stopping now, without a checkpoint; --resume continues from the newest one\n`);
+      dieBy(sig);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   if (distributed) watchLauncher(stop);
   // Workers on one machine share its cores (torchrun sets OMP_NUM_THREADS=1 for the same reason).
   const localWorkers = Number(process.env.LOCAL_WORLD_SIZE ?? 1);
