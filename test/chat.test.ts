@@ -77,6 +77,20 @@ describe('chat templates', () => {
   });
 });
 
+describe('hostile chat templates', () => {
+  const render = (template: string) => Tokenizer.fromFile(path.join(folder('qwen2', { chat_template: template }).dir, 'tokenizer.json')).applyChatTemplate(convo);
+  it('range() is budgeted: range(1000000000) aborted the process and nested loops hung it; now ERR_TDPO_DATA at once', () => {
+    for (const t of ['{% for i in range(1000000000) %}{% endfor %}', '{{ range(1000000000)|length }}', '{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}']) {
+      const t0 = Date.now();
+      expect(() => render(t), t).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DATA', message: expect.stringContaining('range()') }));
+      expect(Date.now() - t0, t).toBeLessThan(5000);
+    }
+  });
+  it('range() as templates use it still renders as Python would', () => {
+    expect(render('{% for i in range(3) %}{{ i }}{% endfor %}|{% for i in range(5, 1, -2) %}{{ i }}{% endfor %}|{{ range(2, 8, 3)|length }}|{{ range(0)|length }}')).toBe('012|53|2|0');
+  });
+});
+
 describe("data.format 'conversation'", () => {
   /** A config over `lines` written as JSONL, with the `family` fixture tokenizer. */
   function setup(family: Family, lines: unknown[], tokenizerConfig: Record<string, unknown> = {}, format = 'conversation') {

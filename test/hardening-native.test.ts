@@ -213,22 +213,49 @@ describe('checkpoints', () => {
     await expect(Model.load(d)).rejects.toMatchObject({ code: 'ERR_TDPO_CHECKPOINT', message: expect.stringContaining(`'transformer.h.${n}.`) });
   });
 
+  // A copy of gpt2-tiny's weights file and where one tensor's float32 values lie in it.
+  const tensorIn = (suffix: string) => {
+    const d = copyOf('gpt2-tiny');
+    const file = path.join(d, 'model.safetensors');
+    const bytes = readFileSync(file);
+    const headerLen = Number(bytes.readBigUInt64LE(0));
+    const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8'));
+    const name = Object.keys(header).find((k) => k.endsWith(suffix))!;
+    const [from, to] = (header[name].data_offsets as [number, number]).map((o) => 8 + headerLen + o);
+    return { d, file, bytes, name, from, to };
+  };
+
   it('NaN or infinite weights are refused at load, naming the tensor', async () => {
     for (const bad of [NaN, Infinity]) {
-      const d = copyOf('gpt2-tiny');
-      const file = path.join(d, 'model.safetensors');
-      const bytes = readFileSync(file);
-      const headerLen = Number(bytes.readBigUInt64LE(0));
-      const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8'));
-      const name = Object.keys(header).find((k) => k.endsWith('ln_f.weight'))!;
-      const at = 8 + headerLen + header[name].data_offsets[0] + 4 * 3;
-      bytes.writeFloatLE(bad, at);
+      const { d, file, bytes, name, from } = tensorIn('ln_f.weight');
+      bytes.writeFloatLE(bad, from + 4 * 3);
       writeFileSync(file, bytes);
       await expect(Model.load(d)).rejects.toMatchObject({
         code: 'ERR_TDPO_CHECKPOINT',
         message: expect.stringContaining(`'${name}'`),
       });
     }
+  });
+
+  it('greedy generation refuses NaN logits instead of returning token 0 as a choice', async () => {
+    const { d, file, bytes, from, to } = tensorIn('wte.weight');
+    // Finite weights (the load accepts them) whose sums overflow: the logits come out NaN.
+    for (let at = from; at < to; at += 4) bytes.writeFloatLE(3e38, at);
+    writeFileSync(file, bytes);
+    const m = await Model.load(d);
+    const { logits } = await m.forward(new Int32Array([1, 2, 3]), [1, 3]);
+    expect(logits.some((x) => !Number.isFinite(x))).toBe(true);
+    for (const temperature of [0, 1]) {
+      await expect(m.generate([new Int32Array([1, 2, 3])], { maxNewTokens: 2, temperature })).rejects.toMatchObject({ code: 'ERR_TDPO_LOGITS' });
+    }
+    m.dispose();
+  });
+
+  it('weights beyond the machine memory are refused before they are allocated (not OOM-killed)', async () => {
+    const llama70bLayers = { model_type: 'llama', vocab_size: 128, hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 1000, num_attention_heads: 64, num_key_value_heads: 8, max_position_embeddings: 64 };
+    const t0 = Date.now();
+    await expect(Model.create(llama70bLayers)).rejects.toMatchObject({ code: 'ERR_TDPO_OUT_OF_MEMORY', message: expect.stringMatching(/weights need 3\d{3}(\.\d+)? GB/) });
+    expect(Date.now() - t0).toBeLessThan(5000);
   });
 
   it('a missing shard and a directory in place of model.safetensors are coded errors', async () => {

@@ -239,6 +239,44 @@ describe('Model.load and Model.create refuse early', () => {
   });
 });
 
+// A second review (2026-12-04, the Llama family): rotary settings that pass "> 0" yet make every
+// logit NaN, and a Mistral window that stopped a run at its first long batch.
+describe('Llama-family configs refused before they compute garbage or fail mid-run', () => {
+  const llama = { model_type: 'llama', vocab_size: V, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, eos_token_id: 1 };
+
+  it('rope_theta or a rope factor so small that the rotary angles overflow float32: ERR_TDPO_CONFIG', async () => {
+    for (const extra of [{ rope_theta: 1e-50 }, { rope_scaling: { rope_type: 'linear', factor: 1e-300 } }, { rope_scaling: { rope_type: 'llama3', factor: 1e-300, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8 } }]) {
+      expect(await code(Model.create({ ...llama, ...extra })), JSON.stringify(extra)).toBe('ERR_TDPO_CONFIG');
+    }
+    expect(await code(Model.create({ model_type: 'gpt_neox', vocab_size: V, hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32, rotary_pct: 1, rotary_emb_base: 1e-50 }))).toBe('ERR_TDPO_CONFIG');
+    // Large and small values that stay finite still load, and compute finite logits.
+    for (const extra of [{ rope_theta: 1e300 }, { rope_theta: 1e-3 }, { rope_scaling: { rope_type: 'linear', factor: 1e-3 } }]) {
+      const m = await Model.create({ ...llama, ...extra }, { seed: 1 });
+      expect((await weights(m)).every(Number.isFinite), JSON.stringify(extra)).toBe(true);
+      m.dispose();
+    }
+  });
+
+  it('max_length past a Mistral sliding_window is refused before the first step', async () => {
+    const data = path.join(dir, 'window.jsonl');
+    const line = (n: number) => JSON.stringify({ prompt_ids: [2, 3], chosen_ids: Array(n).fill(4), rejected_ids: Array(n).fill(5) });
+    writeFileSync(data, `${[...Array.from({ length: 8 }, () => line(2)), line(40)].join('\n')}\n`);
+    const c = loadConfig(null, [], {
+      model: { ...llama, model_type: 'mistral', max_position_embeddings: 64, num_key_value_heads: 2, sliding_window: 16 },
+      data: { train: data, format: 'tokenized', eval_size: 0 },
+      batch_size: 2,
+      max_length: 48,
+      max_prompt_length: 8,
+      eval_every: 0,
+      output_dir: path.join(dir, 'window-out'),
+    });
+    const steps: number[] = [];
+    await expect(train(c, { log: () => {}, onStep: (m) => steps.push(m.step) })).rejects.toMatchObject({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('sliding_window of 16') });
+    expect(steps).toEqual([]);
+    await train({ ...c, max_length: 16, max_prompt_length: 4 }, { log: () => {} }); // within the window it trains
+  });
+});
+
 describe('token ids are checked, not coerced into other tokens', () => {
   it('tokenizePair refuses non-integers, NaN, strings, negatives and ids past int32, and bad truncation options', () => {
     for (const bad of [3.9, NaN, '7', -1, 2 ** 32 + 5, 2 ** 31]) {

@@ -34,6 +34,7 @@ export function stopSignals(now: () => number = Date.now): () => StopKind {
 export function dieBy(sig: NodeJS.Signals): never {
   process.removeAllListeners(sig);
   process.kill(process.pid, sig);
-  // Only reached if the signal is blocked: the shell's convention for "killed by sig".
+  // Reached where the kernel ignores it: as PID 1 of a container (run it with --init) or with the
+  // signal blocked. process.exit then waits for a native step in flight to end.
   process.exit(128 + constants.signals[sig]);
 }

@@ -126,19 +126,23 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const abort = new AbortController();
   const stop = (why: string) => {
     if (abort.signal.aborted) return;
-    process.stderr.write(`\ntdpo: ${why}: finishing the current step and writing a checkpoint${distributed ? '' : ' (again to stop at once, without one)'}...\n`);
+    process.stderr.write(`\ntdpo: ${why}: finishing the current step and writing a checkpoint (Ctrl-C again, a second or more later, stops at once without it)...\n`);
     abort.abort();
   };
-  // A worker leaves forcing to its launcher (ours or torchrun), which gets the same Ctrl-C and
-  // passes it on: the worker sees every Ctrl-C twice.
+  // Every process applies the rule, workers too: a launcher's worker gets each Ctrl-C from the
+  // terminal and from the launcher within milliseconds (a repeat), and torchrun does not force a
+  // stop itself. Times are those of the handlers: while a long synchronous phase blocks the event
+  // loop, every Ctrl-C pressed meanwhile is served at once and counts as one.
   const kind = stopSignals();
   const onSignal = (sig: NodeJS.Signals) => {
     const k = kind();
-    if (k === 'first' || distributed) return stop(sig);
-    if (k === 'again') {
-      process.stderr.write(`tdpo: ${sig} again: stopping now, without a checkpoint; --resume continues from the newest one\n`);
-      dieBy(sig);
+    if (k === 'first') return stop(sig);
+    if (k === 'repeat') {
+      if (!distributed) process.stderr.write(`tdpo: ${sig} within a second of the first, taken as the same one; again to stop at once\n`);
+      return;
     }
+    process.stderr.write(`tdpo: ${sig} again: stopping now, without a checkpoint; --resume continues from the newest one\n`);
+    dieBy(sig);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

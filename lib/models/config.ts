@@ -85,7 +85,7 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
     expect(c, 'tie_word_embeddings', [false], false);
     expect(c, 'attention_bias', [true], true);
     const rope = neoxRotary(c);
-    return {
+    const out: NativeModelConfig = {
       modelType: 'gpt_neox',
       vocabSize: int(c, 'vocab_size'),
       maxPositions: int(c, 'max_position_embeddings'),
@@ -98,6 +98,8 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
       rotaryBase: rope.base,
       parallelResidual: c.use_parallel_residual === undefined ? true : Boolean(c.use_parallel_residual),
     };
+    checkRotaryRange(out);
+    return out;
   }
   if (typeof type === 'string' && LLAMA_FAMILY.includes(type)) return llamaConfig(c, type);
   // SmolLM-style folders declare the architecture even where a tool wrote another model_type.
@@ -173,7 +175,7 @@ function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
       slidingWindow = int(c, 'sliding_window', d.slidingWindow ?? undefined);
     }
   }
-  return {
+  const out: NativeModelConfig = {
     modelType: 'llama',
     vocabSize: int(c, 'vocab_size'),
     maxPositions: int(c, 'max_position_embeddings'),
@@ -192,4 +194,23 @@ function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
     ...llamaRope(c, d.ropeTheta),
     slidingWindow,
   };
+  checkRotaryRange(out);
+  return out;
+}
+
+/**
+ * A positive rope_theta or factor can still be far too small: the rotary angles, position times
+ * 1 / theta^(2i/d) / factor, then overflow float32 and every logit is NaN. Refused with the key.
+ */
+function checkRotaryRange(n: NativeModelConfig): void {
+  const head = n.headDim || n.hidden / n.heads;
+  const dims = n.modelType === 'gpt_neox' ? Math.floor(head * (n.rotaryPct ?? 1)) : head;
+  if (!(dims >= 2) || n.rotaryBase === undefined) return;
+  const factor = n.ropeFactor ?? 1;
+  const fastest = Math.max(1, n.rotaryBase ** (-(dims - 2) / dims)) / Math.min(1, factor);
+  if (!(fastest * n.maxPositions < 3.4e38)) {
+    throw configError(
+      `config.rope_theta = ${n.rotaryBase}${factor !== 1 ? ` with a rope factor of ${factor}` : ''} makes the rotary angles overflow float32 within ${n.maxPositions} positions (every logit would be NaN)`,
+    );
+  }
 }

@@ -45,6 +45,50 @@ export interface RenderOptions {
 }
 
 /** Parsed on first use, so that a template that does not parse leaves encode() usable. */
+/** Loop values one render may ask range() for; real templates loop over a few messages. */
+export const RANGE_BUDGET = 1_000_000;
+
+/**
+ * The library's range() with a budget. Rendering runs on the event loop with no limit of its own:
+ * range(1e9) aborted the process (V8 cannot grow an array that far) and nested range(1e5) loops
+ * hung it past SIGTERM. As Python's, it takes integers.
+ */
+/**
+ * The library declares its own range() in every render and refuses to declare a name twice, so
+ * the template's calls are pointed at ours instead: each name `range` in the parsed template,
+ * except an attribute (x.range) or a keyword argument's name. Iterative: templates nest deeply.
+ */
+const RANGE = '__tdpo_range';
+function renameRange(root: unknown): void {
+  const stack: unknown[] = [root];
+  while (stack.length) {
+    const node = stack.pop();
+    if (Array.isArray(node)) {
+      stack.push(...node);
+      continue;
+    }
+    if (!node || typeof node !== 'object') continue;
+    const n = node as Record<string, unknown>;
+    if (n.type === 'Identifier' && n.value === 'range') n.value = RANGE;
+    else if (n.type === 'MemberExpression' && !n.computed) stack.push(n.object);
+    else if (n.type === 'KeywordArgumentExpression') stack.push(n.value);
+    else for (const v of Object.values(n)) if (v && typeof v === 'object') stack.push(v);
+  }
+}
+
+function budgetedRange(): (start: number, stop?: number, step?: number) => number[] {
+  let left = RANGE_BUDGET;
+  return (start, stop, step = 1) => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (![start, stop, step].every(Number.isSafeInteger)) throw new Error(`range() takes integers, got range(${[start, stop, step].join(', ')})`);
+    if (step === 0) throw new Error('range() step must not be zero');
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    if (n > left) throw new Error(`range() would take the render past ${RANGE_BUDGET.toLocaleString('en-US')} loop values`);
+    left -= n;
+    return Array.from({ length: n }, (_, i) => start + i * step);
+  };
+}
+
 export class ChatTemplate {
   readonly #source: string;
   readonly #specials: Json;
@@ -59,7 +103,10 @@ export class ChatTemplate {
 
   #parsed(): Template {
     try {
-      this.#template ??= new Template(this.#source);
+      if (!this.#template) {
+        this.#template = new Template(this.#source);
+        renameRange(this.#template.parsed);
+      }
     } catch (err) {
       throw codedError('RangeError', 'ERR_TDPO_TOKENIZER', `${this.#where}: the chat template does not parse: ${(err as Error).message}`);
     }
@@ -75,7 +122,7 @@ export class ChatTemplate {
     try {
       // raise_exception and strftime_now are the library's own globals (Llama 3.1's template dates
       // its system prompt with today's date, as under transformers).
-      text = template.render({ ...this.#specials, messages, add_generation_prompt: options.addGenerationPrompt === true });
+      text = template.render({ ...this.#specials, [RANGE]: budgetedRange(), messages, add_generation_prompt: options.addGenerationPrompt === true });
     } catch (err) {
       throw codedError('RangeError', 'ERR_TDPO_DATA', `the chat template failed: ${(err as Error).message}`);
     }

@@ -8,6 +8,7 @@ import { readPreferences, shuffled, type IdsPair, type MessagesPair, type RawPai
 import { collatePairs, tokenizePair, type TokenizedPair } from '../data/tokenize.js';
 import { codedError } from '../errors.js';
 import type { Model } from '../model.js';
+import { toNativeConfig } from '../models/config.js';
 import { Tokenizer } from '../tokenizer.js';
 
 /** A pair and where it was read. */
@@ -58,6 +59,12 @@ export function checkMaxLength(c: TrainConfig, models: Array<[role: string, mode
     const { positions, key } = positionsOf(m);
     if (c.max_length > positions) {
       throw configError(`max_length (${c.max_length}) exceeds the ${role}'s ${positions} positions (${key} in its config); set max_length to ${positions} or less`);
+    }
+    // The runner takes sequences up to a Mistral window only (within it, windowed attention is full
+    // attention): refused here, not at the first long batch hours into the run.
+    const window = toNativeConfig(m.config).slidingWindow ?? 0;
+    if (window > 0 && c.max_length > window) {
+      throw configError(`max_length (${c.max_length}) exceeds the ${role}'s sliding_window of ${window} positions (the runner takes sequences up to the window only); set max_length to ${window} or less`);
     }
   }
 }

@@ -63,6 +63,11 @@ void validate_batch(const int32_t* ids, const int32_t* mask, const int32_t* labe
   }
 }
 
+[[noreturn]] static void refuse_row(int64_t b) {
+  throw range_error("ERR_TDPO_LOGITS", "generate: row " + std::to_string(b) +
+                                           "'s next-token logits are not finite (NaN or infinity), so no token can be sampled");
+}
+
 // One token per row of probabilities [B, V] (float, CPU), by inverse CDF: one uniform draw per row,
 // then a walk along the row until the running sum passes it. at::multinomial draws V exponentials
 // per row instead (PyTorch's exponential trick): about 200 ms a step for 1,024 rows of 8,192 on the
@@ -110,10 +115,7 @@ at::Tensor sample_rows(const at::Tensor& probs_in, at::Generator& gen) {
     }
   });
   for (int64_t b = 0; b < B; ++b) {
-    if (bad[b]) {
-      throw range_error("ERR_TDPO_LOGITS", "generate: row " + std::to_string(b) +
-                                               "'s next-token logits are not finite (NaN or infinity), so no token can be sampled");
-    }
+    if (bad[b]) refuse_row(b);
   }
   return out;
 }
@@ -122,7 +124,14 @@ at::Tensor sample_next(const at::Tensor& logits_in, const SamplingOptions& o, at
   at::Tensor logits = logits_in.to(at::kFloat);
   // A temperature that is 0 in float32 (1e-46), or a denormal that a flush-to-zero CPU makes 0,
   // would divide 0 by 0: its limit is greedy too.
-  if (o.temperature < std::numeric_limits<float>::min()) return logits.argmax(-1);
+  if (o.temperature < std::numeric_limits<float>::min()) {
+    // NaN would make argmax pick token 0 (or wherever the NaN is) as if it were a choice.
+    at::Tensor finite = at::isfinite(logits).all(-1).to(at::kCPU);
+    for (int64_t b = 0; b < finite.size(0); ++b) {
+      if (!finite[b].item<bool>()) refuse_row(b);
+    }
+    return logits.argmax(-1);
+  }
   // Shifted by the row's maximum first, so that a tiny temperature sharpens towards greedy rather
   // than overflowing to infinity (softmax shifts the same way, so at temperature 1 nothing changes).
   logits = (logits - std::get<0>(logits.max(-1, /*keepdim=*/true))) / o.temperature;

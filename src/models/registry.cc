@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <regex>
+#include <sstream>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "models/causal_lm.h"
@@ -88,6 +90,28 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c) {
   return c.model_type == "gpt2" ? gpt2_param_specs(c) : gpt_neox_param_specs(c);
 }
 
+namespace {
+// Linux hands out each large tensor lazily, so weights totalling more than the machine's memory
+// would all "allocate" and the process be OOM-killed while they are written: refuse them first.
+void refuse_beyond_memory(const CausalLM& m, at::ScalarType dtype) {
+  double bytes = 0;  // in double: terabyte configs must not wrap
+  for (const auto& s : m.specs()) {
+    double n = 1;
+    for (int64_t d : s.shape) n *= double(d);
+    bytes += n * double(c10::elementSize(dtype));
+  }
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return;
+  const double memory = double(pages) * double(page);
+  if (bytes > memory) {
+    std::ostringstream msg;
+    msg << "the model's weights need " << bytes / 1e9 << " GB, more than this machine's " << memory / 1e9
+        << " GB of memory (check the config's sizes)";
+    throw range_error("ERR_TDPO_OUT_OF_MEMORY", msg.str());
+  }
+}
+}  // namespace
+
 std::unique_ptr<CausalLM> make_model(const ModelConfig& c, at::ScalarType dtype, at::Device device) {
   validate_config(c);
   std::unique_ptr<CausalLM> m;
@@ -98,6 +122,7 @@ std::unique_ptr<CausalLM> make_model(const ModelConfig& c, at::ScalarType dtype,
   } else {
     m = std::make_unique<GptNeoX>(c, dtype, device);
   }
+  if (device.is_cpu()) refuse_beyond_memory(*m, dtype);
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   for (const auto& s : m->specs()) m->params().push_back(at::empty(s.shape, options));
   return m;
