@@ -129,7 +129,7 @@ using Collectives = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::Pr
 // build has it (else to Gloo, which stages CUDA tensors through the host), a bucket of CPU tensors
 // to Gloo (else to NCCL, staged through options.cuda_device).
 struct Group::Impl {
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<Collectives> gloo;
   // Made at the first collective on CUDA tensors, which every rank reaches in the same order: a
   // CPU-only run on a CUDA build never starts NCCL's communicator or its watchdog thread.
@@ -171,17 +171,28 @@ Group::Group(const GroupOptions& options)
 #else
   const std::chrono::milliseconds timeout(options_.timeout_ms);
   const std::string where = options_.master_addr + ":" + std::to_string(options_.master_port);
+  // Under torchrun the agent itself hosts the store on MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE),
+  // so rank 0 joins it as a client; the agent keeps it across restarts, so each attempt gets its
+  // own keys (TORCHELASTIC_RESTART_COUNT).
+  const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  const bool agent_store = agent && std::string(agent) == "True";
+  const bool host = options_.rank == 0 && !agent_store;
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(options_.master_port);
-    so.isServer = options_.rank == 0;
+    so.isServer = host;
     so.numWorkers = static_cast<std::size_t>(options_.world_size);
     // Our own join below instead: c10d 1.13's wait for workers overran its timeout and named nobody.
     so.waitWorkers = false;
     so.timeout = timeout;
-    impl_->store = c10::make_intrusive<c10d::TCPStore>(options_.master_addr, so);
+    c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(options_.master_addr, so);
+    if (agent_store) {
+      const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
+      tcp = c10::make_intrusive<c10d::PrefixStore>(std::string("tdpo/attempt-") + (restart && *restart ? restart : "0"), tcp);
+    }
+    impl_->store = tcp;
   } catch (...) {
-    fail(options_.rank == 0 ? "the rendezvous server at " + where + " (rank 0 hosts it) failed"
+    fail(host ? "the rendezvous server at " + where + " (rank 0 hosts it) failed"
                             : "cannot join the rendezvous at " + where,
          std::current_exception());
   }
@@ -256,7 +267,7 @@ void Group::close() noexcept {
 #ifdef TDPO_DISTRIBUTED
   try {
     c10::intrusive_ptr<Collectives> gloo, nccl;
-    c10::intrusive_ptr<c10d::TCPStore> store;
+    c10::intrusive_ptr<c10d::Store> store;
     {
       std::lock_guard<std::mutex> lock(mu_);
       gloo = std::move(impl_->gloo);
