@@ -60,6 +60,12 @@ function neoxRotary(c: HfConfig): { pct: number; base: number } {
 }
 
 export function toNativeConfig(c: HfConfig): NativeModelConfig {
+  const n = nativeConfigOf(c);
+  checkRotaryRange(n);
+  return n;
+}
+
+function nativeConfigOf(c: HfConfig): NativeModelConfig {
   const type = c.model_type;
   if (type === 'gpt2') {
     expect(c, 'activation_function', ['gelu_new', 'gelu_pytorch_tanh'], 'gelu_new');
@@ -85,7 +91,7 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
     expect(c, 'tie_word_embeddings', [false], false);
     expect(c, 'attention_bias', [true], true);
     const rope = neoxRotary(c);
-    const out: NativeModelConfig = {
+    return {
       modelType: 'gpt_neox',
       vocabSize: int(c, 'vocab_size'),
       maxPositions: int(c, 'max_position_embeddings'),
@@ -98,8 +104,6 @@ export function toNativeConfig(c: HfConfig): NativeModelConfig {
       rotaryBase: rope.base,
       parallelResidual: c.use_parallel_residual === undefined ? true : Boolean(c.use_parallel_residual),
     };
-    checkRotaryRange(out);
-    return out;
   }
   if (typeof type === 'string' && LLAMA_FAMILY.includes(type)) return llamaConfig(c, type);
   // SmolLM-style folders declare the architecture even where a tool wrote another model_type.
@@ -175,7 +179,7 @@ function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
       slidingWindow = int(c, 'sliding_window', d.slidingWindow ?? undefined);
     }
   }
-  const out: NativeModelConfig = {
+  return {
     modelType: 'llama',
     vocabSize: int(c, 'vocab_size'),
     maxPositions: int(c, 'max_position_embeddings'),
@@ -194,8 +198,6 @@ function llamaConfig(c: HfConfig, type: string): NativeModelConfig {
     ...llamaRope(c, d.ropeTheta),
     slidingWindow,
   };
-  checkRotaryRange(out);
-  return out;
 }
 
 /**

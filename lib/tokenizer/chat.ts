@@ -44,15 +44,9 @@ export interface RenderOptions {
   continueFinalMessage?: boolean;
 }
 
-/** Parsed on first use, so that a template that does not parse leaves encode() usable. */
 /** Loop values one render may ask range() for; real templates loop over a few messages. */
 export const RANGE_BUDGET = 1_000_000;
 
-/**
- * The library's range() with a budget. Rendering runs on the event loop with no limit of its own:
- * range(1e9) aborted the process (V8 cannot grow an array that far) and nested range(1e5) loops
- * hung it past SIGTERM. As Python's, it takes integers.
- */
 /**
  * The library declares its own range() in every render and refuses to declare a name twice, so
  * the template's calls are pointed at ours instead: each name `range` in the parsed template,
@@ -76,6 +70,11 @@ function renameRange(root: unknown): void {
   }
 }
 
+/**
+ * The library's range() with a budget. Rendering runs on the event loop with no limit of its own:
+ * range(1e9) aborted the process (V8 cannot grow an array that far) and nested range(1e5) loops
+ * hung it past SIGTERM. As Python's, it takes integers.
+ */
 function budgetedRange(): (start: number, stop?: number, step?: number) => number[] {
   let left = RANGE_BUDGET;
   return (start, stop, step = 1) => {
@@ -89,6 +88,7 @@ function budgetedRange(): (start: number, stop?: number, step?: number) => numbe
   };
 }
 
+/** Parsed on first use, so that a template that does not parse leaves encode() usable. */
 export class ChatTemplate {
   readonly #source: string;
   readonly #specials: Json;

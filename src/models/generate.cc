@@ -126,10 +126,9 @@ at::Tensor sample_next(const at::Tensor& logits_in, const SamplingOptions& o, at
   // would divide 0 by 0: its limit is greedy too.
   if (o.temperature < std::numeric_limits<float>::min()) {
     // NaN would make argmax pick token 0 (or wherever the NaN is) as if it were a choice.
-    at::Tensor finite = at::isfinite(logits).all(-1).to(at::kCPU);
-    for (int64_t b = 0; b < finite.size(0); ++b) {
-      if (!finite[b].item<bool>()) refuse_row(b);
-    }
+    // One check (one device sync) per step; the rows are looked at only to name the bad one.
+    at::Tensor finite = at::isfinite(logits).all(-1);
+    if (!finite.all().item<bool>()) refuse_row((~finite).to(at::kLong).argmax().item<int64_t>());
     return logits.argmax(-1);
   }
   // Shifted by the row's maximum first, so that a tiny temperature sharpens towards greedy rather
