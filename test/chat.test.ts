@@ -2,6 +2,7 @@
 // @huggingface/jinja as transformers renders it, special tokens from tokenizer_config.json, and
 // conversations split into prompt and responses as TRL splits them, with every failure a coded
 // error naming file:line.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -85,6 +86,34 @@ describe('hostile chat templates', () => {
       expect(() => render(t), t).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DATA', message: expect.stringContaining('range()') }));
       expect(Date.now() - t0, t).toBeLessThan(5000);
     }
+  });
+  // In a child process: on the old code these aborted Node (V8 "invalid size", SIGTRAP; heap out
+  // of memory, SIGABRT), which would take the test runner down with them.
+  const distEntry = path.resolve(__dirname, '..', 'dist', 'cjs', 'index.js');
+  const doubled = (n: number) => `{% set ns = namespace(s='x', l=[]) %}{% for i in range(${n}) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}`;
+  const hostile: Record<string, string> = {
+    'replace() doubling a string 40 times (aborted: invalid size)': "{% set ns = namespace(s='xy') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('x', ns.s) %}{% endfor %}{{ ns.s|length }}",
+    'replace() copies of a 2^28-character string kept in a list (aborted: invalid size)': `${doubled(28)}{% for i in range(40) %}{% set ns.l = ns.l + [ns.s.replace('x', 'y')] %}{% endfor %}{{ ns.l|length }}`,
+    'upper-cased copies of a 2^28-character string (aborted: heap out of memory)': `${doubled(28)}{% for i in range(40) %}{% set ns.l = ns.l + [ns.s|upper] %}{% endfor %}{{ ns.l|length }}`,
+    'loops nested three deep over a 4,000-item list (6.4e10 iterations)': '{% set l = range(4000)|list %}{% for a in l %}{% for b in l %}{% for c in l %}{% endfor %}{% endfor %}{% endfor %}',
+    'a macro calling itself twice, 40 deep (2^40 calls)': '{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}',
+  };
+  for (const [name, template] of Object.entries(hostile)) {
+    it(`values are budgeted: ${name} is ERR_TDPO_DATA within seconds`, () => {
+      const file = path.join(folder('qwen2', { chat_template: template }).dir, 'tokenizer.json');
+      const code = `const { Tokenizer } = require(${JSON.stringify(distEntry)});
+        try { Tokenizer.fromFile(${JSON.stringify(file)}).applyChatTemplate([{ role: 'user', content: 'hi' }]); console.log('rendered'); }
+        catch (e) { console.log(e.code, e.message); }`;
+      const t0 = Date.now();
+      const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 60_000 });
+      expect({ status: r.status, signal: r.signal, out: r.stdout.trim() }).toEqual({ status: 0, signal: null, out: expect.stringMatching(/^ERR_TDPO_DATA the chat template failed: the template made more values than a render may/) });
+      expect(Date.now() - t0).toBeLessThan(15_000);
+    });
+  }
+  it('the value budget grows with the conversation: a 10-million-character message renders through the Llama 3 template', () => {
+    const t = Tokenizer.fromFile(path.join(folder('llama3').dir, 'tokenizer.json'));
+    const long = 'x'.repeat(10_000_000);
+    expect(t.applyChatTemplate([{ role: 'user', content: long }]).length).toBe(long.length + '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|eot_id|>'.length);
   });
   it('range() as templates use it still renders as Python would', () => {
     expect(render('{% for i in range(3) %}{{ i }}{% endfor %}|{% for i in range(5, 1, -2) %}{{ i }}{% endfor %}|{{ range(2, 8, 3)|length }}|{{ range(0)|length }}')).toBe('012|53|2|0');

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { codedError } from '../errors.js';
+import { metered } from './chat-meter.js';
 
 export interface ChatMessage {
   role: string;
@@ -88,6 +89,12 @@ function budgetedRange(): (start: number, stop?: number, step?: number) => numbe
   };
 }
 
+function inputChars(messages: readonly ChatMessage[]): number {
+  let n = 0;
+  for (const m of messages) n += (typeof m?.content === 'string' ? m.content.length : 0) + (typeof m?.role === 'string' ? m.role.length : 0);
+  return n;
+}
+
 /** Parsed on first use, so that a template that does not parse leaves encode() usable. */
 export class ChatTemplate {
   readonly #source: string;
@@ -122,7 +129,8 @@ export class ChatTemplate {
     try {
       // raise_exception and strftime_now are the library's own globals (Llama 3.1's template dates
       // its system prompt with today's date, as under transformers).
-      text = template.render({ ...this.#specials, [RANGE]: budgetedRange(), messages, add_generation_prompt: options.addGenerationPrompt === true });
+      const context = { ...this.#specials, [RANGE]: budgetedRange(), messages, add_generation_prompt: options.addGenerationPrompt === true };
+      text = metered(inputChars(messages), () => template.render(context));
     } catch (err) {
       throw codedError('RangeError', 'ERR_TDPO_DATA', `the chat template failed: ${(err as Error).message}`);
     }
