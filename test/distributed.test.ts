@@ -312,6 +312,14 @@ describe.skipIf(!gloo)('SIGINT and resume', () => {
       p.stdout.on('data', (d) => (s += d));
       p.on('exit', () => resolve(s.trim().split('\n')));
     });
+  const gone = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  };
   // A 2-worker run, once it has logged two steps, and its workers' pids.
   const twoWorkers = async (out: string) => {
     const cfg = configFile({ max_steps: 2000, save_every: 0, eval_every: 0 });
@@ -334,14 +342,6 @@ describe.skipIf(!gloo)('SIGINT and resume', () => {
     const { launcher, pids } = await twoWorkers(out);
     launcher.child.kill('SIGKILL');
     await launcher.done;
-    const gone = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    };
     const t0 = Date.now();
     while (!pids.every(gone) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 50));
     expect(pids.every(gone)).toBe(true);
@@ -350,15 +350,17 @@ describe.skipIf(!gloo)('SIGINT and resume', () => {
     expect(existsSync(path.join(out, steps[0], 'trainer.json'))).toBe(true);
   }, 120_000);
 
-  it('a second Ctrl-C to the launcher, a second or more after the first, kills the workers', async () => {
+  it('a second Ctrl-C to the launcher, a second or more after the first, kills the workers and ends it by SIGINT, not as a failure', async () => {
     const { launcher, pids } = await frozenWorkers(path.join(dir, 'launcher-twice'));
     launcher.child.kill('SIGINT');
     await new Promise((r) => setTimeout(r, 1100));
     launcher.child.kill('SIGINT');
     const r = await launcher.done;
-    expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toContain('tdpo: SIGINT again: killing the workers');
-    for (const pid of pids) expect(r.stderr).toContain(`(pid ${pid}) was killed by SIGKILL`);
+    expect({ code: r.code, signal: r.signal }, r.stderr).toEqual({ code: null, signal: 'SIGINT' });
+    expect(r.stderr).toContain('tdpo: SIGINT again: stopping the workers now, without a checkpoint');
+    expect(r.stderr).toContain('tdpo: stopped by SIGINT: every worker has exited');
+    expect(r.stderr).not.toMatch(/was killed by|the run failed/);
+    expect(pids.every(gone)).toBe(true);
   }, 60_000);
 
   it('two Ctrl-Cs to the launcher within a second are one: the workers stop together with a checkpoint', async () => {

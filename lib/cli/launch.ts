@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline';
 import packageRoot from '../package-root.cjs';
 import type { DistributedOptions } from '../index.js';
 import { CliError, numberOf, positiveInt } from './errors.js';
-import { stopSignals } from './signals.js';
+import { dieBy, stopSignals } from './signals.js';
 
 export interface LaunchFlags {
   nprocPerNode?: string;
@@ -77,7 +77,8 @@ function prefixLines(stream: NodeJS.ReadableStream, out: NodeJS.WritableStream, 
  * for them. Exit code: 0 when every worker exits 0, else the first failure's. When a worker fails,
  * the others are given the distributed timeout to notice and report it themselves, then stopped.
  * SIGINT / SIGTERM are passed on (each worker saves a checkpoint at the same step and exits); a
- * second one, REPEAT_WINDOW_MS or more after the first, kills them.
+ * second one, REPEAT_WINDOW_MS or more after the first, kills them, and once they are gone the
+ * launcher dies by that signal, as `tdpo train` on one process does (exit status 130 for SIGINT).
  */
 export async function launch(flags: LaunchFlags, argv: string[]): Promise<number> {
   const nproc = intFlag(flags.nprocPerNode, '--nproc-per-node', 1, 1);
@@ -114,10 +115,16 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
   process.stderr.write(`tdpo: started ${nproc} workers (ranks ${nodeRank * nproc}-${nodeRank * nproc + nproc - 1} of ${worldSize}; rendezvous ${masterAddr}:${masterPort})\n`);
 
   const kind = stopSignals();
+  // The signal of a forced stop: the launcher then ends as a single process does (dieBy), and the
+  // workers it killed are not a failure to report.
+  let forced: NodeJS.Signals | null = null;
   const forward = (sig: NodeJS.Signals) => {
     const k = kind();
-    if (k === 'repeat') return;
-    if (k === 'again') process.stderr.write(`tdpo: ${sig} again: killing the workers (no checkpoint; --resume continues from the newest one)\n`);
+    if (k === 'repeat' || forced) return;
+    if (k === 'again') {
+      forced = sig;
+      process.stderr.write(`tdpo: ${sig} again: stopping the workers now, without a checkpoint; --resume continues from the newest one\n`);
+    }
     for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill(k === 'again' ? 'SIGKILL' : sig);
   };
   const onInt = () => forward('SIGINT');
@@ -131,7 +138,7 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
     await Promise.all(
       workers.map(async (w) => {
         const { code, signal } = await w.exit;
-        if (code === 0) return;
+        if (code === 0 || (forced && signal === 'SIGKILL')) return;
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         process.stderr.write(`tdpo: rank ${w.rank} (pid ${w.child.pid}) ${how}\n`);
         if (!failure) {
@@ -148,6 +155,11 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
     if (killTimer) clearTimeout(killTimer);
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
+  }
+  const stoppedBy = forced as NodeJS.Signals | null;
+  if (stoppedBy) {
+    process.stderr.write(`tdpo: stopped by ${stoppedBy}: every worker has exited\n`);
+    dieBy(stoppedBy);
   }
   const f = failure as { rank: number; code: number } | null;
   if (f) process.stderr.write(`tdpo: the run failed: rank ${f.rank} failed first\n`);

@@ -47,7 +47,7 @@ function install(): void {
   const probe: unknown = new Environment().set('probe', '');
   const stringProto = probe && Object.getPrototypeOf(probe);
   const base = stringProto && Object.getPrototypeOf(stringProto);
-  if (!base || base === Object.prototype || Object.getOwnPropertyDescriptor(base, 'value') || !Object.hasOwn(probe as object, 'value') || typeof Environment.prototype.setVariable !== 'function' || typeof Environment.prototype.declareVariable !== 'function') {
+  if (!base || base === Object.prototype || Object.getOwnPropertyDescriptor(base, 'value') || !Object.hasOwn(probe as object, 'value') || !['setVariable', 'declareVariable'].every((m) => typeof (Environment.prototype as unknown as Record<string, unknown>)[m] === 'function')) {
     throw new Error('this @huggingface/jinja is not the version whose values tdpo can meter');
   }
   Object.defineProperty(base, 'value', {
