@@ -2,7 +2,7 @@
 // learnable rule: official metrics, learning for each objective, checkpoints, exact resume, and
 // SIGINT from the CLI.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -80,6 +80,29 @@ describe('train', () => {
     await train(config(out, ['loss.name=sft']));
     const steps = readMetrics(out).filter((m) => !('eval/loss' in m));
     expect(steps[19].loss).toBeLessThan(0.8 * steps[0].loss);
+  });
+
+  it('a stop asked for before the first step writes no checkpoint, on a fresh run and on a resume', async () => {
+    const out = path.join(dir, 'stop-early');
+    const stoppedAlready = () => {
+      const a = new AbortController();
+      a.abort();
+      return a.signal;
+    };
+    const lines: string[] = [];
+    const fresh = await train(config(out, ['max_steps=4', 'save_every=2', 'eval_every=0']), { signal: stoppedAlready(), log: (l) => lines.push(l) });
+    expect(fresh).toMatchObject({ stopped: true, steps: 0, examples: 0, outputDir: null, lastMetrics: null });
+    expect(lines).toContain('stopped before the first step: no checkpoint written');
+    expect(readdirSync(out)).toEqual([]); // made for the run's lock, nothing written
+    // Stopped at step 2 by onStep (a step was taken: a checkpoint), then resumed already stopped.
+    const abort = new AbortController();
+    await train(config(out, ['max_steps=4', 'save_every=0', 'eval_every=0']), { signal: abort.signal, onStep: (m) => m.step === 2 && abort.abort() });
+    const before = readdirSync(out).sort();
+    expect(before).toContain('step-2');
+    const resumed = await train(config(out, ['max_steps=4', 'save_every=0', 'eval_every=0']), { resume: true, signal: stoppedAlready(), log: () => {} });
+    expect(resumed).toMatchObject({ stopped: true, steps: 2, outputDir: path.join(out, 'step-2') });
+    expect(resumed.lastMetrics?.step).toBe(2);
+    expect(readdirSync(out).sort()).toEqual(before);
   });
 
   it('resume after a stop gives the metrics of an uninterrupted run', async () => {

@@ -126,7 +126,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const abort = new AbortController();
   const stop = (why: string) => {
     if (abort.signal.aborted) return;
-    process.stderr.write(`\ntdpo: ${why}: finishing the current step and writing a checkpoint (Ctrl-C again, a second or more later, stops at once without it)...\n`);
+    process.stderr.write(`\ntdpo: ${why}: finishing the current step and writing a checkpoint, or, before the first step, stopping once the set-up phase in progress ends, without one (Ctrl-C again, a second or more later, stops at once)...\n`);
     abort.abort();
   };
   // Every process applies the rule, workers too: a launcher's worker gets each Ctrl-C from the

@@ -54,8 +54,11 @@ export interface TrainOptions {
 export interface TrainResult {
   steps: number;
   examples: number;
-  /** The folder holding the final policy (final/, or the checkpoint written when stopped). */
-  outputDir: string;
+  /**
+   * The folder holding the final policy: final/, or the checkpoint written when stopped; when the
+   * stop came before the first step, the checkpoint resumed from, or null on a fresh run.
+   */
+  outputDir: string | null;
   stopped: boolean;
   skippedLines: number;
   lastMetrics: Metrics | null;
@@ -256,13 +259,28 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
   };
   if (from?.final && !raisesLength(changes)) return complete(from);
 
+  // A stop asked for before the first step ends the run without a checkpoint: the policy is the one
+  // it started from, and writing it (16 GB for an 8B model in bfloat16) would only delay the stop.
+  // Between the phases of the set-up, which a native load cannot be cut short within. One process
+  // only: distributed ranks agree on a stop in the step's collective, so they stop after step 1.
+  const stopBeforeFirstStep = (): TrainResult | null => {
+    if (dist || !options.signal?.aborted) return null;
+    log(`stopped before the first step: no checkpoint written${from ? ` (${from.dir} holds step ${from.state.step})` : ''}`);
+    return { steps: from?.state.step ?? 0, examples: from?.state.examples ?? 0, outputDir: from?.dir ?? null, stopped: true, skippedLines: 0, lastMetrics: from ? lastStepMetrics(metricsFile) : null, alreadyComplete: false };
+  };
+  const notStarted = stopBeforeFirstStep();
+  if (notStarted) return notStarted;
+
   // Models first, so that the data can be checked against the vocabulary and positions.
   const policy = from ? await Model.load(from.dir, modelOptions(c)) : await loadModel(c.model, c);
   let reference: Model | null = null;
   try {
+    let early = stopBeforeFirstStep();
+    if (early) return early;
     // A reference given by path, or the *starting* policy loaded again (also on resume, when the
     // policy comes from a checkpoint); kept as a Model so that samples can come from it too.
     reference = await loadReference(c);
+    if ((early = stopBeforeFirstStep())) return early;
     checkMaxLength(c, [['policy', policy], ['reference', reference]]);
     const tokenizer = c.data.format !== 'tokenized' ? loadTokenizer(c) : null;
     const eos = eosOf(policy, tokenizer);
@@ -270,6 +288,7 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     const vocab = vocabSizeOf(policy);
     const tr = tokenizeAll(data.train, c, tokenizer, eos, vocab);
     const ev = tokenizeAll(data.eval, c, tokenizer, eos, vocab);
+    if ((early = stopBeforeFirstStep())) return early;
     const trainPairs = tr.pairs;
     const evalPairs = ev.pairs;
     const skippedLines = data.skippedLines + tr.skipped + ev.skipped;
@@ -368,6 +387,8 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
         await onMain(dist, 'save', () => saveCheckpoint(out, `step-${state.step}`, policy, step, state));
       }
     }
+    const noStep = stopped && state.step === startStep ? stopBeforeFirstStep() : null;
+    if (noStep) return noStep;
     const finalDir = await onMain(dist, 'save', () =>
       stopped ? saveCheckpoint(out, `step-${state.step}`, policy, step, state) : saveCheckpoint(out, 'final', policy, step, state));
     log(stopped ? `stopped at step ${state.step}; checkpoint ${finalDir}` : `done: ${finalDir}`);
