@@ -187,6 +187,37 @@ describe.skipIf(!gloo)('data-parallel runs equal one process', () => {
   });
 });
 
+// torchrun's agent hosts the rendezvous store itself (TORCHELASTIC_USE_AGENT_STORE), and its store
+// speaks the wire protocol of its own libtorch: so TDPO_TORCHRUN names a torchrun of the libtorch
+// this build links. scripts/check-libtorch-wheel.js sets it for the build against the PyTorch wheel
+// in .venv-interop (CI runs that); Debian's torch 1.13 torchrun needs patching under Python 3.11.
+const torchrun = process.env.TDPO_TORCHRUN;
+describe.skipIf(!gloo || !torchrun)('under torchrun (TDPO_TORCHRUN)', () => {
+  const underTorchrun = (cfg: string, out: string, rdzv: string[]) =>
+    new Promise<Run>((resolve) => {
+      const child = spawn(torchrun!, [...rdzv, '--nproc-per-node', '2', '--no-python', process.execPath, cli, 'train', '-c', cfg, '--set', `output_dir=${out}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr, ms: 0 }));
+    });
+  it('torchrun --standalone and with --master-port: 2 workers train as the launcher\'s 2 do, rank 0 joining the agent\'s store', async () => {
+    const cfg = configFile({});
+    const launched = path.join(dir, 'torchrun-launcher');
+    const viaLauncher = await runCli(['train', '-c', cfg, '--set', `output_dir=${launched}`, '--nproc-per-node', '2']);
+    expect(viaLauncher.code, viaLauncher.stderr).toBe(0);
+    for (const [name, rdzv] of [['standalone', ['--standalone']], ['static', ['--master-port', String(await freePort())]]] as const) {
+      const out = path.join(dir, `torchrun-${name}`);
+      const r = await underTorchrun(cfg, out, [...rdzv]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/distributed: 2 ranks joined/);
+      expectSameMetrics(readMetrics(launched), readMetrics(out));
+      expect(weightError(path.join(launched, 'final'), path.join(out, 'final'))).toBeLessThanOrEqual(1e-6);
+    }
+  }, 120_000);
+});
+
 describe.skipIf(!gloo)('faults: a clear coded error within the timeout, never a hang', () => {
   let busy: Server;
   let busyPort = 0;
