@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "distributed/listener.h"
 
 #if defined(TDPO_GLOO) || defined(TDPO_NCCL)
 #define TDPO_DISTRIBUTED 1
@@ -177,6 +178,11 @@ Group::Group(const GroupOptions& options)
   const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
   const bool agent_store = agent && std::string(agent) == "True";
   const bool host = options_.rank == 0 && !agent_store;
+  if (!host && !accepts_before(options_.master_addr, options_.master_port, start_ + timeout)) {
+    throw distributed_error("rank " + std::to_string(options_.rank) + ": cannot join the rendezvous at " + where +
+                            ": nothing accepted a connection there within " + std::to_string(options_.timeout_ms) +
+                            " ms (is rank 0 running, with the same MASTER_ADDR and MASTER_PORT?)");
+  }
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(options_.master_port);
