@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { defaultConfig, loadConfig } from '../lib/index.js';
 import { readPreferences, shuffled, splitHh } from '../lib/data/preferences.js';
 import { tokenizePair } from '../lib/data/tokenize.js';
-import { epochOrder, pairLength } from '../lib/train/data.js';
+import { epochOrder, pairLength, TOKENIZE_CHUNK, tokenizeAll, tokenizeAllYielding } from '../lib/train/data.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'tdpo-cfg-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -142,5 +142,19 @@ describe('data.group_by_length', () => {
     const grouped = epochOrder(pairs, config(true), 2);
     expect(grouped.slice(96)).toEqual(plain.slice(96));
     expect(new Set(grouped.slice(0, 96))).toEqual(new Set(plain.slice(0, 96)));
+  });
+});
+
+describe('tokenising a data set in chunks', () => {
+  const c = loadConfig(null, [], { model: 'm', data: { ...defaultConfig.data, train: 't', format: 'tokenized' } });
+  const raw = Array.from({ length: 1200 }, (_, i) => ({ pair: { promptIds: [3, 4], chosenIds: [5 + (i % 7)], rejectedIds: [6] }, file: 'd.jsonl', line: i + 1 }));
+  it('gives what tokenizeAll gives, and null once the signal is aborted between chunks', async () => {
+    const whole = tokenizeAll(raw, c, null, 1, 64);
+    expect(await tokenizeAllYielding(raw, c, null, 1, 64)).toEqual(whole);
+    const abort = new AbortController();
+    // Runs at the first turn of the event loop the chunks give: after the first chunk.
+    setImmediate(() => abort.abort());
+    expect(await tokenizeAllYielding(raw, c, null, 1, 64, abort.signal)).toBeNull();
+    expect(TOKENIZE_CHUNK).toBeLessThan(raw.length);
   });
 });

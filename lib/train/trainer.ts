@@ -11,7 +11,7 @@ import { codedError } from '../errors.js';
 import { Model, type ModelDevice } from '../model.js';
 import { setNumThreads } from '../runtime.js';
 import { earlierCheckpoints, earlierRunEntries, foreignRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
-import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, vocabSizeOf } from './data.js';
+import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, tokenizeAllYielding, vocabSizeOf } from './data.js';
 import { acquireLock } from '../io/lock.js';
 import { commMetrics, Distributed, onMain, reduceEval, reduceStep, type DistributedOptions } from './distributed.js';
 import { type Metrics } from './metrics.js';
@@ -285,10 +285,13 @@ async function run(c: TrainConfig, options: TrainOptions, log: (line: string) =>
     const tokenizer = c.data.format !== 'tokenized' ? loadTokenizer(c) : null;
     const eos = eosOf(policy, tokenizer);
     const data = await readData(c);
-    const vocab = vocabSizeOf(policy);
-    const tr = tokenizeAll(data.train, c, tokenizer, eos, vocab);
-    const ev = tokenizeAll(data.eval, c, tokenizer, eos, vocab);
     if ((early = stopBeforeFirstStep())) return early;
+    const vocab = vocabSizeOf(policy);
+    // Yielding, one process only: a stop is then served between chunks rather than after them all.
+    const signal = dist ? undefined : options.signal;
+    const tr = await tokenizeAllYielding(data.train, c, tokenizer, eos, vocab, signal);
+    const ev = tr && (await tokenizeAllYielding(data.eval, c, tokenizer, eos, vocab, signal));
+    if (!tr || !ev) return stopBeforeFirstStep()!; // null only once the signal is aborted, on one process
     const trainPairs = tr.pairs;
     const evalPairs = ev.pairs;
     const skippedLines = data.skippedLines + tr.skipped + ev.skipped;
