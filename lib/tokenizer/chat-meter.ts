@@ -24,8 +24,20 @@ import { Environment } from '@huggingface/jinja';
 export const VALUE_BUDGET = 20_000_000;
 export const INPUT_COPIES = 16;
 
+/**
+ * Wall-clock time one render may take. Units count what is made, not what is scanned: `x in l`
+ * inside range() loops makes one value per test but reads all of l (300,000 tests of a
+ * 300,000-item list ran past 60 s), and the render holds the event loop, so Ctrl-C waits for it.
+ * Every operation makes at least its result, so the meter looks at the clock every CLOCK_EVERY
+ * charges. Real renders take well under a millisecond.
+ */
+export const TIME_LIMIT_MS = 2000;
+const CLOCK_EVERY = 1024;
+
 /** The meter of the render in progress: units left, or null outside tdpo's renders. */
 let left: number | null = null;
+let deadline = 0;
+let charges = 0;
 let installed = false;
 const VALUE = Symbol('value');
 
@@ -39,6 +51,10 @@ function charge(units: number): void {
   if (left === null) return;
   left -= units;
   if (left < 0) throw new RangeError('the template made more values than a render may (a unit per value or variable binding, plus each character or item)');
+  if (++charges % CLOCK_EVERY === 0 && performance.now() > deadline) {
+    left = -1; // and so every value after this one, as above
+    throw new RangeError(`the template ran past ${TIME_LIMIT_MS} ms`);
+  }
 }
 
 function install(): void {
@@ -74,18 +90,19 @@ function install(): void {
 }
 
 /**
- * Runs one render under a fresh meter of VALUE_BUDGET + INPUT_COPIES × inputChars units. Beyond
- * it, the value being made throws RangeError, and so does every value after it: the engine
+ * Runs one render under a fresh meter of VALUE_BUDGET + INPUT_COPIES × inputChars units and
+ * TIME_LIMIT_MS. Beyond either, the value being made throws RangeError, and so does every value after it: the engine
  * swallows some errors (a failed variable lookup yields undefined), but it cannot go on without
  * making values.
  */
 export function metered<T>(inputChars: number, render: () => T): T {
   if (!installed) install();
-  const outer = left;
+  const outer = { left, deadline };
   left = VALUE_BUDGET + INPUT_COPIES * inputChars;
+  deadline = performance.now() + TIME_LIMIT_MS;
   try {
     return render();
   } finally {
-    left = outer;
+    ({ left, deadline } = outer);
   }
 }
