@@ -1,7 +1,7 @@
 // Training configuration: plain data with defaults from the paper and the official TDPO code,
 // read from YAML or JSON, overridden by `--set key=value`, validated against a schema whose
 // errors name the key and suggest the nearest valid one.
-import { readFileSync } from 'node:fs';
+import { readTextFile } from './io/files.js';
 import { parse as parseYaml, parseDocument } from 'yaml';
 import { codedError, showValue } from './errors.js';
 import { native } from './native.js';
@@ -302,12 +302,7 @@ export type ConfigInput = Omit<Partial<TrainConfig>, 'data' | 'loss'> & { data?:
 export function loadConfig(file: string | null, overrides: string[] = [], inline: ConfigInput = {}): TrainConfig {
   let fromFile: Record<string, unknown> = {};
   if (file) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw codedError('Error', 'ERR_TDPO_CONFIG', `cannot read config ${file}: ${(err as Error).message}`);
-    }
+    const text = readTextFile(file, 'ERR_TDPO_CONFIG', 'config');
     try {
       // A warning (an unknown tag such as !!foo, which would be dropped) is an error here, not
       // a code frame on stderr.

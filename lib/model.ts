@@ -1,7 +1,8 @@
 // Model: a GPT-2 or GPT-NeoX causal LM held natively (src/models), loaded from and saved to
 // Hugging Face folders (config.json + model.safetensors, or a sharded index).
+import { checkRegularFile as checkFile, readTextFile } from './io/files.js';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codedError } from './errors.js';
 import { readSafetensorsHeader } from './io/safetensors.js';
@@ -28,24 +29,10 @@ export interface ForwardResult {
  * Throws ERR_TDPO_CHECKPOINT unless `file` is a regular file: a FIFO (or a device) would block the
  * event loop in a synchronous read.
  */
-function checkRegularFile(file: string, what: string): void {
-  let st;
-  try {
-    st = statSync(file);
-  } catch (err) {
-    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read ${what} ${file}: ${(err as Error).message}`);
-  }
-  if (!st.isFile()) throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `${file} is not a file`);
-}
+const checkRegularFile = (file: string, what: string) => checkFile(file, 'ERR_TDPO_CHECKPOINT', what);
 
 function readJson(file: string, what: string): unknown {
-  checkRegularFile(file, what);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw codedError('Error', 'ERR_TDPO_CHECKPOINT', `cannot read ${what} ${file}: ${(err as Error).message}`);
-  }
+  const text = readTextFile(file, 'ERR_TDPO_CHECKPOINT', what);
   try {
     return JSON.parse(text);
   } catch (err) {

@@ -4,7 +4,8 @@
 // file, where js-tiktoken's merge loop and V8's backtracking regexes were quadratic or worse.
 // Callers' mistakes are errors with codes: ERR_TDPO_TYPE (not a string / not an array of ids),
 // ERR_TDPO_INPUT (an id that is not an integer in the vocabulary), ERR_TDPO_TOKENIZER (the file).
-import { existsSync, readFileSync } from 'node:fs';
+import { readTextFile } from './io/files.js';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { codedError, isArrayOrTypedArray } from './errors.js';
 import { loadGpt2 } from './tokenizer/gpt2-ranks.js';
@@ -74,7 +75,7 @@ export class Tokenizer {
     const read = (f: string) => {
       let json: unknown;
       try {
-        json = JSON.parse(readFileSync(f, 'utf8'));
+        json = JSON.parse(readTextFile(f, 'ERR_TDPO_TOKENIZER', 'tokenizer file'));
       } catch (err) {
         throw codedError('Error', 'ERR_TDPO_TOKENIZER', `cannot read ${f}: ${(err as Error).message}`);
       }

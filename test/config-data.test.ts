@@ -1,9 +1,10 @@
 // Config (defaults, file, overrides, schema errors) and preference data (formats, HH, bad lines).
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { defaultConfig, loadConfig } from '../lib/index.js';
+import { defaultConfig, loadConfig, Tokenizer } from '../lib/index.js';
 import { readPreferences, shuffled, splitHh } from '../lib/data/preferences.js';
 import { tokenizePair } from '../lib/data/tokenize.js';
 import { epochOrder, pairLength, TOKENIZE_CHUNK, tokenizeAll, tokenizeAllYielding } from '../lib/train/data.js';
@@ -88,6 +89,31 @@ describe('preference data', () => {
     expect(r.skipped[1].reason).toContain('bad JSON');
     expect(r.skipped[2].reason).toBe('empty response');
     expect(r.skipped[3].reason).toContain('"prompt" is not a string');
+  });
+
+  it('splits lines as readline did (\\r\\n, \\r, \\n; a chunk may end between \\r and \\n), numbering them for errors', async () => {
+    const ok = '{"prompt":"a","chosen":"b","rejected":"c"}';
+    const f = file('breaks.jsonl', `${ok}\r\n${ok}\r${ok}\n\n${ok}\r\nnot json`);
+    const r = await readPreferences(f, 'pairs', true);
+    expect(r.lines).toEqual([1, 2, 3, 5]);
+    expect(r.skipped).toEqual([{ line: 6, reason: expect.stringContaining('bad JSON') }]);
+    // 64 KiB chunks: a \r\n astride two of them is one break.
+    const pad = ' '.repeat(65536 - ok.length - 1);
+    const g = file('astride.jsonl', `${ok}${pad}\r\n${ok}\n`);
+    expect((await readPreferences(g, 'pairs', false)).lines).toEqual([1, 2]);
+  });
+
+  it('an endless line (/dev/zero) and an endless file of bad lines (/dev/urandom) are coded errors, and reading stops', async () => {
+    await expect(readPreferences('/dev/zero', 'pairs', false)).rejects.toMatchObject({ code: 'ERR_TDPO_DATA', message: expect.stringContaining('/dev/zero:1: a line longer than') });
+    // In a child: after the error the process must end (the stream used to read on for good).
+    const code = `import(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'esm', 'data', 'preferences.js'))}).then((m) => m.readPreferences('/dev/urandom', 'pairs', false)).catch((e) => console.log(e.code));`;
+    const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 30_000 });
+    expect({ status: r.status, out: r.stdout.trim() }).toEqual({ status: 0, out: 'ERR_TDPO_DATA' });
+  });
+
+  it('a config or tokenizer that is not a regular file is refused before it is read', () => {
+    expect(() => loadConfig('/dev/zero')).toThrow(expect.objectContaining({ code: 'ERR_TDPO_CONFIG', message: 'config /dev/zero is not a regular file' }));
+    expect(() => Tokenizer.fromFile('/dev/zero')).toThrow(expect.objectContaining({ code: 'ERR_TDPO_TOKENIZER', message: expect.stringContaining('/dev/zero is not a regular file') }));
   });
 
   it('reports a missing file', async () => {

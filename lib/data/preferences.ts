@@ -2,7 +2,6 @@
 // line in one of four formats, with every malformed line reported by file and line number (or
 // counted and skipped with skip_invalid). Nothing is dropped silently.
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { codedError } from '../errors.js';
 
 export type DataFormat = 'pairs' | 'hh' | 'tokenized' | 'conversation';
@@ -85,6 +84,38 @@ function parseLine(obj: unknown, format: DataFormat, sft: boolean): RawPair {
   return pair;
 }
 
+/**
+ * The longest line read, in UTF-16 units: far above any preference pair, far below V8's longest
+ * string (2^29 - 24), at which a line of /dev/zero ended the process with an uncaught RangeError
+ * from readline, past any caller's catch.
+ */
+export const MAX_LINE_CHARS = 64 * 1024 * 1024;
+
+/** The lines of a text stream as readline splits them (\r\n, \n or \r), each at most MAX_LINE_CHARS. */
+async function* linesOf(chunks: AsyncIterable<string>, tooLong: (line: number) => Error): AsyncGenerator<string> {
+  const BREAK = /\r\n|\r|\n/g;
+  let pending = '';
+  let skipLf = false; // a \r ended the last chunk: a \n opening this one belongs to it
+  let n = 0;
+  for await (const chunk of chunks) {
+    let start = skipLf && chunk.startsWith('\n') ? 1 : 0;
+    skipLf = false;
+    BREAK.lastIndex = start;
+    for (let m = BREAK.exec(chunk); m; m = BREAK.exec(chunk)) {
+      const text = pending + chunk.slice(start, m.index);
+      pending = '';
+      if (text.length > MAX_LINE_CHARS) throw tooLong(n + 1);
+      n++;
+      start = m.index + m[0].length;
+      if (m[0] === '\r' && start === chunk.length) skipLf = true;
+      yield text;
+    }
+    pending += chunk.slice(start);
+    if (pending.length > MAX_LINE_CHARS) throw tooLong(n + 1);
+  }
+  if (pending) yield pending;
+}
+
 export async function readPreferences(file: string, format: DataFormat, skipInvalid: boolean, sft = false): Promise<ReadResult> {
   const pairs: RawPair[] = [];
   const lines: number[] = [];
@@ -97,7 +128,8 @@ export async function readPreferences(file: string, format: DataFormat, skipInva
   await opened;
   let line = 0;
   try {
-    for await (const raw of createInterface({ input: stream, crlfDelay: Infinity })) {
+    const tooLong = (n: number) => codedError('RangeError', 'ERR_TDPO_DATA', `${file}:${n}: a line longer than ${MAX_LINE_CHARS} characters (is it a JSONL file?)`);
+    for await (const raw of linesOf(stream as AsyncIterable<string>, tooLong)) {
       line++;
       // A UTF-8 byte-order mark (some Windows editors write one) is no part of the first line's JSON.
       const text = line === 1 && raw.startsWith('\uFEFF') ? raw.slice(1) : raw;
@@ -121,6 +153,9 @@ export async function readPreferences(file: string, format: DataFormat, skipInva
     if ((err as { code?: string }).code === 'ERR_TDPO_DATA') throw err;
     // A read error after the open (a folder opens, then fails with EISDIR).
     throw codedError('Error', 'ERR_TDPO_DATA', `cannot read ${file}: ${(err as Error).message}`);
+  } finally {
+    // On an error the stream would otherwise read on (/dev/urandom: for good, after the error).
+    stream.destroy();
   }
   return { pairs, lines, skipped };
 }

@@ -2,10 +2,11 @@
 // carries, rendered by @huggingface/jinja, the implementation written for exactly these templates
 // (transformers.js uses it). The context is what transformers' apply_chat_template passes:
 // messages, add_generation_prompt and the special tokens' text.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { codedError } from '../errors.js';
+import { readTextFile } from '../io/files.js';
 import { metered } from './chat-meter.js';
 
 export interface ChatMessage {
@@ -35,7 +36,7 @@ export function readChatTemplate(dir: string, config: Json): string | null {
     if (typeof named?.template === 'string') return named.template;
   }
   const file = path.join(dir, 'chat_template.jinja');
-  return existsSync(file) ? readFileSync(file, 'utf8') : null;
+  return existsSync(file) ? readTextFile(file, 'ERR_TDPO_TOKENIZER', 'chat template') : null;
 }
 
 export interface RenderOptions {
