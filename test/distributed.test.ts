@@ -248,10 +248,49 @@ describe.skipIf(!gloo)('faults: a clear coded error within the timeout, never a 
     expect(ms).toBeLessThan(5_000);
   });
 
+  // Another service on MASTER_PORT. One that spoke first made c10d 1.13's client thread abort the
+  // process (std::terminate); one that never answers held the rank past any timeout.
+  const otherService = async (onConnection: (socket: import('node:net').Socket) => void, name: string, rank = 1) => {
+    const sockets: import('node:net').Socket[] = [];
+    const srv = createServer((c) => {
+      sockets.push(c);
+      c.on('error', () => {});
+      onConnection(c);
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
+    try {
+      return await reject(rank, 2, (srv.address() as { port: number }).port, name);
+    } finally {
+      for (const c of sockets) c.destroy();
+      srv.close();
+    }
+  };
+  it('another service on MASTER_PORT that sends first, or closes: refused at once', async () => {
+    for (const [name, serve] of [['speaks', (c: import('node:net').Socket) => c.write(Buffer.alloc(4096))], ['closes', (c: import('node:net').Socket) => c.end()]] as const) {
+      const { err, ms } = await otherService(serve, `other-${name}`);
+      expect(err.code, name).toBe('ERR_TDPO_DISTRIBUTED');
+      expect(err.message).toMatch(/rank 1: cannot join the rendezvous at 127\.0\.0\.1:\d+: what listens there sends data or closes the connection unasked/);
+      expect(ms).toBeLessThan(1_500);
+    }
+  });
+  it('another service on MASTER_PORT that never answers: refused at the timeout', async () => {
+    const silent = await otherService(() => {}, 'other-silent');
+    expect(silent.err.code).toBe('ERR_TDPO_DISTRIBUTED');
+    expect(silent.err.message).toMatch(/rank 1: cannot join the rendezvous at .*: no answer to a store request within 2000 ms/);
+    expect(silent.ms).toBeGreaterThanOrEqual(1_900);
+    expect(silent.ms).toBeLessThan(4_000);
+  });
+
   it('a worker that never arrives', async () => {
     const { err, ms } = await reject(0, 3, await freePort(), 'never');
     expect(err.code).toBe('ERR_TDPO_DISTRIBUTED');
     expect(err.message).toMatch(/timed out after 2000 ms waiting for every rank to join .*ranks 1, 2 never arrived \(1 of 3 joined\)/);
+    expect(ms).toBeLessThan(4_000);
+  });
+
+  it('a WORLD_SIZE of 200,000: the rendezvous still ends at the timeout (it took 23 s for 5 s)', async () => {
+    const { err, ms } = await reject(0, 200_000, await freePort(), 'huge-world');
+    expect(err.message).toMatch(/ranks 1, 2, 3, 4, 5, 6, 7, 8 and 199991 more never arrived \(1 of 200000 joined\)/);
     expect(ms).toBeLessThan(4_000);
   });
 

@@ -92,7 +92,8 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
   const worldSize = nnodes * nproc;
   const bin = path.join(packageRoot, 'bin', 'tdpo.js');
 
-  const workers: Array<{ rank: number; child: ChildProcess; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> = [];
+  type Ended = { code: number | null; signal: NodeJS.Signals | null; error?: Error };
+  const workers: Array<{ rank: number; child: ChildProcess; exit: Promise<Ended> }> = [];
   for (let local = 0; local < nproc; local++) {
     const rank = nodeRank * nproc + local;
     const env = {
@@ -107,9 +108,13 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
       TDPO_LAUNCHER_PID: String(process.pid),
     };
     const child = spawn(process.execPath, [bin, 'train', ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    prefixLines(child.stdout!, process.stdout, `[rank ${rank}] `);
-    prefixLines(child.stderr!, process.stderr, `[rank ${rank}] `);
-    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    // A worker that cannot be started (EMFILE, EAGAIN) has no pipes, and emits 'error', not 'exit'.
+    if (child.stdout) prefixLines(child.stdout, process.stdout, `[rank ${rank}] `);
+    if (child.stderr) prefixLines(child.stderr, process.stderr, `[rank ${rank}] `);
+    const exit = new Promise<Ended>((resolve) => {
+      child.once('error', (error) => resolve({ code: null, signal: null, error }));
+      child.on('exit', (code, signal) => resolve({ code, signal }));
+    });
     workers.push({ rank, child, exit });
   }
   process.stderr.write(`tdpo: started ${nproc} workers (ranks ${nodeRank * nproc}-${nodeRank * nproc + nproc - 1} of ${worldSize}; rendezvous ${masterAddr}:${masterPort})\n`);
@@ -137,10 +142,16 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
   try {
     await Promise.all(
       workers.map(async (w) => {
-        const { code, signal } = await w.exit;
+        const { code, signal, error } = await w.exit;
         if (code === 0 || (forced && signal === 'SIGKILL')) return;
-        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-        process.stderr.write(`tdpo: rank ${w.rank} (pid ${w.child.pid}) ${how}\n`);
+        if (error) {
+          // The others would wait for it until the timeout, in the rendezvous: nothing to save yet.
+          process.stderr.write(`tdpo: rank ${w.rank} could not be started: ${error.message}\n`);
+          for (const o of workers) if (o !== w && o.child.exitCode === null && o.child.signalCode === null) o.child.kill('SIGKILL');
+        } else {
+          const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+          process.stderr.write(`tdpo: rank ${w.rank} (pid ${w.child.pid}) ${how}\n`);
+        }
         if (!failure) {
           failure = { rank: w.rank, code: code || 1 };
           // The others notice through c10d (a closed connection at once, a hung peer within the

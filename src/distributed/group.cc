@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
+#include <future>
+#include <memory>
 #include <thread>
 
 #include "common/error.h"
@@ -68,6 +71,36 @@ std::string string_of(const std::vector<uint8_t>& v) { return std::string(v.begi
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
+
+#ifdef TDPO_DISTRIBUTED
+// A store client, made and asked a first question on a thread of its own, given until the
+// deadline: a server on MASTER_PORT that accepts and never answers (an HTTP server, which waits
+// for a request line) held this rank past any timeout, in c10d 1.13's first request, which waits
+// without a timeout, and in 2.13's constructor. A thread left waiting holds its store and socket
+// until the process ends.
+c10::intrusive_ptr<c10d::Store> store_within(const std::function<c10::intrusive_ptr<c10d::Store>()>& make,
+                                             Clock::time_point deadline, const std::string& me, int64_t timeout_ms,
+                                             const std::string& where) {
+  auto made = std::make_shared<std::promise<c10::intrusive_ptr<c10d::Store>>>();
+  std::future<c10::intrusive_ptr<c10d::Store>> answered = made->get_future();
+  std::thread([make, made] {
+    try {
+      c10::intrusive_ptr<c10d::Store> store = make();
+      store->check({"tdpo/hello"});
+      made->set_value(store);
+    } catch (...) {
+      made->set_exception(std::current_exception());
+    }
+  }).detach();
+  if (answered.wait_until(deadline) != std::future_status::ready) {
+    throw distributed_error(me + ": cannot join the rendezvous at " + where + ": no answer to a store request within " +
+                            std::to_string(timeout_ms) +
+                            " ms (another service on MASTER_PORT, or rank 0 stopped?)");
+  }
+  return answered.get();
+}
+
+#endif
 
 }  // namespace
 
@@ -178,25 +211,34 @@ Group::Group(const GroupOptions& options)
   const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
   const bool agent_store = agent && std::string(agent) == "True";
   const bool host = options_.rank == 0 && !agent_store;
-  if (!host && !accepts_before(options_.master_addr, options_.master_port, start_ + timeout)) {
-    throw distributed_error("rank " + std::to_string(options_.rank) + ": cannot join the rendezvous at " + where +
-                            ": nothing accepted a connection there within " + std::to_string(options_.timeout_ms) +
-                            " ms (is rank 0 running, with the same MASTER_ADDR and MASTER_PORT?)");
+  const std::string me = "rank " + std::to_string(options_.rank);
+  if (!host) {
+    const Listener l = probe_listener(options_.master_addr, options_.master_port, start_ + timeout, std::chrono::milliseconds(100));
+    if (l == Listener::absent)
+      throw distributed_error(me + ": cannot join the rendezvous at " + where + ": nothing accepted a connection there within " +
+                              std::to_string(options_.timeout_ms) + " ms (is rank 0 running, with the same MASTER_ADDR and MASTER_PORT?)");
+    if (l == Listener::speaks_first)
+      throw distributed_error(me + ": cannot join the rendezvous at " + where +
+                              ": what listens there sends data or closes the connection unasked, which a c10d store never does (another service on MASTER_PORT?)");
   }
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<std::uint16_t>(options_.master_port);
+  so.isServer = host;
+  so.numWorkers = static_cast<std::size_t>(options_.world_size);
+  // Our own join below instead: c10d 1.13's wait for workers overran its timeout and named nobody.
+  so.waitWorkers = false;
+  so.timeout = timeout;
+  const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  const std::string prefix = std::string("tdpo/attempt-") + (restart && *restart ? restart : "0");
+  const auto make_store = [so, agent_store, prefix, addr = options_.master_addr]() -> c10::intrusive_ptr<c10d::Store> {
+    c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(addr, so);
+    if (agent_store) tcp = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
+    return tcp;
+  };
   try {
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<std::uint16_t>(options_.master_port);
-    so.isServer = host;
-    so.numWorkers = static_cast<std::size_t>(options_.world_size);
-    // Our own join below instead: c10d 1.13's wait for workers overran its timeout and named nobody.
-    so.waitWorkers = false;
-    so.timeout = timeout;
-    c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(options_.master_addr, so);
-    if (agent_store) {
-      const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
-      tcp = c10::make_intrusive<c10d::PrefixStore>(std::string("tdpo/attempt-") + (restart && *restart ? restart : "0"), tcp);
-    }
-    impl_->store = tcp;
+    impl_->store = host ? make_store() : store_within(make_store, start_ + timeout, me, options_.timeout_ms, where);
+  } catch (const Error&) {
+    throw;
   } catch (...) {
     fail(host ? "the rendezvous server at " + where + " (rank 0 hosts it) failed"
                             : "cannot join the rendezvous at " + where,
@@ -223,41 +265,48 @@ Group::Group(const GroupOptions& options)
 }
 
 // Every rank announces itself and waits for all the others, within the timeout counted from the
-// start of the rendezvous; a rank that never arrives is named.
+// start of the rendezvous; a rank that never arrives is named. The wait reads one counter: asking
+// for every rank's key each time made a WORLD_SIZE of 200,000 overrun a 5 s timeout to 23 s.
 void Group::join(const std::string& where) {
 #ifdef TDPO_DISTRIBUTED
   const auto deadline = start_ + std::chrono::milliseconds(options_.timeout_ms);
-  std::vector<std::string> keys;
-  for (int r = 0; r < options_.world_size; ++r) keys.push_back("tdpo/joined/" + std::to_string(r));
+  const auto key_of = [](int r) { return "tdpo/joined/" + std::to_string(r); };
+  const std::string counter = "tdpo/joined";
   auto sleep = std::chrono::milliseconds(2);
-  const std::string world = std::to_string(options_.world_size);
+  const int world_size = options_.world_size;
+  const std::string world = std::to_string(world_size);
   bool compared = options_.rank == 0;
   try {
-    impl_->store->set(keys[options_.rank], bytes_of(world));
-    while (!impl_->store->check(keys)) {
+    impl_->store->set(key_of(options_.rank), bytes_of(world));
+    int64_t joined = impl_->store->add(counter, 1);
+    while (joined < world_size) {
       // Each rank announces its world size; one that differs from rank 0's would wait in vain.
-      if (!compared && impl_->store->check({keys[0]})) {
-        const std::string theirs = string_of(impl_->store->get(keys[0]));
+      if (!compared && impl_->store->check({key_of(0)})) {
+        const std::string theirs = string_of(impl_->store->get(key_of(0)));
         if (theirs != world)
           throw distributed_error("rank " + std::to_string(options_.rank) + ": this rank's worldSize is " + world +
                                   " but rank 0's is " + theirs + " (rendezvous " + where + ")");
         compared = true;
       }
       if (Clock::now() > deadline) {
+        // Named from the first 1,024 ranks (a key each), counted from the counter.
+        const int64_t absent = world_size - joined;
         std::string missing;
-        int n = 0;
-        for (int r = 0; r < options_.world_size; ++r) {
-          if (impl_->store->check({keys[r]})) continue;
-          if (++n <= 8) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        int64_t named = 0;
+        for (int r = 0; r < std::min(world_size, 1024) && named < 8; ++r) {
+          if (impl_->store->check({key_of(r)})) continue;
+          missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+          ++named;
         }
-        if (n > 8) missing += " and " + std::to_string(n - 8) + " more";
+        if (named && absent > named) missing += " and " + std::to_string(absent - named) + " more";
+        const std::string who = named ? std::string(absent > 1 ? "ranks " : "rank ") + missing : std::to_string(absent) + " ranks";
         throw distributed_error("rank " + std::to_string(options_.rank) + ": timed out after " +
                                 std::to_string(options_.timeout_ms) + " ms waiting for every rank to join the rendezvous at " +
-                                where + ": rank" + (n > 1 ? "s " : " ") + missing + " never arrived (" +
-                                std::to_string(options_.world_size - n) + " of " + std::to_string(options_.world_size) + " joined)");
+                                where + ": " + who + " never arrived (" + std::to_string(joined) + " of " + world + " joined)");
       }
       std::this_thread::sleep_for(sleep);
       sleep = std::min(sleep * 2, std::chrono::milliseconds(50));
+      joined = impl_->store->add(counter, 0);
     }
   } catch (const Error&) {
     throw;

@@ -14,10 +14,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// One non-blocking connect to `a`, waiting at most `wait`.
-bool connects(const addrinfo* a, std::chrono::milliseconds wait) {
+// One non-blocking connect to `a`, waiting at most `wait`; the open socket, or -1.
+int connect_to(const addrinfo* a, std::chrono::milliseconds wait) {
   const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-  if (fd < 0) return false;
+  if (fd < 0) return -1;
   bool ok = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
   if (!ok && errno == EINPROGRESS) {
     pollfd p{fd, POLLOUT, 0};
@@ -27,13 +27,20 @@ bool connects(const addrinfo* a, std::chrono::milliseconds wait) {
       ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
     }
   }
+  if (ok) return fd;
   ::close(fd);
-  return ok;
+  return -1;
+}
+
+// Whether the peer sends anything (or closes) within `quiet`, unasked.
+bool speaks_unasked(int fd, std::chrono::milliseconds quiet) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(quiet.count())) == 1;
 }
 
 }  // namespace
 
-bool accepts_before(const std::string& host, int port, Clock::time_point deadline) {
+Listener probe_listener(const std::string& host, int port, Clock::time_point deadline, std::chrono::milliseconds quiet) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -44,14 +51,18 @@ bool accepts_before(const std::string& host, int port, Clock::time_point deadlin
     addrinfo* found = nullptr;
     // An unresolvable name is tried again too: a master's DNS record may come up with it.
     if (::getaddrinfo(host.c_str(), service.c_str(), &hints, &found) == 0) {
-      bool ok = false;
-      for (const addrinfo* a = found; a && !ok; a = a->ai_next)
-        ok = connects(a, std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(1000)));
+      int fd = -1;
+      for (const addrinfo* a = found; a && fd < 0; a = a->ai_next)
+        fd = connect_to(a, std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(1000)));
       ::freeaddrinfo(found);
-      if (ok) return true;
+      if (fd >= 0) {
+        const bool speaks = speaks_unasked(fd, quiet);
+        ::close(fd);
+        return speaks ? Listener::speaks_first : Listener::accepts;
+      }
     }
     const auto now = Clock::now();
-    if (now >= deadline) return false;
+    if (now >= deadline) return Listener::absent;
     std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - now));
     pause = std::min(pause * 2, std::chrono::milliseconds(200));
   }
