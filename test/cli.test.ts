@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildInfo } from '../lib/index.js';
+import { positiveInt } from '../lib/cli/errors.js';
+import { workerFromEnv } from '../lib/cli/launch.js';
 import { REPEAT_WINDOW_MS, stopSignals } from '../lib/cli/signals.js';
 
 const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
@@ -129,5 +131,16 @@ describe('stop signals', () => {
     t += 1;
     expect(kind()).toBe('again');
     expect(kind()).toBe('again');
+  });
+});
+
+describe('integer flags and variables', () => {
+  it('take decimal digits only, within the safe integers (RANK=0x1 and --nproc-per-node 1e1 were taken)', () => {
+    expect(positiveInt('12', '--x')).toBe(12);
+    expect(positiveInt('0', '--x', 0)).toBe(0);
+    for (const bad of ['0x1', '1e1', ' 2 ', '2.0', '-1', '+3', '', '9007199254740993']) {
+      expect(() => positiveInt(bad, '--x', 0), bad).toThrow(expect.objectContaining({ code: 'ERR_TDPO_USAGE', message: `--x must be an integer >= 0, got '${bad}'` }));
+    }
+    expect(() => workerFromEnv({}, { RANK: '0x1', WORLD_SIZE: '2' })).toThrow(/RANK must be an integer/);
   });
 });

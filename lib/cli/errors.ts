@@ -9,8 +9,10 @@ export class CliError extends Error {
 export const numberOf = (text: string): number => (text.trim() === '' ? NaN : Number(text));
 
 export function positiveInt(text: string, flag: string, min = 1, max?: number): number {
-  const n = numberOf(text);
-  if (!Number.isInteger(n) || n < min || (max !== undefined && n > max)) {
+  // Decimal digits only, as torchrun's int() reads RANK: Number() would take '0x1', '1e1' and ' 2 ',
+  // and round 9007199254740993 to ...992.
+  const n = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
     throw new CliError(`${flag} must be an integer ${max === undefined ? `>= ${min}` : `in [${min}, ${max}]`}, got '${text}'`);
   }
   return n;
