@@ -54,6 +54,20 @@ std::string message_of(std::exception_ptr ep) {
   return m;
 }
 
+// libtorch >= 2.4 makes its stores on libuv unless told otherwise, and a build without libuv
+// (Debian 13's 2.6) refuses that outright ("use_libuv was requested but PyTorch was build without
+// libuv support"): there the store is made again on the older server. Older libtorch has no flag.
+template <typename O>
+auto without_libuv(O& o, int) -> decltype(o.useLibUV = false, bool()) {
+  if (!o.useLibUV) return false;
+  o.useLibUV = false;
+  return true;
+}
+template <typename O>
+bool without_libuv(O&, long) {
+  return false;
+}
+
 template <typename PG>
 auto shutdown_if_it_can(PG& pg, int) -> decltype(pg.shutdown(), void()) {
   pg.shutdown();
@@ -231,7 +245,14 @@ Group::Group(const GroupOptions& options)
   const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
   const std::string prefix = std::string("tdpo/attempt-") + (restart && *restart ? restart : "0");
   const auto make_store = [so, agent_store, prefix, addr = options_.master_addr]() -> c10::intrusive_ptr<c10d::Store> {
-    c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(addr, so);
+    c10::intrusive_ptr<c10d::Store> tcp;
+    try {
+      tcp = c10::make_intrusive<c10d::TCPStore>(addr, so);
+    } catch (const std::exception& e) {
+      c10d::TCPStoreOptions older = so;
+      if (std::string(e.what()).find("libuv") == std::string::npos || !without_libuv(older, 0)) throw;
+      tcp = c10::make_intrusive<c10d::TCPStore>(addr, older);
+    }
     if (agent_store) tcp = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
     return tcp;
   };
