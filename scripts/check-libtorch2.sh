@@ -41,6 +41,7 @@ fi
 cp "$(command -v node)" "$root/usr/local/bin/node"
 rm -rf "$root/work" && mkdir -p "$root/work"
 tar -C "$repo" --exclude=./build --exclude=./.git --exclude=./.device --exclude=./demo-output \
+  --exclude=./.libtorch-wheel --exclude=./.venv-interop \
   --exclude=./.bench-tmp --exclude=./examples/synthetic/data --exclude=./examples/synthetic/out -cf - . \
   | tar -C "$root/work" -xf -
 mount -t proc proc "$root/proc"
