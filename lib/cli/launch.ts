@@ -119,6 +119,9 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
   }
   process.stderr.write(`tdpo: started ${nproc} workers (ranks ${nodeRank * nproc}-${nodeRank * nproc + nproc - 1} of ${worldSize}; rendezvous ${masterAddr}:${masterPort})\n`);
 
+  const killLive = (sig: NodeJS.Signals, spare?: (typeof workers)[number]) => {
+    for (const w of workers) if (w !== spare && w.child.exitCode === null && w.child.signalCode === null) w.child.kill(sig);
+  };
   const kind = stopSignals();
   // The signal of a forced stop: the launcher then ends as a single process does (dieBy), and the
   // workers it killed are not a failure to report.
@@ -130,7 +133,7 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
       forced = sig;
       process.stderr.write(`tdpo: ${sig} again: stopping the workers now, without a checkpoint; --resume continues from the newest one\n`);
     }
-    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill(k === 'again' ? 'SIGKILL' : sig);
+    killLive(k === 'again' ? 'SIGKILL' : sig);
   };
   const onInt = () => forward('SIGINT');
   const onTerm = () => forward('SIGTERM');
@@ -147,7 +150,7 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
         if (error) {
           // The others would wait for it until the timeout, in the rendezvous: nothing to save yet.
           process.stderr.write(`tdpo: rank ${w.rank} could not be started: ${error.message}\n`);
-          for (const o of workers) if (o !== w && o.child.exitCode === null && o.child.signalCode === null) o.child.kill('SIGKILL');
+          killLive('SIGKILL', w);
         } else {
           const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
           process.stderr.write(`tdpo: rank ${w.rank} (pid ${w.child.pid}) ${how}\n`);
@@ -157,7 +160,7 @@ export async function launch(flags: LaunchFlags, argv: string[]): Promise<number
           // The others notice through c10d (a closed connection at once, a hung peer within the
           // timeout) and report it; whoever is still running after that is stopped.
           killTimer = setTimeout(() => {
-            for (const o of workers) if (o.child.exitCode === null && o.child.signalCode === null) o.child.kill('SIGKILL');
+            killLive('SIGKILL');
           }, timeout + 5_000);
         }
       }),
