@@ -60,8 +60,11 @@ def tdpo2_loss(margin, kl, pairs, alpha=0.5, beta=0.1):
 def make(shape, device, seed):
     torch.manual_seed(seed)
     config = GPTNeoXConfig(**SHAPES[shape])
-    policy = GPTNeoXForCausalLM(config).to(device)
-    reference = GPTNeoXForCausalLM(config).to(device)
+    # Built on the device: a 1B model's random init takes seconds there and tens of seconds on the
+    # CPU, and the --largest search builds one pair of models per size.
+    with torch.device(device):
+        policy = GPTNeoXForCausalLM(config)
+        reference = GPTNeoXForCausalLM(config)
     reference.load_state_dict(policy.state_dict())
     reference.eval().requires_grad_(False)
     return policy, reference, config

@@ -3,8 +3,9 @@
 # PyTorch and transformers; OUT: where the JSON goes). Pythia-1B shape, bf16, TDPO2, T=512:
 #   1. tdpo bench --train: materialised / fused linear / + checkpointing at 8 pairs;
 #   2. the official TDPO step in plain PyTorch (torch_tdpo_step.py) at 8 pairs;
-#   3. the largest pairs per step plain PyTorch fits (doubling from 8), and tdpo fused linear at
-#      that size: time and memory against plain PyTorch's there (the memory target's comparison);
+#   3. the largest pairs per step plain PyTorch fits (doubling from 8), and tdpo fused linear, with
+#      and without gradient checkpointing, at that size: time and memory against plain PyTorch's
+#      there (the memory target's comparison);
 #   4. the largest pairs per step tdpo fits, fused linear and materialised (least important: last,
 #      where check.sh's time limit may cut it).
 # Prints one summary line per figure; the targets are >= 1.3x faster and >= 3x less peak memory.
@@ -31,13 +32,17 @@ $PY scripts/device/torch_tdpo_step.py --shape pythia-1b --pairs 8 --seq 512 --la
 plain=$(node -p 'require(process.argv[1]).largestPairs ?? 0' "$OUT/train-bench-torch-largest.json")
 echo "largest pairs per step at T=512, plain PyTorch: $plain"
 if [ "$plain" -gt 0 ]; then
+  # Fused linear, then fused linear + gradient checkpointing, each against plain PyTorch there.
   node bin/tdpo.js bench "${common[@]}" --fused-linear on --pairs "$plain" --runs 3 --json > "$OUT/train-bench-tdpo-at-largest.json" || exit 1
-  node -e '
+  node bin/tdpo.js bench "${common[@]}" --gradient-checkpointing --pairs "$plain" --runs 3 --json > "$OUT/train-bench-tdpo-ckpt-at-largest.json" || exit 1
+  for f in "$OUT/train-bench-tdpo-at-largest.json" "$OUT/train-bench-tdpo-ckpt-at-largest.json"; do
+    node -e '
 const t = require(process.argv[1]).rows[0], p = require(process.argv[2]).atLargest;
 console.log(`at ${p.pairs} pairs: plain PyTorch ${p.medianMs.toFixed(1)} ms, peak ${(p.devicePeakBytes / 1e9).toFixed(2)} GB; ` +
-  `tdpo fused linear ${t.medianMs.toFixed(1)} ms, peak ${t.devicePeakBytes === null ? "n/a" : (t.devicePeakBytes / 1e9).toFixed(2) + " GB"}: ` +
+  `tdpo ${t.name} ${t.medianMs.toFixed(1)} ms, peak ${t.devicePeakBytes === null ? "n/a" : (t.devicePeakBytes / 1e9).toFixed(2) + " GB"}: ` +
   `${(p.medianMs / t.medianMs).toFixed(2)}x the speed (target >= 1.3), ${t.devicePeakBytes ? (p.devicePeakBytes / t.devicePeakBytes).toFixed(2) : "n/a"}x less memory (target >= 3)`);
-' "$OUT/train-bench-tdpo-at-largest.json" "$OUT/train-bench-torch-largest.json"
+' "$f" "$OUT/train-bench-torch-largest.json"
+  done
 fi
 
 # The largest power-of-two pairs from 8 whose tdpo step runs (one timed step each).
