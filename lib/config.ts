@@ -32,9 +32,10 @@ export interface TrainConfig {
   };
   /**
    * fused_linear: the loss from the final hidden states, computing the logits of at most chunk_mb
-   * (policy + reference, float32) at a time; false materialises [B, T, V] logits (for comparison).
+   * (policy + reference, float32) at a time (null: 128 on the CPU, 1024 on CUDA); false
+   * materialises [B, T, V] logits (for comparison).
    */
-  loss: { name: Objective; alpha: number; beta: number; fused_linear: boolean; chunk_mb: number };
+  loss: { name: Objective; alpha: number; beta: number; fused_linear: boolean; chunk_mb: number | null };
   /** Recompute each transformer block's forward during the backward pass: less activation memory, more time. */
   gradient_checkpointing: boolean;
   batch_size: number;
@@ -121,7 +122,7 @@ const schema: Record<string, Check> = {
   'loss.alpha': isNumber,
   'loss.beta': isNumber,
   'loss.fused_linear': bool,
-  'loss.chunk_mb': num(0, true),
+  'loss.chunk_mb': nullable(num(0, true)),
   gradient_checkpointing: bool,
   batch_size: int(1),
   gradient_accumulation_steps: int(1),

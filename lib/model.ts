@@ -113,12 +113,15 @@ export class Model {
   readonly config: HfConfig;
   /** generation_config.json, where the folder has one (null otherwise, and for created models). */
   readonly generationConfig: HfConfig | null;
+  /** Where the weights live, as given to load() or create(). */
+  readonly device: ModelDevice;
   #handle: NativeModelHandle | null;
   /** Saves begun and not yet finished: dispose() lets them finish first. */
   readonly #saves = new Set<Promise<void>>();
 
-  private constructor(handle: NativeModelHandle, config: HfConfig, generationConfig: HfConfig | null = null) {
+  private constructor(handle: NativeModelHandle, device: ModelDevice, config: HfConfig, generationConfig: HfConfig | null = null) {
     this.#handle = handle;
+    this.device = device;
     this.config = config;
     this.generationConfig = generationConfig;
     handles.set(this, () => this.#live());
@@ -142,7 +145,7 @@ export class Model {
     const genFile = path.join(dir, 'generation_config.json');
     const generation = existsSync(genFile) ? (readJsonObject(genFile, 'the generation config') as HfConfig) : null;
     const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device });
-    return new Model(handle, config, generation);
+    return new Model(handle, device, config, generation);
   }
 
   /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
@@ -155,8 +158,9 @@ export class Model {
     } catch (err) {
       throw codedError('TypeError', 'ERR_TDPO_CONFIG', `config must be JSON data, as config.json holds: ${(err as Error).message}`);
     }
-    const handle = await native.createModel(toNativeConfig(config), resolveOptions(defaults.model, options, 'options'));
-    return new Model(handle, snapshot);
+    const resolved = resolveOptions(defaults.model, options, 'options');
+    const handle = await native.createModel(toNativeConfig(config), resolved);
+    return new Model(handle, resolved.device, snapshot);
   }
 
   /** Logits for `inputIds` ([B, T] row-major); `attentionMask` (1 = token, 0 = padding) masks keys. */

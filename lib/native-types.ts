@@ -16,6 +16,9 @@ export interface NativeStepOptions {
   alpha: number;
   optimizer: string;
   weightDecay: number;
+  fusedLinear: boolean;
+  chunkMb: number;
+  gradientCheckpointing: boolean;
 }
 export interface NativeSamplingOptions {
   maxNewTokens: number;

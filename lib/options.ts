@@ -23,9 +23,9 @@ const paper = { variant: 'tdpo2' as TdpoVariant, beta: 0.1, alpha: 0.5, optimize
 export const defaults = {
   loss: { variant: paper.variant, beta: paper.beta, alpha: paper.alpha, implementation: 'fused' as TdpoImplementation, grad: false, entropy: false },
   // fusedLinear: the loss from the final hidden states, a chunk of rows' logits at a time (never
-  // [B, T, V]); chunkMb bounds those logits (policy + reference, float32; see src/loss/fused_linear.h
-  // for why 128). gradientCheckpointing recomputes each block's forward in the backward pass.
-  trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0, fusedLinear: true, chunkMb: 128, gradientCheckpointing: false },
+  // [B, T, V]); chunkMb bounds those logits (policy + reference, float32), null: chunkMbOn's value
+  // for the policy's device. gradientCheckpointing recomputes each block's forward in the backward pass.
+  trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0, fusedLinear: true, chunkMb: null as number | null, gradientCheckpointing: false },
   model: { dtype: 'float32' as ModelDtype, device: 'cpu' as ModelDevice, seed: 0 },
   sampling: { maxNewTokens: 32, temperature: 1, topP: 1, topK: 0, seed: 0, useCache: true, eosTokenId: undefined as number | readonly number[] | undefined },
   // rank and worldSize have no default (the binding refuses them missing). The timeout bounds the
@@ -62,3 +62,13 @@ export function resolveOptions<T extends Record<string, unknown>>(rows: T, given
   }
   return out as T;
 }
+
+/**
+ * The fused linear's default chunk (MB of policy + reference float32 logits) on a device. The CPU:
+ * 128, where a pair's logits were the step's memory peak and smaller chunks cost no time
+ * (src/loss/fused_linear.h). CUDA: 1024. At the Pythia-1B shape, 8 pairs x T=512, bf16 on an H200
+ * (scripts/device/check.sh), 128 MB chunks took 235 ms a step against 201 ms at 1024 MB and 199 ms
+ * materialised: each of the many chunks' small kernels and host reads leaves the GPU waiting. 1024
+ * MB kept 8.8 GB of the materialised step's 37.2 GB peak off (4096 MB: 203 ms, 1.7 GB).
+ */
+export const chunkMbOn = (device: ModelDevice): number => (device.startsWith('cuda') ? 1024 : 128);

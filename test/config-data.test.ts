@@ -29,7 +29,7 @@ describe('config', () => {
   it('reads YAML, then applies --set overrides in order', () => {
     const f = file('a.yaml', 'model: ./m\ndata:\n  train: t.jsonl\nloss:\n  name: dpo\nbatch_size: 8\n');
     const c = loadConfig(f, ['loss.beta=0.25', 'batch_size=16', 'data.eval=e.jsonl', 'max_steps=null', 'loss.name=tdpo1']);
-    expect(c.loss).toEqual({ name: 'tdpo1', alpha: 0.5, beta: 0.25, fused_linear: true, chunk_mb: 128 });
+    expect(c.loss).toEqual({ name: 'tdpo1', alpha: 0.5, beta: 0.25, fused_linear: true, chunk_mb: null });
     expect(c.batch_size).toBe(16);
     expect(c.data).toMatchObject({ train: 't.jsonl', eval: 'e.jsonl', format: 'pairs' });
     expect(c.max_steps).toBeNull();

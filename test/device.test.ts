@@ -162,17 +162,29 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     const o = { maxLength: 32, maxPromptLength: 16, truncationMode: 'keep_start' as const };
     return collatePairs(Array.from({ length: 3 }, () => tokenizePair(toks(5), toks(2 + Math.floor(next() * 6)), toks(2 + Math.floor(next() * 6)), 1, o)));
   };
-  const start = path.join(tmp, 'train-start');
-  let ready: Promise<void> | undefined;
-  const saveStart = async () => {
-    const m = await Model.create(config, { seed: 11 });
-    await m.save(start);
-    m.dispose();
+  // The Llama family's runner on the same steps: grouped-query attention, an untied head (llama)
+  // and q/k/v biases (qwen2).
+  const llamaFamily = {
+    llama: { model_type: 'llama', vocab_size: V, max_position_embeddings: 32, hidden_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, tie_word_embeddings: false },
+    qwen2: { model_type: 'qwen2', vocab_size: V, max_position_embeddings: 32, hidden_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 1, intermediate_size: 64 },
+  };
+  const starts = new Map<object, Promise<string>>();
+  const startOf = (model: object) => {
+    if (!starts.has(model)) {
+      starts.set(model, (async () => {
+        const dir = path.join(tmp, `train-start-${starts.size}`);
+        const m = await Model.create(model, { seed: 11 });
+        await m.save(dir);
+        m.dispose();
+        return dir;
+      })());
+    }
+    return starts.get(model)!;
   };
 
   /** Three steps from the same weights: the losses and the trained weights. */
-  async function train(on: ModelDevice, dtype: ModelDtype, options: TrainStepOptions, name: string) {
-    await (ready ??= saveStart());
+  async function train(on: ModelDevice, dtype: ModelDtype, options: TrainStepOptions, name: string, model: object = config) {
+    const start = await startOf(model);
     const policy = await Model.load(start, { device: on, dtype });
     // SGD: an update proportional to the gradient, so the comparison measures the gradient (RMSprop's
     // first steps are ~lr * sign(g), which turns rounding-level differences of tiny gradients into
@@ -201,8 +213,20 @@ describe.skipIf(!cuda && !dryRun)(`training on ${device}`, () => {
     expect(cpu.entropies.every((h) => h > 0)).toBe(true);
     expect(worst(new Map([['h', Float32Array.from(dev.entropies)]]), new Map([['h', Float32Array.from(cpu.entropies)]]))).toBeLessThan(1e-4);
     // The steps moved the weights far more than the tolerance.
-    expect(worst(cpu.weights, readWeights(path.join(start, 'model.safetensors')))).toBeGreaterThan(1e-2);
+    expect(worst(cpu.weights, readWeights(path.join(await startOf(config), 'model.safetensors')))).toBeGreaterThan(1e-2);
   });
+
+  for (const [arch, model] of Object.entries(llamaFamily)) {
+    it(`${arch}: three TDPO2 steps equal the CPU to 1e-4, fused linear and materialised`, async () => {
+      const cpu = await train('cpu', 'float32', {}, `cpu-${arch}`, model);
+      for (const fusedLinear of [true, false]) {
+        const dev = await train(device, 'float32', { fusedLinear }, `dev-${arch}-${fusedLinear}`, model);
+        for (let i = 0; i < 3; i++) expect(Math.abs(dev.losses[i] - cpu.losses[i]) / cpu.losses[i]).toBeLessThan(1e-4);
+        expect(worst(dev.weights, cpu.weights)).toBeLessThan(1e-4);
+      }
+      expect(worst(cpu.weights, readWeights(path.join(await startOf(model), 'model.safetensors')))).toBeGreaterThan(1e-2);
+    });
+  }
 
   it('the materialised composition and gradient checkpointing give the fused linear numbers', async () => {
     const fused = await train(device, 'float32', {}, 'dev-fused');

@@ -387,8 +387,9 @@ describe('train() and evaluate() validate the config they are given', () => {
     expect(await code(train({ ...good(out), max_steps: 2 }, { resume: true, allowChange: ['max_steps'] }))).toBe('ERR_TDPO_RESUME');
   });
 
-  // A build without a distributed backend (PyTorch's wheel has no Gloo headers) refuses sooner.
-  it.skipIf(buildInfo().distributedBackends.length === 0)('distributed ranks and sizes past a C int are refused, not wrapped (2^32 + 1 was world size 1)', async () => {
+  // A build without Gloo refuses a CPU run sooner, for its backend: with no distributed backend at
+  // all, or with NCCL alone (a build against PyTorch's CUDA wheel, which ships no Gloo headers).
+  it.skipIf(!buildInfo().distributedBackends.includes('gloo'))('distributed ranks and sizes past a C int are refused, not wrapped (2^32 + 1 was world size 1)', async () => {
     const err = await train(good(path.join(dir, 'dist')), { distributed: { rank: 0, worldSize: 2 ** 32 + 1, masterPort: 29999, timeoutMs: 1000 } }).catch((e: Error) => e);
     expect(err).toMatchObject({ code: 'ERR_TDPO_OPTION' });
     expect((err as Error).message).toMatch(/worldSize must be an integer < 2\^31/);

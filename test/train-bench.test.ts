@@ -22,6 +22,11 @@ describe('train bench', () => {
       ['fused linear + checkpointing', true, true],
     ]);
     expect(r.config).toMatchObject({ pairs: 1, seq: 8, runs: 1, threads: 1, device: 'cpu', dtype: 'float32', chunkMb: 1, loss: 'tdpo2', optimizer: 'rmsprop' });
+    // Without --chunk-mb, the report names the chunk the step used: the CPU's default.
+    expect(defaultTrainBenchConfig.chunkMb).toBeNull();
+    const byDefault = await runTrainBench({ ...config, chunkMb: null, variants: [{ fusedLinear: true, gradientCheckpointing: false }] });
+    expect(byDefault.config.chunkMb).toBe(128);
+    expect(formatTrainReport(byDefault)).toContain('fused linear chunk: 128 MB of logits');
     expect(r.logitsBytes).toBe(2 * 1 * 8 * 64 * 4);
     expect(r.parameters).toBeGreaterThan(0);
     expect(r.torchVersion).toMatch(/^\d+\.\d+/);

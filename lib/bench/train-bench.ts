@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
 import { defaultConfig, type ModelDevice, type ModelDtype } from '../index.js';
+import { chunkMbOn } from '../options.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
 import type { TrainBenchModel, TrainBenchVariant, TrainChildError, TrainChildResult, TrainChildSpec, TrainRunSpec } from './train-child.js';
@@ -87,8 +88,8 @@ export interface TrainBenchRow extends TrainBenchVariant {
 }
 
 export interface TrainBenchReport {
-  /** threads: the count each child ran with. */
-  config: TrainBenchConfig & { loss: 'tdpo2'; optimizer: 'rmsprop' };
+  /** threads: the count each child ran with; chunkMb: the chunk the fused linear used (the device's default where none was given). */
+  config: TrainBenchConfig & { chunkMb: number; loss: 'tdpo2'; optimizer: 'rmsprop' };
   torchVersion: string;
   node: string;
   parameters: number;
@@ -177,7 +178,7 @@ export async function runTrainBench(c: TrainBenchConfig, progress: (m: string) =
     }
   }
   return {
-    config: { ...c, threads: first!.threads, loss: 'tdpo2', optimizer: 'rmsprop' },
+    config: { ...c, threads: first!.threads, chunkMb: c.chunkMb ?? chunkMbOn(c.device), loss: 'tdpo2', optimizer: 'rmsprop' },
     torchVersion: first!.torchVersion,
     node: process.version,
     parameters: first!.parameters,

@@ -22,8 +22,8 @@ export interface TrainRunSpec {
   threads: number;
   device: ModelDevice;
   dtype: ModelDtype;
-  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MB. */
-  chunkMb: number;
+  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MB; null: the device's default. */
+  chunkMb: number | null;
 }
 
 /** How the step is computed (TrainStepOptions of the same names). */

@@ -48,7 +48,7 @@ Options:
                                 materialised logits (off)
       --gradient-checkpointing  with --train: only with gradient checkpointing (and the
                                 fused linear unless --fused-linear off)
-      --chunk-mb N      with --train: the fused linear's chunk of logits in MB  default ${defaultTrainBenchConfig.chunkMb}
+      --chunk-mb N      with --train: the fused linear's chunk of logits in MB  default 128 (CPU), 1024 (CUDA)
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
   -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}

@@ -2,7 +2,7 @@
 // what runs: which micro-batches, the learning rate of each update, when to evaluate and save.
 import { type Model, nativeHandleOf } from '../model.js';
 import { native, type MicroStats, type NativeBatch, type NativeProcessGroupHandle, type NativeTrainerHandle } from '../native.js';
-import { defaults, resolveOptions, type Objective, type OptimizerName } from '../options.js';
+import { chunkMbOn, defaults, resolveOptions, type Objective, type OptimizerName } from '../options.js';
 
 export type { Objective, OptimizerName };
 
@@ -20,8 +20,8 @@ export interface TrainStepOptions {
    * logits for the policy, the reference and the gradient. SFT always materialises.
    */
   fusedLinear?: boolean;
-  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default 128 (see src/loss/fused_linear.h). */
-  chunkMb?: number;
+  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default (undefined or null): 128 on the CPU, 1024 on CUDA (chunkMbOn in lib/options.ts says why). */
+  chunkMb?: number | null;
   /** Default false: recompute each block's forward during backward (activation memory: one block plus the block inputs). */
   gradientCheckpointing?: boolean;
   /** The frozen reference; default: a copy of the policy as it is when the step is created. */
@@ -39,10 +39,11 @@ export class TrainStep {
 
   static async create(policy: Model, options: TrainStepOptions = {}): Promise<TrainStep> {
     const { reference, ...rest } = options;
+    const resolved = resolveOptions(defaults.trainStep, rest, 'options');
     const handle = await native.createTrainer(
       nativeHandleOf(policy),
       reference ? nativeHandleOf(reference) : null,
-      resolveOptions(defaults.trainStep, rest, 'options'),
+      { ...resolved, chunkMb: resolved.chunkMb ?? chunkMbOn(policy.device) },
     );
     return new TrainStep(handle);
   }

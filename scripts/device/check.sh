@@ -75,7 +75,9 @@ step "train benchmark on the GPU: Pythia-1B shape, bf16, TDPO2 (up to ${TDPO_CHE
 # tdpo's three configurations at 8 pairs x T=512, the official TDPO step in plain PyTorch on the
 # same GPU, then the largest pairs per step that fit (doubling from 8) for tdpo fused linear, tdpo
 # materialised and plain PyTorch, and both memory peaks at plain PyTorch's largest.
-if node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
+if [ "${TDPO_CHECK_TRAIN_S:-270}" -eq 0 ]; then
+  echo "skipped (TDPO_CHECK_TRAIN_S=0)"
+elif node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
   TDPO_PY=$PY OUT=$OUT timeout "${TDPO_CHECK_TRAIN_S:-270}" bash scripts/device/train-bench.sh
   rc=$?
   [ $rc -eq 124 ] && echo "check: the train benchmark ran out of its time (what it printed stands; the largest-batch probes come last)"
@@ -85,7 +87,9 @@ else
 fi
 
 step "model benchmark on the GPU"
-if node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
+if [ "${TDPO_CHECK_MODEL_BENCH:-1}" = 0 ]; then
+  echo "skipped (TDPO_CHECK_MODEL_BENCH=0)"
+elif node --input-type=module -e "import { buildInfo } from './dist/esm/index.js'; process.exit(buildInfo().cuda ? 0 : 1)"; then
   for dtype in float32 bfloat16; do
     timeout 60 node bin/tdpo.js bench --model --device cuda --dtype "$dtype" --runs 5 --json > "$OUT/bench-model-cuda-$dtype.json" \
       && node -e "const r=require('$OUT/bench-model-cuda-$dtype.json'); console.log('$dtype', 'forward', r.forward.medianMs.toFixed(1), 'ms =', r.forward.tokensPerSecond.toFixed(0), 'tokens/s; generate', r.generate.cachedTokensPerSecond.toFixed(1), 'vs', r.generate.uncachedTokensPerSecond.toFixed(1), 'new tokens/s')" \

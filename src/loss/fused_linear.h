@@ -20,7 +20,9 @@
 // -T 512 --fused-linear on --chunk-mb N`, README): at GPT-2's shape a pair's logits (2 x 154 MB
 // for 768 scored rows) were the step's memory peak; in 128 MB chunks the peak moves to the
 // blocks' backward pass (0.25 GB lower than whole pairs), for about 1.05x the step time (a
-// second pass over three quarters of each pair's rows, the reference's over one quarter).
+// second pass over three quarters of each pair's rows, the reference's over one quarter). On
+// CUDA the default is 1024 MB (chunkMbOn in lib/options.ts): there the many small chunks' kernel
+// launches and host reads, not the arithmetic, cost the time.
 //
 // Per-row math: the fused kernel's SIMD rows (row_kernel.h) for CPU tensors; libtorch ops on any
 // other device (CUDA), where the same chunking and pair objective run unchanged.

@@ -11,8 +11,10 @@
 namespace tdpo::loss {
 namespace {
 
+// The composition also runs on CUDA (the train step's materialised path off the CPU): the values
+// are read on the host.
 std::vector<double> to_vector(const at::Tensor& t) {
-  auto c = t.detach().to(at::kDouble).contiguous();
+  auto c = t.detach().to(at::kCPU, at::kDouble).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
 }
 
