@@ -22,4 +22,5 @@ export type { DistributedOptions } from './train/distributed.js';
 export type { Metrics } from './train/metrics.js';
 export type { AlignedLabels, InputLabels } from './native-types.js';
 export { defaultConfig, loadConfig, validateConfig } from './config.js';
+export { chunkMbOn } from './options.js';
 export type { ConfigInput, TrainConfig } from './config.js';

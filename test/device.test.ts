@@ -39,6 +39,13 @@ describe('without CUDA', () => {
       code: 'ERR_TDPO_OPTION',
     });
   });
+  it("a model's device is the one it was given, 'cpu' by default", async () => {
+    const config = JSON.parse(readFileSync(path.join(dirOf('gpt2-tiny'), 'config.json'), 'utf8'));
+    const [a, b] = [await Model.create(config), await Model.load(dirOf('gpt2-tiny'), { device: 'cpu' })];
+    expect([a.device, b.device]).toEqual(['cpu', 'cpu']);
+    a.dispose();
+    b.dispose();
+  });
   it('an unknown device is a clear error', async () => {
     for (const bad of ['tpu', 'cuda:', 'cuda:x', 'cuda:-1', 'cuda:1e3', 'cuda:123456789']) {
       await expect(Model.load(dirOf('gpt2-tiny'), { device: bad as 'cpu' })).rejects.toMatchObject({
@@ -61,6 +68,7 @@ describe.skipIf(!cuda && !dryRun)(`on ${device}`, () => {
   for (const c of [...golden.cases, ...llamaGolden.cases]) {
     it(`${c.name}: logits match the golden files, with and without padding`, async () => {
       const m = await Model.load(dirOf(c.name), { device });
+      expect(m.device).toBe(device);
       const ids = Int32Array.from(c.inputIds);
       const plain = await m.forward(ids, c.shape);
       const V = plain.shape[2];

@@ -6,8 +6,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
-import { defaultConfig, type ModelDevice, type ModelDtype } from '../index.js';
-import { chunkMbOn } from '../options.js';
+import { chunkMbOn, defaultConfig, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
 import type { TrainBenchModel, TrainBenchVariant, TrainChildError, TrainChildResult, TrainChildSpec, TrainRunSpec } from './train-child.js';

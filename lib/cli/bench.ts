@@ -4,6 +4,7 @@ import { defaultLossBenchConfig, formatAsyncContract, runLossBench, type LossBen
 import { defaultModelBenchConfig, formatModelReport, modelBenchArchs, runModelBench } from '../bench/model-bench.js';
 import { defaultTrainBenchConfig, formatTrainReport, runTrainBench, trainBenchShapes, type TrainBenchConfig } from '../bench/train-bench.js';
 import { CliError, deviceFlag, oneOf, positiveInt } from './errors.js';
+import { chunkMbOn } from '../index.js';
 
 export const benchHelp = `Usage: tdpo bench [options]
 
@@ -48,7 +49,7 @@ Options:
                                 materialised logits (off)
       --gradient-checkpointing  with --train: only with gradient checkpointing (and the
                                 fused linear unless --fused-linear off)
-      --chunk-mb N      with --train: the fused linear's chunk of logits in MB  default 128 (CPU), 1024 (CUDA)
+      --chunk-mb N      with --train: the fused linear's chunk of logits in MB  default ${chunkMbOn('cpu')} (CPU), ${chunkMbOn('cuda')} (CUDA)
   -B, --batch N         rows (chosen + rejected; even)     default ${defaultLossBenchConfig.batch}
   -T, --seq N           positions per row                  default ${defaultLossBenchConfig.seq}
   -V, --vocab N         vocabulary size                    default ${defaultLossBenchConfig.vocab}
