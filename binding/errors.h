@@ -1,7 +1,8 @@
 // The one place where C++ failures become JS errors. Every error thrown to JS carries a `code`:
 // tdpo::Error keeps its own code and class (TypeError / RangeError); libtorch's c10::Error becomes
-// ERR_TDPO_NATIVE, allocation failure ERR_TDPO_OUT_OF_MEMORY. Errors are captured as plain data
-// (ErrorInfo) so an async worker can carry them from its thread to the JS thread.
+// ERR_TDPO_NATIVE, an allocation failure (libtorch's OutOfMemoryError, std::bad_alloc)
+// ERR_TDPO_OUT_OF_MEMORY. Errors are captured as plain data (ErrorInfo) so an async worker can
+// carry them from its thread to the JS thread.
 #pragma once
 
 #include <napi.h>
@@ -26,6 +27,10 @@ inline ErrorInfo capture(std::exception_ptr ep) {
     std::rethrow_exception(ep);
   } catch (const Error& e) {
     return {e.kind(), e.code(), e.what()};
+  } catch (const c10::OutOfMemoryError& e) {
+    // libtorch's allocators (CUDA's caching allocator) running out: the same code as a failed host
+    // allocation, with libtorch's message, which names the device and the sizes.
+    return {ErrorKind::Generic, "ERR_TDPO_OUT_OF_MEMORY", std::string("libtorch: ") + e.what_without_backtrace()};
   } catch (const c10::Error& e) {
     return {ErrorKind::Generic, "ERR_TDPO_NATIVE", std::string("libtorch: ") + e.what_without_backtrace()};
   } catch (const std::bad_alloc&) {
