@@ -81,11 +81,13 @@ describe('chat templates', () => {
 describe('hostile chat templates', () => {
   const render = (template: string) => Tokenizer.fromFile(path.join(folder('qwen2', { chat_template: template }).dir, 'tokenizer.json')).applyChatTemplate(convo);
   it('range() is budgeted: range(1000000000) aborted the process and nested loops hung it; now ERR_TDPO_DATA at once', () => {
-    for (const t of ['{% for i in range(1000000000) %}{% endfor %}', '{{ range(1000000000)|length }}', '{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}']) {
+    const nested = '{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}';
+    for (const t of ['{% for i in range(1000000000) %}{% endfor %}', '{{ range(1000000000)|length }}', nested]) {
       const t0 = Date.now();
       // The nested loops run ~20 million iterations before range()'s budget trips: on a loaded
       // machine (the GPU check's suite, 16 test workers) the 2 s limit on a render came first.
-      expect(() => render(t), t).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DATA', message: expect.stringMatching(/range\(\)|ran past 2000 ms/) }));
+      const message = t === nested ? expect.stringMatching(/range\(\)|ran past 2000 ms/) : expect.stringContaining('range()');
+      expect(() => render(t), t).toThrow(expect.objectContaining({ code: 'ERR_TDPO_DATA', message }));
       expect(Date.now() - t0, t).toBeLessThan(5000);
     }
   });

@@ -3,8 +3,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { collatePairs, Model, tokenizePair, TrainStep, type Objective } from '../lib/index.js';
+import { describe, expect, it, vi } from 'vitest';
+import { chunkMbOn, collatePairs, Model, tokenizePair, TrainStep, type Objective } from '../lib/index.js';
+import { native } from '../lib/native.js';
 import { rng } from './helpers.js';
 
 const V = 32;
@@ -166,5 +167,20 @@ describe('one optimizer step against an independent implementation (PyTorch floa
       scale = Math.max(scale, Math.abs(g.logitsAfter[i]));
     }
     expect(diff / scale).toBeLessThan(1e-4);
+  });
+});
+
+describe("the fused linear's chunk", () => {
+  it("defaults to the policy's device's: 128 MB on the CPU (1024 on CUDA); a given one is kept", async () => {
+    expect([chunkMbOn('cpu'), chunkMbOn('cuda'), chunkMbOn('cuda:1')]).toEqual([128, 1024, 1024]);
+    const spy = vi.spyOn(native, 'createTrainer');
+    const m = await Model.create(config, { seed: 1 });
+    try {
+      for (const chunkMb of [undefined, null, 7]) await TrainStep.create(m, { chunkMb });
+      expect(spy.mock.calls.map((c) => c[2].chunkMb)).toEqual([128, 128, 7]);
+    } finally {
+      spy.mockRestore();
+      m.dispose();
+    }
   });
 });

@@ -32,10 +32,11 @@ $PY scripts/device/torch_tdpo_step.py --shape pythia-1b --pairs 8 --seq 512 --la
 plain=$(node -p 'require(process.argv[1]).largestPairs ?? 0' "$OUT/train-bench-torch-largest.json")
 echo "largest pairs per step at T=512, plain PyTorch: $plain"
 if [ "$plain" -gt 0 ]; then
-  # Fused linear, then fused linear + gradient checkpointing, each against plain PyTorch there.
-  node bin/tdpo.js bench "${common[@]}" --fused-linear on --pairs "$plain" --runs 3 --json > "$OUT/train-bench-tdpo-at-largest.json" || exit 1
-  node bin/tdpo.js bench "${common[@]}" --gradient-checkpointing --pairs "$plain" --runs 3 --json > "$OUT/train-bench-tdpo-ckpt-at-largest.json" || exit 1
-  for f in "$OUT/train-bench-tdpo-at-largest.json" "$OUT/train-bench-tdpo-ckpt-at-largest.json"; do
+  # Fused linear, then fused linear + gradient checkpointing, each printed against plain PyTorch
+  # there as soon as it has run.
+  for v in fused:--fused-linear=on ckpt:--gradient-checkpointing; do
+    f="$OUT/train-bench-tdpo-${v%%:*}-at-largest.json"
+    node bin/tdpo.js bench "${common[@]}" "${v#*:}" --pairs "$plain" --runs 3 --json > "$f" || exit 1
     node -e '
 const t = require(process.argv[1]).rows[0], p = require(process.argv[2]).atLargest;
 console.log(`at ${p.pairs} pairs: plain PyTorch ${p.medianMs.toFixed(1)} ms, peak ${(p.devicePeakBytes / 1e9).toFixed(2)} GB; ` +
@@ -47,10 +48,11 @@ fi
 
 # The largest power-of-two pairs from 8 whose tdpo step runs (one timed step each).
 largest() {
-  local pairs=8 fits=0
+  local pairs=8 fits=0 probe_err
+  probe_err=$(mktemp)
   while [ $pairs -le 1024 ]; do
-    if ! node bin/tdpo.js bench "${common[@]}" "$@" --pairs $pairs --runs 1 --json > "$OUT/probe.json" 2> "$OUT/probe.err"; then
-      grep -qi "out of memory" "$OUT/probe.err" || { echo "probe at $pairs pairs failed: $(tail -1 "$OUT/probe.err")" >&2; }
+    if ! node bin/tdpo.js bench "${common[@]}" "$@" --pairs $pairs --runs 1 --json > /dev/null 2> "$probe_err"; then
+      grep -qi "out of memory" "$probe_err" || { echo "probe at $pairs pairs failed: $(tail -1 "$probe_err")" >&2; }
       break
     fi
     fits=$pairs
