@@ -51,6 +51,14 @@ const relError = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return Math.sqrt(d / Math.max(s, 1e-30));
 };
 
+// A sequence's KL is small against the logits it is computed from: each position's log-ratios
+// carry float32 rounding of about 2^-24 x log V (the size of the logits' differences) while the
+// KL per position of these models is about 0.01, so two float32 paths can differ by up to
+// 2^-24 x ln 512 / 0.01 = 3.7e-5 relative. Measured for Llama TDPO2's chosen KL (ATen rows against
+// the materialised composition): 6.7e-6 on libtorch 1.13, 1.03e-5 on 2.11 (16 threads), 1.07e-5 on
+// 2.6, where 1e-5 had been the bound. The loss, the other statistics and the gradients keep tol.
+const KL_TOL = 4e-5;
+
 const STAT_FIELDS = ['chosenRewards', 'rejectedRewards', 'chosenKl', 'rejectedKl', 'chosenLogps', 'rejectedLogps', 'chosenEntropy', 'rejectedEntropy'] as const;
 
 interface StepResult {
@@ -93,7 +101,7 @@ export function fusedLinearSuite(lib: typeof Lib): void {
   function expectSame(a: StepResult, b: StepResult, tol: number): void {
     for (const m of ['evaluated', 'trained'] as const) {
       expect(Math.abs(a[m].loss - b[m].loss) / Math.abs(b[m].loss), `${m} loss`).toBeLessThan(tol);
-      for (const f of STAT_FIELDS) expect(relError(a[m][f], b[m][f]), `${m} ${f}`).toBeLessThan(tol);
+      for (const f of STAT_FIELDS) expect(relError(a[m][f], b[m][f]), `${m} ${f}`).toBeLessThan(f.endsWith('Kl') ? Math.max(tol, KL_TOL) : tol);
     }
     expect(Math.abs(a.norm - b.norm) / b.norm, 'gradient norm').toBeLessThan(tol);
     const all = [...b.grads.keys()];
