@@ -3,8 +3,8 @@
 // on an unvalidated config, a save that could mix two models' files, optimizer state of another
 // model accepted, an SFT batch with nothing to score, token ids silently coerced, a FIFO shard
 // blocking the event loop, and sizes that grew memory instead of being refused.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -462,6 +462,24 @@ describe('the CLI, as the review found it', () => {
       expect(r.stdout).toBe(greedy.stdout);
     }
     for (const flag of ['--temperature', '--top-p', '--max-new-tokens', '--top-k', '--seed']) expect(gen(flag, '').status).toBe(2);
+  });
+
+  it('the launcher: workers that cannot be started are named by rank, and it exits 1 (it used to crash, leaving workers running)', async () => {
+    // The launcher runs from a copy of node that is removed once it has started (spawn returns
+    // after the exec), so each worker's spawn of process.execPath fails with ENOENT: the path of a
+    // child that emits 'error' and never 'exit', as EMFILE or EAGAIN take it on a loaded machine.
+    const node = path.join(dir, 'node-copy');
+    copyFileSync(process.execPath, node);
+    chmodSync(node, 0o755);
+    const child = spawn(node, [cli, 'train', '-c', path.join(dir, 'never-read.yaml'), '--nproc-per-node', '2'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+    rmSync(node);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | string | null>((resolve) => child.on('close', (c, sig) => resolve(c ?? sig)));
+    expect(code, stderr).toBe(1);
+    for (const rank of [0, 1]) expect(stderr).toMatch(new RegExp(`rank ${rank} could not be started: spawn \\S*node-copy.* ENOENT`));
+    expect(stderr).toMatch(/the run failed: rank 0 failed first/);
+    expect(stderr).not.toMatch(/TypeError|is not a function/);
   });
 
   it("the launcher: RANK='', --master-port 70000 and --dist-timeout 1e300 (past Node's timers) are usage errors", () => {
