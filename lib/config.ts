@@ -32,8 +32,8 @@ export interface TrainConfig {
   };
   /**
    * fused_linear: the loss from the final hidden states, computing the logits of at most chunk_mb
-   * (policy + reference, float32) at a time (null: 128 on the CPU, 1024 on CUDA); false
-   * materialises [B, T, V] logits (for comparison).
+   * (policy + reference, float32) at a time (null: the device's default, chunkMbOn in
+   * options.ts); false materialises [B, T, V] logits (for comparison).
    */
   loss: { name: Objective; alpha: number; beta: number; fused_linear: boolean; chunk_mb: number | null };
   /** Recompute each transformer block's forward during the backward pass: less activation memory, more time. */

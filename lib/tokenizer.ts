@@ -73,9 +73,11 @@ export class Tokenizer {
   static fromFile(file: string): Tokenizer {
     if (typeof file !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `Tokenizer.fromFile: the path must be a string, got ${typeof file}`);
     const read = (f: string) => {
+      // readTextFile's own errors already name the file; only the parse is wrapped here.
+      const text = readTextFile(f, 'ERR_TDPO_TOKENIZER', 'tokenizer file');
       let json: unknown;
       try {
-        json = JSON.parse(readTextFile(f, 'ERR_TDPO_TOKENIZER', 'tokenizer file'));
+        json = JSON.parse(text);
       } catch (err) {
         throw codedError('Error', 'ERR_TDPO_TOKENIZER', `cannot read ${f}: ${(err as Error).message}`);
       }

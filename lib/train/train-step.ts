@@ -20,7 +20,7 @@ export interface TrainStepOptions {
    * logits for the policy, the reference and the gradient. SFT always materialises.
    */
   fusedLinear?: boolean;
-  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default (undefined or null): 128 on the CPU, 1024 on CUDA (chunkMbOn in lib/options.ts says why). */
+  /** With fusedLinear: the chunk's logits (policy + reference, float32) in MiB (fractions allowed). Default (undefined or null): the policy's device's, chunkMbOn(policy.device) (lib/options.ts says why). */
   chunkMb?: number | null;
   /** Default false: recompute each block's forward during backward (activation memory: one block plus the block inputs). */
   gradientCheckpointing?: boolean;
