@@ -185,7 +185,7 @@ Napi::Value build_model(Napi::Env env, const char* name, std::function<std::uniq
       [state](Napi::Env env) -> Napi::Value { return NativeModel::Wrap(env, state); });
 }
 
-// createModel(config, { seed, dtype, device })
+// createModel(config, { seed, dtype, device, attnImplementation })
 Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promise_call(env, [&]() -> Napi::Value {
@@ -193,26 +193,32 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     const auto seed = static_cast<uint64_t>(int_field(opt, "seed", "options", 0));
     const at::ScalarType dtype = parse_model_dtype(opt);
     const at::Device device = parse_model_device(opt);
+    const models::AttentionKernel kernel = parse_attention_kernel(opt);
     const auto config = parse_config(arg(info, 0));
-    return build_model(env, "tdpo:createModel", [config, dtype, device, seed] {
+    return build_model(env, "tdpo:createModel", [config, dtype, device, seed, kernel] {
       auto model = models::make_model(config, dtype, device);
       models::init_weights(*model, seed);
+      model->set_attention_kernel(kernel);
       return model;
     });
   });
 }
 
-// loadModel(config, tensors, { dtype, device })
+// loadModel(config, tensors, { dtype, device, attnImplementation })
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return promise_call(env, [&]() -> Napi::Value {
     Napi::Object opt = object_arg(arg(info, 2), "options");
     const at::ScalarType dtype = parse_model_dtype(opt);
     const at::Device device = parse_model_device(opt);
+    const models::AttentionKernel kernel = parse_attention_kernel(opt);
     const auto config = parse_config(arg(info, 0));
     const auto sources = parse_sources(arg(info, 1));
-    return build_model(env, "tdpo:loadModel",
-                       [config, sources, dtype, device] { return models::load_model(config, sources, dtype, device); });
+    return build_model(env, "tdpo:loadModel", [config, sources, dtype, device, kernel] {
+      auto model = models::load_model(config, sources, dtype, device);
+      model->set_attention_kernel(kernel);
+      return model;
+    });
   });
 }
 

@@ -102,6 +102,10 @@ at::ScalarType parse_model_dtype(Napi::Object options) {
   throw range_error("ERR_TDPO_OPTION", "options.dtype must be 'float32' or 'bfloat16', got '" + d + "'");
 }
 
+models::AttentionKernel parse_attention_kernel(Napi::Object options) {
+  return models::parse_attention_kernel(string_field(options, "attnImplementation", "options"));
+}
+
 namespace {
 at::Tensor as_long(const ArrayView<int32_t>& view, int64_t B, int64_t T) {
   return at::from_blob(const_cast<int32_t*>(view.data), {B, T}, at::kInt).to(at::kLong);

@@ -18,6 +18,8 @@ namespace tdpo::binding {
 models::ModelConfig parse_config(Napi::Value v);
 std::vector<io::TensorSource> parse_sources(Napi::Value v);
 at::ScalarType parse_model_dtype(Napi::Object options);
+// options.attnImplementation: 'eager' or 'sdpa' (ERR_TDPO_OPTION where this libtorch has no SDPA).
+models::AttentionKernel parse_attention_kernel(Napi::Object options);
 at::Device parse_model_device(Napi::Object options);
 
 // ids [B, T], attention mask and labels (either may be undefined), as int64 tensors.

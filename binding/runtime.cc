@@ -9,6 +9,7 @@
 #include "distributed/group.h"
 #include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
+#include "models/causal_lm.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -67,6 +68,11 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   out.Set("distributedBackends", backends);
   out.Set("kernelIsa", loss::kernel_isa());
   out.Set("fusedLinearRows", loss::cpu_row_math());
+  // The attention kernels this libtorch has (a model's attnImplementation).
+  Napi::Array kernels = Napi::Array::New(env);
+  kernels.Set(0u, "eager");
+  if (models::sdpa_available()) kernels.Set(1u, "sdpa");
+  out.Set("attnImplementations", kernels);
   return out;
 }
 

@@ -187,6 +187,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
             auto copy = models::make_model(policy->model->config(), policy->model->dtype(), policy->model->device());
             at::NoGradGuard no_grad;
             for (size_t i = 0; i < copy->params().size(); ++i) copy->params()[i].copy_(policy->model->params()[i]);
+            copy->set_attention_kernel(policy->model->attention_kernel());
             ref = std::move(copy);
           }
           out->step = std::make_unique<train::TrainStep>(policy->model, ref, o);

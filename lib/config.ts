@@ -5,7 +5,7 @@ import { readTextFile } from './io/files.js';
 import { parse as parseYaml, parseDocument } from 'yaml';
 import { codedError, showValue } from './errors.js';
 import { native } from './native.js';
-import { defaults, OBJECTIVES, OPTIMIZERS, type ModelDevice, type ModelDtype, type Objective, type OptimizerName } from './options.js';
+import { defaults, OBJECTIVES, OPTIMIZERS, type AttnImplementation, type ModelDevice, type ModelDtype, type Objective, type OptimizerName } from './options.js';
 
 export interface TrainConfig {
   /** A Hugging Face folder, or an inline config.json object for a freshly initialised model. */
@@ -62,6 +62,8 @@ export interface TrainConfig {
   dtype: ModelDtype;
   /** 'cpu', 'cuda' (under torchrun or --nproc-per-node: cuda:LOCAL_RANK) or 'cuda:N'. */
   device: ModelDevice;
+  /** 'sdpa' or 'eager' (ModelOptions.attnImplementation); null: 'sdpa' where this libtorch has it. */
+  attn_implementation: AttnImplementation | null;
 }
 
 export const defaultConfig: TrainConfig = {
@@ -91,6 +93,7 @@ export const defaultConfig: TrainConfig = {
   threads: null,
   dtype: defaults.model.dtype,
   device: defaults.model.device,
+  attn_implementation: defaults.model.attnImplementation,
 };
 
 export { showValue };
@@ -145,6 +148,8 @@ const schema: Record<string, Check> = {
   threads: nullable(int(1)),
   dtype: oneOf('float32', 'bfloat16'),
   device: (v) => (typeof v === 'string' && /^(cpu|cuda|cuda:\d{1,3})$/.test(v) ? null : "must be 'cpu', 'cuda' or 'cuda:N'"),
+  // Whether this libtorch has SDPA is the model's check (ERR_TDPO_OPTION at load).
+  attn_implementation: nullable(oneOf('sdpa', 'eager')),
 };
 const sections = new Set(['data', 'loss']);
 

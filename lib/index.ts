@@ -10,7 +10,7 @@ export type {
 export { buildInfo, cudaPeakBytes, getNumThreads, releaseCachedMemory, setNumThreads } from './runtime.js';
 export type { BuildInfo } from './runtime.js';
 export { Model } from './model.js';
-export type { ForwardResult, GenerateOptions, ModelDevice, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';
+export type { ForwardResult, GenerateOptions, AttnImplementation, ModelDevice, ModelDtype, ModelOptions, SequenceLogprobs } from './model.js';
 export { Tokenizer, type ChatMessage, type RenderOptions } from './tokenizer.js';
 export { TrainStep } from './train/train-step.js';
 export type { MicroStats, Objective, OptimizerName, TrainBatch, TrainStepOptions } from './train/train-step.js';

@@ -8,14 +8,22 @@ import { codedError } from './errors.js';
 import { readSafetensorsHeader } from './io/safetensors.js';
 import { toNativeConfig, type HfConfig } from './models/config.js';
 import { native, type AlignedLabels, type GenerateOptions, type NativeModelHandle, type SequenceLogprobs, type TensorSource } from './native.js';
-import { defaults, resolveOptions, type ModelDevice, type ModelDtype } from './options.js';
+import { defaults, resolveOptions, type AttnImplementation, type ModelDevice, type ModelDtype } from './options.js';
 
-export type { GenerateOptions, ModelDevice, ModelDtype, SequenceLogprobs };
+export type { AttnImplementation, GenerateOptions, ModelDevice, ModelDtype, SequenceLogprobs };
 export interface ModelOptions {
   /** Parameter and compute precision; logits are returned as float32 either way. */
   dtype?: ModelDtype;
   /** 'cpu' (default), or 'cuda' with a CUDA build of libtorch and a GPU (ERR_TDPO_OPTION otherwise). */
   device?: ModelDevice;
+  /**
+   * How attention is computed, as transformers' attn_implementation: 'sdpa' (libtorch's
+   * scaled_dot_product_attention: fused kernels that never hold the [B, H, T, T] scores) or
+   * 'eager' (ATen ops, softmax in float32). Default: 'sdpa' where this libtorch has it (2.0 and
+   * later: buildInfo().attnImplementations), else 'eager'. Both compute the same function to float
+   * rounding on every position a real token reads; 'sdpa' on libtorch 1.13 is ERR_TDPO_OPTION.
+   */
+  attnImplementation?: AttnImplementation;
 }
 export interface ForwardResult {
   /** [B, T, V] row-major. */
@@ -103,6 +111,11 @@ function stageFile(file: string, text: string): string {
   return tmp;
 }
 
+/** The caller's choice, else SDPA where this build has it. */
+function attnImplementationOf(given: AttnImplementation | null): AttnImplementation {
+  return given ?? (native.buildInfo().attnImplementations.includes('sdpa') ? 'sdpa' : 'eager');
+}
+
 // The native handle behind each Model, for the trainer (module-internal, not part of the API).
 const handles = new WeakMap<Model, () => NativeModelHandle>();
 export function nativeHandleOf(model: Model): NativeModelHandle {
@@ -115,13 +128,16 @@ export class Model {
   readonly generationConfig: HfConfig | null;
   /** Where the weights live, as given to load() or create(). */
   readonly device: ModelDevice;
+  /** The attention kernel its forward passes use (ModelOptions.attnImplementation, resolved). */
+  readonly attnImplementation: AttnImplementation;
   #handle: NativeModelHandle | null;
   /** Saves begun and not yet finished: dispose() lets them finish first. */
   readonly #saves = new Set<Promise<void>>();
 
-  private constructor(handle: NativeModelHandle, device: ModelDevice, config: HfConfig, generationConfig: HfConfig | null = null) {
+  private constructor(handle: NativeModelHandle, device: ModelDevice, attnImplementation: AttnImplementation, config: HfConfig, generationConfig: HfConfig | null = null) {
     this.#handle = handle;
     this.device = device;
+    this.attnImplementation = attnImplementation;
     this.config = config;
     this.generationConfig = generationConfig;
     handles.set(this, () => this.#live());
@@ -141,11 +157,13 @@ export class Model {
   static async load(dir: string, options: ModelOptions = {}): Promise<Model> {
     if (typeof dir !== 'string') throw codedError('TypeError', 'ERR_TDPO_TYPE', `dir must be a string, got ${typeof dir}`);
     const config = readJsonObject(path.join(dir, 'config.json'), 'the model config') as HfConfig;
-    const { dtype, device } = resolveOptions(defaults.model, { ...options, seed: undefined }, 'options');
+    const resolved = resolveOptions(defaults.model, { ...options, seed: undefined }, 'options');
+    const { dtype, device } = resolved;
+    const attnImplementation = attnImplementationOf(resolved.attnImplementation);
     const genFile = path.join(dir, 'generation_config.json');
     const generation = existsSync(genFile) ? (readJsonObject(genFile, 'the generation config') as HfConfig) : null;
-    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device });
-    return new Model(handle, device, config, generation);
+    const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device, attnImplementation });
+    return new Model(handle, device, attnImplementation, config, generation);
   }
 
   /** A randomly initialised model (Hugging Face's initialisation), deterministic in `seed`. */
@@ -159,8 +177,9 @@ export class Model {
       throw codedError('TypeError', 'ERR_TDPO_CONFIG', `config must be JSON data, as config.json holds: ${(err as Error).message}`);
     }
     const resolved = resolveOptions(defaults.model, options, 'options');
-    const handle = await native.createModel(toNativeConfig(config), resolved);
-    return new Model(handle, resolved.device, snapshot);
+    const attnImplementation = attnImplementationOf(resolved.attnImplementation);
+    const handle = await native.createModel(toNativeConfig(config), { ...resolved, attnImplementation });
+    return new Model(handle, resolved.device, attnImplementation, snapshot);
   }
 
   /** Logits for `inputIds` ([B, T] row-major); `attentionMask` (1 = token, 0 = padding) masks keys. */

@@ -1,6 +1,9 @@
 // Every type that crosses the native boundary, at the bottom of the library: lib/native.ts and
 // the wrappers above it import from here, and nothing here imports from them.
 
+/** How a model computes attention (transformers' attn_implementation): 'eager', ATen ops with a float32 softmax over the whole score tensor; 'sdpa', libtorch's scaled_dot_product_attention (libtorch >= 2.0). */
+export type AttnImplementation = 'eager' | 'sdpa';
+
 /** Options as the binding receives them: complete (lib/options.ts resolved them), no defaults. */
 export interface NativeLossOptions {
   variant: string;
@@ -181,6 +184,8 @@ export interface BuildInfo {
    * TDPO_FUSED_LINEAR_ROWS=aten was set at load (for tests).
    */
   fusedLinearRows: 'kernel' | 'aten';
+  /** The attention kernels this libtorch has (a model's attnImplementation): 'eager' always, 'sdpa' from libtorch 2.0. */
+  attnImplementations: AttnImplementation[];
 }
 
 export interface NativeModelHandle {
@@ -267,8 +272,8 @@ export interface NativeAddon {
     reference: NativeModelHandle | null,
     options: NativeStepOptions,
   ): Promise<NativeTrainerHandle>;
-  createModel(config: NativeModelConfig, options: { seed: number; dtype: string; device: string }): Promise<NativeModelHandle>;
-  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype: string; device: string }): Promise<NativeModelHandle>;
+  createModel(config: NativeModelConfig, options: { seed: number; dtype: string; device: string; attnImplementation: AttnImplementation }): Promise<NativeModelHandle>;
+  loadModel(config: NativeModelConfig, tensors: TensorSource[], options: { dtype: string; device: string; attnImplementation: AttnImplementation }): Promise<NativeModelHandle>;
   tdpoLossSync(inputs: TdpoLossInputs, options: NativeLossOptions): TdpoLossResult;
   tdpoLoss(inputs: TdpoLossInputs, options: NativeLossOptions): Promise<TdpoLossResult>;
   lossFloat64ForTest(inputs: unknown, options: NativeLossOptions): TdpoLossResult;

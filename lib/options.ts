@@ -4,6 +4,7 @@
 // complete objects: the binding carries no defaults. A new loss objective needs its name here and
 // a row in src/loss/objective.{h,cc}.
 import { codedError } from './errors.js';
+import type { AttnImplementation } from './native-types.js';
 
 export const OBJECTIVES = ['tdpo2', 'tdpo1', 'dpo', 'sft'] as const;
 /** A training objective: the three preference losses, or SFT (to make a reference model). */
@@ -16,6 +17,7 @@ export type OptimizerName = (typeof OPTIMIZERS)[number];
 export type TdpoImplementation = 'fused' | 'reference';
 export type ModelDtype = 'float32' | 'bfloat16';
 export type ModelDevice = 'cpu' | 'cuda' | `cuda:${number}`;
+export type { AttnImplementation };
 
 /** The paper's values (Zeng et al. 2024; the official code's defaults). */
 const paper = { variant: 'tdpo2' as TdpoVariant, beta: 0.1, alpha: 0.5, optimizer: 'rmsprop' as OptimizerName };
@@ -26,7 +28,8 @@ export const defaults = {
   // [B, T, V]); chunkMb bounds those logits (policy + reference, float32), null: chunkMbOn's value
   // for the policy's device. gradientCheckpointing recomputes each block's forward in the backward pass.
   trainStep: { loss: paper.variant as Objective, beta: paper.beta, alpha: paper.alpha, optimizer: paper.optimizer, weightDecay: 0, fusedLinear: true, chunkMb: null as number | null, gradientCheckpointing: false },
-  model: { dtype: 'float32' as ModelDtype, device: 'cpu' as ModelDevice, seed: 0 },
+  // attnImplementation null: 'sdpa' where this libtorch has it (buildInfo().attnImplementations), else 'eager'.
+  model: { dtype: 'float32' as ModelDtype, device: 'cpu' as ModelDevice, seed: 0, attnImplementation: null as AttnImplementation | null },
   sampling: { maxNewTokens: 32, temperature: 1, topP: 1, topK: 0, seed: 0, useCache: true, eosTokenId: undefined as number | readonly number[] | undefined },
   // rank and worldSize have no default (the binding refuses them missing). The timeout bounds the
   // rendezvous and every collective: how long a rank waits for a peer that died or hangs.

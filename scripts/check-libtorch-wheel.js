@@ -29,7 +29,7 @@ const ci = !!process.env.CI && process.env.CI !== 'false';
 const TESTS = [
   'test/loss-golden.test.ts', 'test/loss-errors.test.ts', 'test/loss-async.test.ts', 'test/model.test.ts',
   'test/model-llama.test.ts', 'test/model-generate.test.ts', 'test/train-step.test.ts', 'test/train.test.ts',
-  'test/fused-linear.test.ts', 'test/hardening-native.test.ts', 'test/distributed.test.ts', 'test/transformers.test.ts',
+  'test/fused-linear.test.ts', 'test/hardening-native.test.ts', 'test/distributed.test.ts', 'test/transformers.test.ts', 'test/attention.test.ts',
 ];
 
 function giveUp(reason) {

@@ -9,6 +9,8 @@ import { positiveInt } from '../lib/cli/errors.js';
 import { workerFromEnv } from '../lib/cli/launch.js';
 import { REPEAT_WINDOW_MS, stopSignals } from '../lib/cli/signals.js';
 
+const sdpa = buildInfo().attnImplementations.includes('sdpa');
+
 const cli = path.resolve(__dirname, '..', 'bin', 'tdpo.js');
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
 
@@ -114,8 +116,27 @@ describe('tdpo bench --train', () => {
     expect(lines[lines.length - 1]).toMatch(/^tdpo: train bench \(fused linear\): options\.device 'cuda'/);
   });
 
+  it('--attn-implementation both runs each configuration with each kernel; the report names the kernel', () => {
+    const both = run(['bench', '--train', '--json', '--pairs', '1', '-T', '8', '--runs', '1', '--fused-linear', 'on', '--threads', '1', '--attn-implementation', sdpa ? 'both' : 'eager']);
+    expect(both.status, both.stderr).toBe(0);
+    const rows = JSON.parse(both.stdout).rows as { name: string; attnImplementation: string; warmupLoss: number }[];
+    expect(rows.map((x) => [x.name, x.attnImplementation])).toEqual(sdpa ? [['fused linear, eager', 'eager'], ['fused linear, sdpa', 'sdpa']] : [['fused linear, eager', 'eager']]);
+    if (sdpa) expect(Math.abs(rows[1].warmupLoss - rows[0].warmupLoss)).toBeLessThan(1e-4 * Math.max(1, Math.abs(rows[0].warmupLoss)));
+    // Without the flag the rows run the build's default and their names stay as they were.
+    const plain = run(['bench', '--train', '--pairs', '1', '-T', '8', '--runs', '1', '--fused-linear', 'on', '--threads', '1']);
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(plain.stdout).toContain(`libtorch ${buildInfo().torchVersion}, ${sdpa ? 'sdpa' : 'eager'} attention;`);
+    expect(plain.stdout).toMatch(/^fused linear\s/m);
+  });
+
+  it.skipIf(sdpa)('--attn-implementation sdpa on a libtorch without it: one line, the option error', () => {
+    const r = run(['bench', '--train', '--pairs', '1', '-T', '8', '--runs', '1', '--fused-linear', 'on', '--attn-implementation', 'sdpa']);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/^tdpo: train bench \(fused linear, sdpa\): attnImplementation 'sdpa' needs libtorch >= 2\.0/);
+  });
+
   it('rejects bad --train and --model flags with one line and exit code 2', () => {
-    for (const args of [['--train', '--fused-linear', 'maybe'], ['--train', '--chunk-mb', '0'], ['--train', '--dtype', 'fp8'], ['--fused-linear', 'on'], ['--train', '--nproc-per-node', '2', '--gradient-checkpointing'], ['--train', '--shape', 'gpt5'], ['--shape', 'pythia-1b'], ['--train', '--device', 'tpu'], ['--model', '--arch', 'mamba'], ['--arch', 'llama'], ['--model', '--device', 'cuda:x']]) {
+    for (const args of [['--attn-implementation', 'eager'], ['--train', '--attn-implementation', 'flash'], ['--model', '--attn-implementation', 'both'], ['--train', '--nproc-per-node', '2', '--attn-implementation', 'eager'], ['--train', '--fused-linear', 'maybe'], ['--train', '--chunk-mb', '0'], ['--train', '--dtype', 'fp8'], ['--fused-linear', 'on'], ['--train', '--nproc-per-node', '2', '--gradient-checkpointing'], ['--train', '--shape', 'gpt5'], ['--shape', 'pythia-1b'], ['--train', '--device', 'tpu'], ['--model', '--arch', 'mamba'], ['--arch', 'llama'], ['--model', '--device', 'cuda:x']]) {
       const r = run(['bench', ...args]);
       expect(r.status, args.join(' ')).toBe(2);
       expect(r.stderr.trim().split('\n')).toHaveLength(1);

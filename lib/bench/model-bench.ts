@@ -1,7 +1,7 @@
 // Model runner benchmark: forward throughput of a model shape (GPT-2 small by default; --arch
 // llama / qwen2: SmolLM-135M's and Qwen2.5-0.5B's shapes), and generation with and without the
 // key/value cache. (The train step's bench is train-bench.ts.)
-import { buildInfo, getNumThreads, Model, type ModelDevice, type ModelDtype } from '../index.js';
+import { buildInfo, getNumThreads, Model, type AttnImplementation, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 
 export interface ModelBenchConfig {
@@ -15,9 +15,11 @@ export interface ModelBenchConfig {
   seed: number;
   device: ModelDevice;
   dtype: ModelDtype;
+  /** null: the build's default (ModelOptions.attnImplementation). */
+  attnImplementation: AttnImplementation | null;
 }
 
-export const defaultModelBenchConfig: ModelBenchConfig = { arch: 'gpt2', batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0, device: 'cpu', dtype: 'float32' };
+export const defaultModelBenchConfig: ModelBenchConfig = { arch: 'gpt2', batch: 8, seq: 128, runs: 3, promptTokens: 128, newTokens: 32, seed: 0, device: 'cpu', dtype: 'float32', attnImplementation: null };
 
 /** A GPT-2-family model config (Hugging Face names) as the benches use it. */
 export interface BenchModelConfig {
@@ -94,7 +96,8 @@ function forwardFlops(cfg: Record<string, unknown>, parameters: number, B: numbe
 }
 
 export interface ModelBenchReport {
-  config: ModelBenchConfig & { threads: number };
+  /** attnImplementation: the kernel that ran. */
+  config: ModelBenchConfig & { threads: number; attnImplementation: AttnImplementation };
   torchVersion: string;
   parameters: number;
   forward: { timesMs: number[]; medianMs: number; tokensPerSecond: number; gflops: number };
@@ -128,7 +131,7 @@ export async function runModelBench(c: ModelBenchConfig, progress: (m: string) =
   const arch = modelBenchArchs[c.arch];
   if (!arch) throw new RangeError(`unknown arch '${c.arch}' (${Object.keys(modelBenchArchs).join(', ')})`);
   progress(`creating a ${arch.name}-shaped model (random weights)`);
-  const model = await Model.create(arch.config, { seed: c.seed, device: c.device, dtype: c.dtype });
+  const model = await Model.create(arch.config, { seed: c.seed, device: c.device, dtype: c.dtype, attnImplementation: c.attnImplementation ?? undefined });
   try {
     const parameters = model.parameterCount;
     const ids = randomIds(c.batch * c.seq, arch.config.vocab_size, c.seed);
@@ -150,7 +153,7 @@ export async function runModelBench(c: ModelBenchConfig, progress: (m: string) =
     const uncachedMs = await timed(() => model.generate(prompt, { ...options, useCache: false }));
     const cached = median(cachedMs);
     return {
-      config: { ...c, threads: getNumThreads() },
+      config: { ...c, threads: getNumThreads(), attnImplementation: model.attnImplementation },
       torchVersion: buildInfo().torchVersion,
       parameters,
       forward: { timesMs, medianMs: fwdMs, tokensPerSecond: tokens / (fwdMs / 1e3), gflops: flops / (fwdMs / 1e3) / 1e9 },
@@ -171,7 +174,7 @@ export function formatModelReport(r: ModelBenchReport): string {
   const c = r.config;
   return [
     `tdpo bench --model: ${modelBenchArchs[c.arch].name} shape (${(r.parameters / 1e6).toFixed(1)}M parameters, V=${modelBenchArchs[c.arch].config.vocab_size}), ${c.dtype} on ${c.device}, ` +
-      `${c.threads} CPU threads, libtorch ${r.torchVersion}; medians of ${c.runs} runs after a warm-up` +
+      `${c.threads} CPU threads, libtorch ${r.torchVersion}, ${c.attnImplementation} attention; medians of ${c.runs} runs after a warm-up` +
       (c.device === 'cpu' ? '' : '; forward times include copying the float32 logits to the host'),
     '',
     `forward  B=${c.batch} T=${c.seq}: ${r.forward.medianMs.toFixed(0)} ms = ${r.forward.tokensPerSecond.toFixed(0)} tokens/s (${r.forward.gflops.toFixed(0)} GFLOP/s)`,

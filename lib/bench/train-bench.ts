@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import packageRoot from '../package-root.cjs';
-import { chunkMbOn, defaultConfig, type ModelDevice, type ModelDtype } from '../index.js';
+import { chunkMbOn, defaultConfig, type AttnImplementation, type ModelDevice, type ModelDtype } from '../index.js';
 import { median } from './loss-bench.js';
 import { gpt2SmallConfig } from './model-bench.js';
 import type { TrainBenchModel, TrainBenchVariant, TrainChildError, TrainChildResult, TrainChildSpec, TrainRunSpec } from './train-child.js';
@@ -37,7 +37,10 @@ const SHAPE_TITLES: Record<string, string> = { 'gpt2-small': 'GPT-2-small', 'pyt
 
 const positionsOf = (m: TrainBenchModel) => Number(m.n_positions ?? m.max_position_embeddings);
 
-/** What `--train` runs without --fused-linear or --gradient-checkpointing: the materialised row first. */
+/**
+ * What `--train` runs without --fused-linear or --gradient-checkpointing: the materialised row
+ * first (the ratios' base; with --attn-implementation both, its eager row).
+ */
 export const trainBenchVariants: readonly TrainBenchVariant[] = [
   { fusedLinear: false, gradientCheckpointing: false },
   { fusedLinear: true, gradientCheckpointing: false },
@@ -64,6 +67,8 @@ export const defaultTrainBenchConfig: TrainBenchConfig = {
 
 export interface TrainBenchRow extends TrainBenchVariant {
   name: string;
+  /** The kernel the row ran: the variant's, or the build's default. */
+  attnImplementation: AttnImplementation;
   timesMs: number[];
   medianMs: number;
   pairsPerSecond: number;
@@ -99,7 +104,8 @@ export interface TrainBenchReport {
 
 export function variantName(v: TrainBenchVariant): string {
   const base = v.fusedLinear ? 'fused linear' : 'materialised logits';
-  return v.gradientCheckpointing ? `${base} + checkpointing` : base;
+  const named = v.gradientCheckpointing ? `${base} + checkpointing` : base;
+  return v.attnImplementation ? `${named}, ${v.attnImplementation}` : named;
 }
 
 const isMaterialised = (v: TrainBenchVariant) => !v.fusedLinear && !v.gradientCheckpointing;
@@ -157,6 +163,7 @@ export async function runTrainBench(c: TrainBenchConfig, progress: (m: string) =
     rows.push({
       name,
       ...v,
+      attnImplementation: r.attnImplementation,
       timesMs: r.timesMs,
       medianMs: ms,
       pairsPerSecond: c.pairs / (ms / 1e3),
@@ -233,7 +240,7 @@ export function formatTrainReport(r: TrainBenchReport): string {
   const lines = table.map((row) => row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]) : cell.padStart(widths[j]))).join('   ').trimEnd());
   return [
     `tdpo bench --train: one TDPO2 + RMSprop step (policy forward+backward, reference forward, loss, update) on ${shapeName(r)}, ` +
-      `${c.pairs} pair${c.pairs === 1 ? '' : 's'} (${B} sequences) x T=${c.seq}, ${c.dtype} on ${c.device}, ${c.threads} thread${c.threads === 1 ? '' : 's'}, libtorch ${r.torchVersion}; ` +
+      `${c.pairs} pair${c.pairs === 1 ? '' : 's'} (${B} sequences) x T=${c.seq}, ${c.dtype} on ${c.device}, ${c.threads} thread${c.threads === 1 ? '' : 's'}, libtorch ${r.torchVersion}, ${[...new Set(r.rows.map((x) => x.attnImplementation))].join(' and ')} attention; ` +
       `${c.runs === 1 ? 'one timed step' : `median of ${c.runs} steps`} after a warm-up step, each configuration in its own process`,
     `one [B, T, V] float32 tensor (B=${B}, T=${c.seq}, V=${c.model.vocab_size}): ${fmtBytes(r.logitsBytes)}; fused linear chunk: ${c.chunkMb} MB of logits`,
     '',

@@ -2,7 +2,7 @@
 // peak RSS is its own: `node dist/esm/bench/train-child.js SPEC`. Creates the policy (and, through
 // TrainStep, its reference copy), runs one untimed warm-up step and `runs` timed steps, and prints
 // one JSON line on stdout: a TrainChildResult, or { error: { message, code } } with exit code 1.
-import { buildInfo, cudaPeakBytes, getNumThreads, Model, setNumThreads, TrainStep, type ModelDevice, type ModelDtype } from '../index.js';
+import { buildInfo, cudaPeakBytes, getNumThreads, Model, setNumThreads, TrainStep, type AttnImplementation, type ModelDevice, type ModelDtype } from '../index.js';
 import { randomIds } from './model-bench.js';
 
 /** A model config (Hugging Face names) for the train bench: any architecture Model.create takes. */
@@ -30,6 +30,8 @@ export interface TrainRunSpec {
 export interface TrainBenchVariant {
   fusedLinear: boolean;
   gradientCheckpointing: boolean;
+  /** The models' attention kernel (ModelOptions.attnImplementation); absent: the build's default. */
+  attnImplementation?: AttnImplementation;
 }
 
 export type TrainChildSpec = TrainRunSpec & TrainBenchVariant;
@@ -47,6 +49,8 @@ export interface TrainChildResult {
   parameters: number;
   threads: number;
   torchVersion: string;
+  /** The attention kernel the models ran (the build's default where the spec gave none). */
+  attnImplementation: AttnImplementation;
 }
 
 export interface TrainChildError {
@@ -55,7 +59,7 @@ export interface TrainChildError {
 
 async function main(spec: TrainChildSpec): Promise<TrainChildResult> {
   if (spec.threads > 0) setNumThreads(spec.threads);
-  const policy = await Model.create(spec.model, { seed: spec.seed, device: spec.device, dtype: spec.dtype });
+  const policy = await Model.create(spec.model, { seed: spec.seed, device: spec.device, dtype: spec.dtype, attnImplementation: spec.attnImplementation });
   try {
     const step = await TrainStep.create(policy, {
       loss: 'tdpo2',
@@ -86,7 +90,7 @@ async function main(spec: TrainChildSpec): Promise<TrainChildResult> {
     }
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
     const devicePeakBytes = gpu >= 0 ? cudaPeakBytes(gpu) : null;
-    return { timesMs, rssBeforeBytes, peakRssBytes, devicePeakBytes, warmupLoss, parameters: policy.parameterCount, threads: getNumThreads(), torchVersion: buildInfo().torchVersion };
+    return { timesMs, rssBeforeBytes, peakRssBytes, devicePeakBytes, warmupLoss, parameters: policy.parameterCount, threads: getNumThreads(), torchVersion: buildInfo().torchVersion, attnImplementation: policy.attnImplementation };
   } finally {
     policy.dispose();
   }

@@ -61,6 +61,9 @@ Options:
       --new-tokens N    with --model: tokens generated           default 32
       --device NAME     with --model or --train: cpu | cuda | cuda:N  default cpu
       --dtype NAME      with --model or --train: float32 | bfloat16  default float32
+      --attn-implementation NAME  with --model or --train: eager | sdpa; with --train
+                                also both (every configuration with each)
+                                default: sdpa where libtorch has it (2.0+), else eager
       --json            print the report as JSON
   -h, --help            this text
 `;
@@ -154,6 +157,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
       'new-tokens': { type: 'string' },
       device: { type: 'string' },
       dtype: { type: 'string' },
+      'attn-implementation': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -170,6 +174,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
     throw new CliError(`--${trainOnly[0]} goes with --train (without --nproc-per-node)`);
   }
   if (values.arch !== undefined && !values.model) throw new CliError('--arch goes with --model');
+  const attn = values['attn-implementation'];
+  if (attn !== undefined && !values.model && !(values.train && values['nproc-per-node'] === undefined)) {
+    throw new CliError('--attn-implementation goes with --model or --train (without --nproc-per-node)');
+  }
   if (values.service) {
     const { runServiceBench } = await import('../bench/service-bench.js');
     return runServiceBench({
@@ -213,6 +221,11 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (fused !== undefined || checkpointing !== undefined) {
       tc.variants = [{ fusedLinear: fused !== 'off', gradientCheckpointing: checkpointing === true }];
     }
+    if (attn !== undefined) {
+      const kernels = oneOf(attn, ['eager', 'sdpa', 'both'] as const, '--attn-implementation');
+      const each = kernels === 'both' ? (['eager', 'sdpa'] as const) : [kernels];
+      tc.variants = tc.variants.flatMap((v) => each.map((attnImplementation) => ({ ...v, attnImplementation })));
+    }
     const report = await runTrainBench(tc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatTrainReport(report)}\n`);
     return 0;
@@ -227,6 +240,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (values['new-tokens'] !== undefined) mc.newTokens = positiveInt(values['new-tokens'], '--new-tokens');
     if (values.device !== undefined) mc.device = deviceFlag(values.device);
     if (values.dtype !== undefined) mc.dtype = oneOf(values.dtype, ['float32', 'bfloat16'] as const, '--dtype');
+    if (attn !== undefined) mc.attnImplementation = oneOf(attn, ['eager', 'sdpa'] as const, '--attn-implementation');
     if (values.threads !== undefined) (await import('../index.js')).setNumThreads(positiveInt(values.threads, '--threads'));
     const report = await runModelBench(mc, progress);
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatModelReport(report)}\n`);

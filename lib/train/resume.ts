@@ -13,7 +13,7 @@ import { codedError } from '../errors.js';
  * `output_dir` (where the run is, e.g. a moved folder).
  */
 // How the same step is computed (threads, memory/time trade-offs), not what it computes.
-export const FREE_TO_CHANGE: readonly string[] = ['threads', 'output_dir', 'loss.fused_linear', 'loss.chunk_mb', 'gradient_checkpointing'];
+export const FREE_TO_CHANGE: readonly string[] = ['threads', 'output_dir', 'loss.fused_linear', 'loss.chunk_mb', 'gradient_checkpointing', 'attn_implementation'];
 
 export interface ConfigChange {
   /** Dotted: `loss.name`, `model.n_embd`. */

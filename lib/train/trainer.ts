@@ -8,7 +8,7 @@ import path from 'node:path';
 import { validateConfig, type TrainConfig } from '../config.js';
 import { collatePairs, type TokenizedPair } from '../data/tokenize.js';
 import { codedError } from '../errors.js';
-import { Model, type ModelDevice } from '../model.js';
+import { Model, type ModelDevice, type ModelOptions } from '../model.js';
 import { setNumThreads } from '../runtime.js';
 import { earlierCheckpoints, earlierRunEntries, foreignRunEntries, recoverCheckpointTemps, removeEarlierRun, resumePoint, saveCheckpoint, type Checkpoint, type TrainerState } from './checkpoint.js';
 import { byLength, checkMaxLength, eosOf, epochOrder, loadTokenizer, readData, sftBatch, tokenizeAll, tokenizeAllYielding, vocabSizeOf } from './data.js';
@@ -67,10 +67,10 @@ export interface TrainResult {
 }
 
 /** Where the models live: 'cuda' under a launcher (LOCAL_RANK set) is this worker's own GPU, as torchrun's convention is. */
-function modelOptions(c: TrainConfig): { dtype: TrainConfig['dtype']; device: ModelDevice } {
+function modelOptions(c: TrainConfig): ModelOptions & { device: ModelDevice } {
   const local = process.env.LOCAL_RANK;
   const device: ModelDevice = c.device === 'cuda' && local !== undefined && /^\d+$/.test(local) ? `cuda:${Number(local)}` : c.device;
-  return { dtype: c.dtype, device };
+  return { dtype: c.dtype, device, attnImplementation: c.attn_implementation ?? undefined };
 }
 
 async function loadModel(spec: TrainConfig['model'], c: TrainConfig): Promise<Model> {

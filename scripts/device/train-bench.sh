@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU train benchmark of issue 10, run by check.sh on the device machine (TDPO_PY: Python with
 # PyTorch and transformers; OUT: where the JSON goes). Pythia-1B shape, bf16, TDPO2, T=512:
-#   1. tdpo bench --train: materialised / fused linear / + checkpointing at 8 pairs;
+#   1. tdpo bench --train: materialised / fused linear / + checkpointing at 8 pairs (the build's
+#      default attention: SDPA on libtorch 2.x), then the fused linear with eager attention;
 #   2. the official TDPO step in plain PyTorch (torch_tdpo_step.py) at 8 pairs;
 #   3. the largest pairs per step plain PyTorch fits (doubling from 8), and tdpo fused linear, with
 #      and without gradient checkpointing, at that size: time and memory against plain PyTorch's
@@ -27,6 +28,17 @@ const f = t.rows.find((r) => r.fusedLinear && !r.gradientCheckpointing);
 console.log(`8 pairs: tdpo fused linear is ${(p.medianMs / f.medianMs).toFixed(2)}x the speed of plain PyTorch (target >= 1.3), ` +
   `peak ${f.devicePeakBytes ? (p.devicePeakBytes / f.devicePeakBytes).toFixed(2) + "x" : "n/a"} lower (target >= 3 at the largest batch below)`);
 ' "$OUT/train-bench-tdpo.json" "$OUT/train-bench-torch.json"
+
+# Its JSON stays out of $OUT (the device tool brings back 8 files at most); the line below has it.
+eager_json=$(mktemp --suffix .json)
+node bin/tdpo.js bench "${common[@]}" --fused-linear on --attn-implementation eager --pairs 8 --runs 3 --json > "$eager_json" || exit 1
+node -e '
+const e = require(process.argv[1]).rows[0], d = require(process.argv[2]).rows.find((r) => r.fusedLinear && !r.gradientCheckpointing);
+const gb = (b) => (b === null ? "n/a" : (b / 1e9).toFixed(2) + " GB");
+console.log(`8 pairs, fused linear: ${d.attnImplementation} ${d.medianMs.toFixed(1)} ms, GPU peak ${gb(d.devicePeakBytes)}; ` +
+  `eager ${e.medianMs.toFixed(1)} ms, GPU peak ${gb(e.devicePeakBytes)}: ${d.attnImplementation} is ${(e.medianMs / d.medianMs).toFixed(2)}x the speed`);
+' "$eager_json" "$OUT/train-bench-tdpo.json"
+rm -f "$eager_json"
 
 $PY scripts/device/torch_tdpo_step.py --shape pythia-1b --pairs 8 --seq 512 --largest > "$OUT/train-bench-torch-largest.json" || exit 1
 plain=$(node -p 'require(process.argv[1]).largestPairs ?? 0' "$OUT/train-bench-torch-largest.json")

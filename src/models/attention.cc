@@ -1,11 +1,13 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "common/error.h"
 #include "models/layers.h"
 
 namespace tdpo::models {
@@ -56,9 +58,7 @@ struct Attention : torch::autograd::Function<Attention> {
   }
 };
 
-}  // namespace
-
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed) {
+at::Tensor eager_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed) {
   if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad()))
     return Attention::apply(q, k, v, allowed);
   // Without a graph nothing is kept, so the scores need not exist for the whole batch at once: a
@@ -77,6 +77,44 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     out.push_back(at::matmul(probabilities(q.narrow(0, b, n), k.narrow(0, b, n), a).to(q.scalar_type()), v.narrow(0, b, n)));
   }
   return at::cat(out, 0);
+}
+
+}  // namespace
+
+#if TORCH_VERSION_MAJOR >= 2
+constexpr bool kHasSdpa = true;
+#else
+constexpr bool kHasSdpa = false;
+#endif
+
+bool sdpa_available() { return kHasSdpa; }
+
+AttentionKernel parse_attention_kernel(const std::string& name) {
+  if (name == "eager") return AttentionKernel::Eager;
+  if (name == "sdpa") {
+    if (!kHasSdpa) {
+      throw range_error("ERR_TDPO_OPTION", "attnImplementation 'sdpa' needs libtorch >= 2.0; this build has libtorch " +
+                                               std::to_string(TORCH_VERSION_MAJOR) + "." +
+                                               std::to_string(TORCH_VERSION_MINOR) + " (use 'eager')");
+    }
+    return AttentionKernel::Sdpa;
+  }
+  throw range_error("ERR_TDPO_OPTION", "attnImplementation must be 'sdpa' or 'eager', got '" + name + "'");
+}
+
+const char* attention_kernel_name(AttentionKernel kernel) { return kernel == AttentionKernel::Sdpa ? "sdpa" : "eager"; }
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask) {
+#if TORCH_VERSION_MAJOR >= 2
+  if (mask.kernel == AttentionKernel::Sdpa) {
+    // A query sees the whole causal triangle only when the sequence starts at position 0; after a
+    // cache, or with padding, the boolean mask goes in instead (no flash kernel on CUDA then, the
+    // memory-efficient one). is_causal would align the triangle to the top-left, wrong for T < S.
+    if (mask.causal_only) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+    return at::scaled_dot_product_attention(q, k, v, mask.allowed, 0.0, /*is_causal=*/false);
+  }
+#endif
+  return eager_attention(q, k, v, mask.allowed);
 }
 
 }  // namespace tdpo::models

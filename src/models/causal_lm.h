@@ -33,6 +33,18 @@ struct ModelConfig {
   int64_t sliding_window = 0;               // 0: none; else longer sequences are refused
 };
 
+// How attention is computed (transformers' attn_implementation): "eager", ATen ops with a
+// float32 softmax over the whole [B, H, T, S] score tensor, or "sdpa", libtorch's
+// scaled_dot_product_attention (libtorch >= 2.0 only). The same function either way, to float
+// rounding, on every position a real token reads.
+enum class AttentionKernel { Eager, Sdpa };
+// Whether this build's libtorch has scaled_dot_product_attention (the caller picks the default:
+// lib/options.ts).
+bool sdpa_available();
+// "eager" or "sdpa"; throws ERR_TDPO_OPTION for anything else, or for "sdpa" without it.
+AttentionKernel parse_attention_kernel(const std::string& name);
+const char* attention_kernel_name(AttentionKernel kernel);
+
 // Keys and values of every layer for the positions seen so far, so that generation runs each new
 // token through the model once instead of re-running the whole sequence.
 struct KVCache {
@@ -82,6 +94,9 @@ class CausalLM {
   void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
   bool gradient_checkpointing() const { return checkpointing_; }
 
+  void set_attention_kernel(AttentionKernel kernel) { attention_kernel_ = kernel; }
+  AttentionKernel attention_kernel() const { return attention_kernel_; }
+
   // Parameters in canonical order, with their canonical names.
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<at::Tensor>& params() const { return params_; }
@@ -106,6 +121,7 @@ class CausalLM {
   at::ScalarType dtype_;
   at::Device device_;
   bool checkpointing_ = false;
+  AttentionKernel attention_kernel_ = AttentionKernel::Eager;
 };
 
 // Throws ERR_TDPO_CONFIG for an unknown model_type or inconsistent sizes.

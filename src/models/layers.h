@@ -11,12 +11,37 @@
 
 namespace tdpo::models {
 
-// [B or 1, 1, T, past + T] allowed-attention mask: query i (absolute position past + i) sees keys
-// j <= past + i, and, with a [B, past + T] key mask (1 = token), only real tokens.
-inline at::Tensor allowed_mask(int64_t T, int64_t past, const at::Tensor& attention_mask, at::Device device) {
+// Which keys each query of one forward pass may see, built once per pass for every layer:
+// query i (absolute position past + i) sees keys j <= past + i, and, with a [B, past + T] key
+// mask (1 = token), only real tokens.
+struct AttentionMask {
+  AttentionKernel kernel = AttentionKernel::Eager;
+  // [B or 1, 1, T, past + T] booleans. Under SDPA a query with no allowed key (left padding) is
+  // also allowed its own key: the fused kernels give such a row NaN or zeros depending on the
+  // version, and a NaN in a padding row would reach real rows through later layers (0 x NaN).
+  // Eager attention keeps the row uniform, as Hugging Face's eager attention does.
+  at::Tensor allowed;
+  // No key mask and no cache: the mask is the causal triangle alone, which SDPA takes as
+  // is_causal and its flash kernel needs.
+  bool causal_only = false;
+};
+
+inline AttentionMask attention_mask_for(int64_t T, int64_t past, const at::Tensor& attention_mask, at::Device device,
+                                        AttentionKernel kernel) {
+  AttentionMask m;
+  m.kernel = kernel;
+  m.causal_only = past == 0 && !attention_mask.defined();
   at::Tensor causal = at::ones({T, past + T}, at::TensorOptions().dtype(at::kBool).device(device)).tril(past);
-  if (!attention_mask.defined()) return causal.view({1, 1, T, past + T});
-  return causal.view({1, 1, T, past + T}) & attention_mask.to(at::kBool).view({-1, 1, 1, past + T});
+  if (!attention_mask.defined()) {
+    m.allowed = causal.view({1, 1, T, past + T});
+    return m;
+  }
+  m.allowed = causal.view({1, 1, T, past + T}) & attention_mask.to(at::kBool).view({-1, 1, 1, past + T});
+  if (kernel == AttentionKernel::Sdpa) {
+    at::Tensor own = at::ones({T, past + T}, causal.options()).tril(past).triu(past);
+    m.allowed = m.allowed | own.view({1, 1, T, past + T});
+  }
+  return m;
 }
 
 // Appends this step's keys and values ([B, H, T, D]) to a layer's cache and returns the keys and
@@ -36,11 +61,12 @@ inline std::pair<at::Tensor, at::Tensor> cached_kv(KVCache* cache, size_t layer,
   return {cache->k[layer].slice(2, 0, past + T), cache->v[layer].slice(2, 0, past + T)};
 }
 
-// Scaled dot-product attention, q/k/v [B, H, T, D], allowed [B or 1, 1, T, S] (attention.cc).
-// Scores, masking and softmax in float32 (as Hugging Face upcasts for reduced precision); masked
-// scores get float32's lowest value, as in its eager attention, so a row with no allowed key (a
-// left-padding query) is uniform, not NaN.
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed);
+// Scaled dot-product attention, q/k/v [B, H, T, D] (attention.cc). Eager: scores, masking and
+// softmax in float32 (as Hugging Face upcasts for reduced precision); masked scores get float32's
+// lowest value, as in its eager attention, so a row with no allowed key (a left-padding query) is
+// uniform, not NaN. SDPA: libtorch's at::scaled_dot_product_attention, which picks a fused kernel
+// (flash or memory-efficient on CUDA, flash on CPU) that never materialises the [B, H, T, S] scores.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask);
 
 // GPT-2's "gelu_new" (the tanh approximation) as one ATen op: autograd then keeps only its input,
 // where the formula written out op by op kept four [B, T, 4H] tensors per block (3.6 GB at

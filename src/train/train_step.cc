@@ -78,13 +78,28 @@ namespace {
 at::Tensor shift_labels(const at::Tensor& labels) {
   return at::cat({labels.slice(1, 1), at::full({labels.size(0), 1}, loss::kIgnoreIndex, labels.options())}, 1);
 }
+
+// The key mask, or none where it cannot change what the step reads. When each row's padding
+// comes after its tokens (as collatePairs pads) and no padding position carries a label, every
+// key a token sees under the causal mask is a token, and no padding position's logits are scored
+// (their target is a later padding position's label, or none): so the mask changes nothing the
+// loss or a statistic reads (under eager attention not a bit), and without it SDPA takes its
+// causal kernel, the only one that is flash attention on CUDA. Checked on the host batch.
+at::Tensor key_mask_needed(const MicroBatch& host) {
+  const at::Tensor& mask = host.attention_mask;
+  if (!mask.defined()) return mask;
+  const at::Tensor real = mask != 0;
+  const bool padding_last = (real.slice(1, 1) <= real.slice(1, 0, -1)).all().item<bool>();
+  const bool padding_unlabelled = host.labels.masked_select(real.logical_not()).eq(loss::kIgnoreIndex).all().item<bool>();
+  return padding_last && padding_unlabelled ? at::Tensor() : mask;
+}
 }  // namespace
 
 MicroStats TrainStep::run(const MicroBatch& host_batch, bool backward, double scale) const {
   // One crossing to the policy's device per micro-batch (nothing moves on the CPU).
   const at::Device device = policy_->device();
   auto on_device = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
-  const MicroBatch batch{on_device(host_batch.ids), on_device(host_batch.attention_mask), on_device(host_batch.labels)};
+  const MicroBatch batch{on_device(host_batch.ids), on_device(key_mask_needed(host_batch)), on_device(host_batch.labels)};
   const at::Tensor target = shift_labels(batch.labels);
   torch::AutoGradMode grad_mode(backward);
   if (options_.objective == Objective::Sft) {
