@@ -168,7 +168,7 @@ Napi::Value CreateTrainer(const Napi::CallbackInfo& info) {
     // Fractions are allowed (tests cut chunks of a few rows); whole bytes, at least one.
     const double chunk_mb = number_field(opt, "chunkMb", "options");
     if (!(chunk_mb * 1048576.0 >= 1 && chunk_mb <= 1073741824.0))
-      throw range_error("ERR_TDPO_OPTION", "options.chunkMb must be a number in [2^-20, 2^30] (MB), got " + js_number(chunk_mb));
+      throw range_error("ERR_TDPO_OPTION", "options.chunkMb must be a number in [2^-20, 2^30] (MB), or null for the device's default (TrainStep.create), got " + js_number(chunk_mb));
     o.chunk_bytes = int64_t(std::llround(chunk_mb * 1048576.0));
     train::validate(o);
     if (reference && reference->model->config().vocab_size != policy->model->config().vocab_size)

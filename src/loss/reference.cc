@@ -81,7 +81,8 @@ Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at
                                           [](const torch::Tensor& t) { return t.detach(); });
   auto losses = -torch::log_sigmoid(opt.beta * values);
   auto loss = losses.mean();
-  if (std::isnan(loss.item<double>())) {
+  const double loss_value = loss.item<double>();
+  if (std::isnan(loss_value)) {
     throw range_error("ERR_TDPO_LOGITS",
                       "the loss is undefined (an infinite log-ratio or KL on both sides of a "
                       "pair): check for -Infinity logits at labelled tokens");
@@ -90,20 +91,30 @@ Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at
   Composed out;
   Result& res = out.result;
   const bool tdpo = objective_row(opt.objective).reward_kl;
-  res.loss = loss.item<double>();
-  res.losses = to_vector(losses);
-  res.chosen_rewards = to_vector(opt.beta * (tdpo ? mw + kw : mw));
-  res.rejected_rewards = to_vector(opt.beta * (tdpo ? ml + kl_l : ml));
-  res.chosen_logratio = to_vector(mw);
-  res.rejected_logratio = to_vector(ml);
-  res.chosen_kl = to_vector(kw);
-  res.rejected_kl = to_vector(kl_l);
-  res.chosen_logps = to_vector(logps.slice(0, 0, P));
-  res.rejected_logps = to_vector(logps.slice(0, P, B));
+  res.loss = loss_value;
+  // Every per-pair result in one [n, P] tensor: on CUDA one copy to the host instead of one each.
+  std::vector<std::vector<double>*> fields = {&res.losses, &res.chosen_rewards, &res.rejected_rewards,
+                                              &res.chosen_logratio, &res.rejected_logratio, &res.chosen_kl,
+                                              &res.rejected_kl, &res.chosen_logps, &res.rejected_logps};
+  std::vector<torch::Tensor> rows = {losses,
+                                     opt.beta * (tdpo ? mw + kw : mw),
+                                     opt.beta * (tdpo ? ml + kl_l : ml),
+                                     mw,
+                                     ml,
+                                     kw,
+                                     kl_l,
+                                     logps.slice(0, 0, P),
+                                     logps.slice(0, P, B)};
   if (opt.entropy) {
-    res.chosen_entropy = to_vector(entropy.slice(0, 0, P));
-    res.rejected_entropy = to_vector(entropy.slice(0, P, B));
+    fields.push_back(&res.chosen_entropy);
+    fields.push_back(&res.rejected_entropy);
+    rows.push_back(entropy.slice(0, 0, P));
+    rows.push_back(entropy.slice(0, P, B));
   }
+  for (auto& r : rows) r = r.detach().to(torch::kDouble);
+  const std::vector<double> host = to_vector(torch::stack(rows));
+  for (size_t i = 0; i < fields.size(); ++i)
+    fields[i]->assign(host.begin() + int64_t(i) * P, host.begin() + int64_t(i + 1) * P);
   out.loss = loss;
   return out;
 }
