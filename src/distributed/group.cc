@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "distributed/descriptors.h"
 #include "distributed/listener.h"
 
 #if defined(TDPO_GLOO) || defined(TDPO_NCCL)
@@ -226,6 +227,7 @@ Group::Group(const GroupOptions& options)
   const bool agent_store = agent && std::string(agent) == "True";
   const bool host = options_.rank == 0 && !agent_store;
   const std::string me = "rank " + std::to_string(options_.rank);
+  check_descriptor_headroom(options_.rank, options_.world_size, host);
   if (!host) {
     const Listener l = probe_listener(options_.master_addr, options_.master_port, start_ + timeout, std::chrono::milliseconds(100));
     if (l == Listener::absent)
