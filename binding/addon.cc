@@ -11,6 +11,7 @@
 #include "binding/runtime.h"
 #include "common/alloc.h"
 #include "distributed/group.h"
+#include "train/train_step.h"
 #include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
 #include "runtime/runtime.h"
@@ -28,6 +29,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // can be changing the environment (TDPO_KERNEL_ISA is read with getenv).
   loss::kernel_isa();
   loss::cpu_row_math();  // TDPO_FUSED_LINEAR_ROWS, likewise
+  train::key_mask_always();  // TDPO_KEY_MASK, likewise
   dist::prepare_environment();  // NCCL's settings (a build with NCCL), likewise
 
   exports.Set("tdpoLossSync", Napi::Function::New(env, LossSync, "tdpoLossSync"));

@@ -10,6 +10,7 @@
 #include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
 #include "models/causal_lm.h"
+#include "train/train_step.h"
 #include "runtime/runtime.h"
 
 namespace tdpo::binding {
@@ -73,6 +74,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   kernels.Set(0u, "eager");
   if (models::sdpa_available()) kernels.Set(1u, "sdpa");
   out.Set("attnImplementations", kernels);
+  out.Set("trainKeyMask", train::key_mask_always() ? "always" : "when-needed");
   return out;
 }
 

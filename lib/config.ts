@@ -62,7 +62,7 @@ export interface TrainConfig {
   dtype: ModelDtype;
   /** 'cpu', 'cuda' (under torchrun or --nproc-per-node: cuda:LOCAL_RANK) or 'cuda:N'. */
   device: ModelDevice;
-  /** 'sdpa' or 'eager' (ModelOptions.attnImplementation); null: 'sdpa' where this libtorch has it. */
+  /** 'sdpa' or 'eager' (ModelOptions.attnImplementation); null: 'sdpa' where this build has it (libtorch 2.3+). */
   attn_implementation: AttnImplementation | null;
 }
 
@@ -148,8 +148,13 @@ const schema: Record<string, Check> = {
   threads: nullable(int(1)),
   dtype: oneOf('float32', 'bfloat16'),
   device: (v) => (typeof v === 'string' && /^(cpu|cuda|cuda:\d{1,3})$/.test(v) ? null : "must be 'cpu', 'cuda' or 'cuda:N'"),
-  // Whether this libtorch has SDPA is the model's check (ERR_TDPO_OPTION at load).
-  attn_implementation: nullable(oneOf('sdpa', 'eager')),
+  // Checked here against the build too, so that a run under a launcher stops before its rendezvous.
+  attn_implementation: (v) =>
+    v === null || v === 'eager' || (v === 'sdpa' && native.buildInfo().attnImplementations.includes('sdpa'))
+      ? null
+      : v === 'sdpa'
+        ? `needs libtorch >= 2.3 for 'sdpa' (this build has ${native.buildInfo().torchVersion}: use 'eager' or null)`
+        : "must be one of 'sdpa', 'eager', null",
 };
 const sections = new Set(['data', 'loss']);
 

@@ -18,10 +18,11 @@ export interface ModelOptions {
   device?: ModelDevice;
   /**
    * How attention is computed, as transformers' attn_implementation: 'sdpa' (libtorch's
-   * scaled_dot_product_attention: fused kernels that never hold the [B, H, T, T] scores) or
-   * 'eager' (ATen ops, softmax in float32). Default: 'sdpa' where this libtorch has it (2.0 and
-   * later: buildInfo().attnImplementations), else 'eager'. Both compute the same function to float
-   * rounding on every position a real token reads; 'sdpa' on libtorch 1.13 is ERR_TDPO_OPTION.
+   * scaled_dot_product_attention, which picks a fused kernel where one fits) or 'eager' (ATen
+   * ops, softmax in float32 over the whole [B, H, T, T] scores). Default: 'sdpa' where this build
+   * has it (libtorch 2.3 and later: buildInfo().attnImplementations), else 'eager'. Both compute
+   * the same function to float rounding on every query that has a key to attend to; 'sdpa'
+   * without it is ERR_TDPO_OPTION.
    */
   attnImplementation?: AttnImplementation;
 }

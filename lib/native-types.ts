@@ -1,7 +1,7 @@
 // Every type that crosses the native boundary, at the bottom of the library: lib/native.ts and
 // the wrappers above it import from here, and nothing here imports from them.
 
-/** How a model computes attention (transformers' attn_implementation): 'eager', ATen ops with a float32 softmax over the whole score tensor; 'sdpa', libtorch's scaled_dot_product_attention (libtorch >= 2.0). */
+/** How a model computes attention (transformers' attn_implementation): 'eager', ATen ops with a float32 softmax over the whole score tensor; 'sdpa', libtorch's scaled_dot_product_attention (libtorch >= 2.3). */
 export type AttnImplementation = 'eager' | 'sdpa';
 
 /** Options as the binding receives them: complete (lib/options.ts resolved them), no defaults. */
@@ -184,8 +184,14 @@ export interface BuildInfo {
    * TDPO_FUSED_LINEAR_ROWS=aten was set at load (for tests).
    */
   fusedLinearRows: 'kernel' | 'aten';
-  /** The attention kernels this libtorch has (a model's attnImplementation): 'eager' always, 'sdpa' from libtorch 2.0. */
+  /** The attention kernels this build has (a model's attnImplementation): 'eager' always, 'sdpa' from libtorch 2.3. */
   attnImplementations: AttnImplementation[];
+  /**
+   * 'when-needed': the train step leaves out the key mask of a batch whose padding is trailing and
+   * unlabelled (it changes nothing the step reads, and SDPA then takes its causal kernel);
+   * 'always': TDPO_KEY_MASK=always was set at load (for tests).
+   */
+  trainKeyMask: 'when-needed' | 'always';
 }
 
 export interface NativeModelHandle {

@@ -2,6 +2,8 @@
 // scaled_dot_product_attention, libtorch >= 2.0: CI's wheel build runs those cases) on every
 // golden architecture, with and without padding, in generation and in training; and the train
 // step's rule for leaving the key mask out (so that SDPA can take its causal kernel).
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildInfo, collatePairs, Model, tokenizePair, TrainStep, validateConfig, defaultConfig, type AttnImplementation } from '../lib/index.js';
 import { dirOf, golden, llamaGolden, logitError } from './model-fixtures.js';
@@ -20,13 +22,15 @@ describe('attnImplementation', () => {
     await expect(Model.load(dirOf('gpt2-tiny'), { attnImplementation: 7 as unknown as AttnImplementation })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION' });
   });
 
-  it.skipIf(sdpa)('sdpa on a libtorch without it is refused, naming the version', async () => {
-    await expect(Model.create(tiny, { attnImplementation: 'sdpa' })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringMatching(/needs libtorch >= 2\.0; this build has libtorch 1\./) });
+  it.skipIf(sdpa)('sdpa on a libtorch without it is refused, naming the version, by the model and by the config', async () => {
+    await expect(Model.create(tiny, { attnImplementation: 'sdpa' })).rejects.toMatchObject({ code: 'ERR_TDPO_OPTION', message: expect.stringMatching(/needs libtorch >= 2\.3; this build has libtorch 1\./) });
+    const base = { ...defaultConfig, model: dirOf('gpt2-tiny'), data: { ...defaultConfig.data, train: 'x.jsonl' } };
+    expect(() => validateConfig({ ...base, attn_implementation: 'sdpa' })).toThrow(expect.objectContaining({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining("attn_implementation needs libtorch >= 2.3 for 'sdpa'") }));
   });
 
   it('the config key attn_implementation takes sdpa, eager or null', () => {
     const base = { ...defaultConfig, model: dirOf('gpt2-tiny'), data: { ...defaultConfig.data, train: 'x.jsonl' } };
-    for (const v of ['sdpa', 'eager', null]) expect(() => validateConfig({ ...base, attn_implementation: v as AttnImplementation })).not.toThrow();
+    for (const v of [...(sdpa ? ['sdpa'] : []), 'eager', null]) expect(() => validateConfig({ ...base, attn_implementation: v as AttnImplementation })).not.toThrow();
     expect(() => validateConfig({ ...base, attn_implementation: 'flash' as AttnImplementation })).toThrow(expect.objectContaining({ code: 'ERR_TDPO_CONFIG', message: expect.stringContaining('attn_implementation') }));
   });
 });
@@ -49,10 +53,54 @@ describe('the train step leaves the key mask out only where no read value depend
     return { masked, unmasked };
   }
 
-  it('right padding, unlabelled: the same numbers, bit for bit, with or without the mask', async () => {
-    const { masked, unmasked } = await evaluateBoth((b) => b);
-    expect(Array.from(masked.chosenLogps)).toEqual(Array.from(unmasked.chosenLogps));
-    expect(masked.loss).toBe(unmasked.loss);
+  it("eager: trailing padding leaves every real position's logits unchanged, bit for bit (why the mask may go)", async () => {
+    const m = await Model.create(tiny, { seed: 4, attnImplementation: 'eager' });
+    const b = collated();
+    const T = b.shape[1];
+    const [masked, unmasked] = [await m.forward(b.inputIds, b.shape, { attentionMask: b.attentionMask }), await m.forward(b.inputIds, b.shape)];
+    let real = 0;
+    for (let row = 0; row < b.shape[0] * T; row++) {
+      if (b.attentionMask![row] !== 1) continue;
+      real++;
+      expect(Array.from(unmasked.logits.subarray(row * 32, row * 32 + 32)), `position ${row}`).toEqual(Array.from(masked.logits.subarray(row * 32, row * 32 + 32)));
+    }
+    expect(real).toBeLessThan(b.shape[0] * T); // the batch has padding
+    m.dispose();
+  });
+
+  // The step with the mask left out against the step that keeps it (TDPO_KEY_MASK=always, read at
+  // load: a child process each), two updates and their statistics: under eager bit for bit.
+  const stepStats = (kernel: AttnImplementation, keep: boolean) => {
+    const script = `
+      import { buildInfo, collatePairs, Model, tokenizePair, TrainStep } from ${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'esm', 'index.js'))};
+      const o = { maxLength: 16, maxPromptLength: 8, truncationMode: 'keep_start' };
+      const batch = collatePairs([tokenizePair([3, 4, 5], [6, 8, 10], [7, 9], 1, o), tokenizePair([11, 12], [14, 16], [13, 15, 17], 1, o)]);
+      const policy = await Model.create(${JSON.stringify(tiny)}, { seed: 3, attnImplementation: '${kernel}' });
+      const step = await TrainStep.create(policy, { loss: 'tdpo2' });
+      const out = [];
+      for (let i = 0; i < 2; i++) {
+        const s = await step.accumulate(batch);
+        out.push(s.loss, ...s.chosenKl, ...s.rejectedKl, ...s.chosenLogps, ...s.rejectedLogps, ...s.chosenEntropy);
+        await step.apply(1e-2, 10);
+      }
+      const e = await step.evaluate(batch);
+      out.push(e.loss, ...e.chosenRewards, ...e.rejectedRewards);
+      console.log(JSON.stringify({ keyMask: buildInfo().trainKeyMask, out }));`;
+    const env = { ...process.env, TDPO_KEY_MASK: keep ? 'always' : '' };
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as { keyMask: string; out: number[] };
+  };
+
+  it('the step without the mask equals the step with it: under eager bit for bit, under sdpa to float rounding', () => {
+    expect(buildInfo().trainKeyMask).toBe('when-needed');
+    for (const kernel of ['eager', ...(sdpa ? ['sdpa' as const] : [])] as AttnImplementation[]) {
+      const [dropped, kept] = [stepStats(kernel, false), stepStats(kernel, true)];
+      expect([dropped.keyMask, kept.keyMask]).toEqual(['when-needed', 'always']);
+      expect(dropped.out.length).toBe(kept.out.length);
+      if (kernel === 'eager') expect(dropped.out).toEqual(kept.out);
+      else for (let i = 0; i < kept.out.length; i++) expect(Math.abs(dropped.out[i] - kept.out[i]), `[${i}]`).toBeLessThan(1e-5 * Math.max(1, Math.abs(kept.out[i])));
+    }
   });
 
   it('a labelled padding position keeps the mask (its logits are scored)', async () => {
@@ -119,27 +167,44 @@ describe.skipIf(!sdpa)('sdpa computes what eager computes', () => {
     }
   });
 
-  it('training: three TDPO2 steps give the same losses and statistics; checkpointing changes nothing', async () => {
+  it('training: three TDPO2 steps give the same losses and statistics, with the mask left out and kept (left padding, a labelled padding position); checkpointing changes nothing', async () => {
     const o = { maxLength: 16, maxPromptLength: 8, truncationMode: 'keep_start' as const };
-    const batch = collatePairs([tokenizePair([3, 4, 5], [6, 8, 10], [7, 9], 1, o), tokenizePair([11, 12], [14, 16], [13, 15, 17], 1, o)]);
-    for (const name of ['gpt2-tiny', 'llama-gqa-tied']) {
-      const run = async (attnImplementation: AttnImplementation, gradientCheckpointing: boolean) => {
-        const policy = await Model.load(dirOf(name), { attnImplementation });
-        const step = await TrainStep.create(policy, { loss: 'tdpo2', optimizer: 'adamw', gradientCheckpointing });
-        const out: number[] = [];
-        for (let i = 0; i < 3; i++) {
-          const s = await step.accumulate(batch);
-          out.push(s.loss, ...s.chosenKl, ...s.rejectedKl, ...s.chosenLogps, ...s.rejectedLogps);
-          await step.apply(1e-3, 10);
-        }
-        policy.dispose();
-        return out;
-      };
-      const eager = await run('eager', false);
-      const fused = await run('sdpa', false);
-      const checkpointed = await run('sdpa', true);
-      for (let i = 0; i < eager.length; i++) expect(Math.abs(fused[i] - eager[i]), `${name} [${i}]`).toBeLessThan(1e-4 * Math.max(1, Math.abs(eager[i])));
-      expect(checkpointed).toEqual(fused);
+    const trailing = collatePairs([tokenizePair([3, 4, 5], [6, 8, 10], [7, 9], 1, o), tokenizePair([11, 12], [14, 16], [13, 15, 17], 1, o)]);
+    const [B, T] = trailing.shape;
+    const lengths = Array.from({ length: B }, (_, r) => trailing.attentionMask!.subarray(r * T, r * T + T).reduce((s, x) => s + x, 0));
+    const leftPad = <A extends Int32Array>(a: A, fill: number) => {
+      const out = new Int32Array(a.length).fill(fill);
+      for (let r = 0; r < B; r++) out.set(a.subarray(r * T, r * T + lengths[r]), r * T + T - lengths[r]);
+      return out;
+    };
+    const left = { ...trailing, inputIds: leftPad(trailing.inputIds, 0), labels: leftPad(trailing.labels, -100), attentionMask: leftPad(trailing.attentionMask!, 0) };
+    const labelledPadding = (() => {
+      const labels = Int32Array.from(trailing.labels);
+      const row = lengths.findIndex((n) => n <= T - 2);
+      labels[row * T + T - 1] = 5; // scored by the logits at T - 2, a padding position: the mask stays
+      return { ...trailing, labels };
+    })();
+    for (const [what, batch] of [['trailing', trailing], ['left', left], ['labelled padding', labelledPadding]] as const) {
+      for (const name of ['gpt2-tiny', 'llama-gqa-tied']) {
+        const run = async (attnImplementation: AttnImplementation, gradientCheckpointing: boolean) => {
+          const policy = await Model.load(dirOf(name), { attnImplementation });
+          const step = await TrainStep.create(policy, { loss: 'tdpo2', optimizer: 'adamw', gradientCheckpointing });
+          const out: number[] = [];
+          for (let i = 0; i < 3; i++) {
+            const s = await step.accumulate(batch);
+            out.push(s.loss, ...s.chosenKl, ...s.rejectedKl, ...s.chosenLogps, ...s.rejectedLogps);
+            await step.apply(1e-3, 10);
+          }
+          policy.dispose();
+          return out;
+        };
+        const eager = await run('eager', false);
+        const fused = await run('sdpa', false);
+        const checkpointed = await run('sdpa', true);
+        expect(eager.every(Number.isFinite)).toBe(true);
+        for (let i = 0; i < eager.length; i++) expect(Math.abs(fused[i] - eager[i]), `${what} ${name} [${i}]`).toBeLessThan(1e-4 * Math.max(1, Math.abs(eager[i])));
+        expect(checkpointed, `${what} ${name}`).toEqual(fused);
+      }
     }
   });
 });

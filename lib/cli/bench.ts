@@ -63,7 +63,7 @@ Options:
       --dtype NAME      with --model or --train: float32 | bfloat16  default float32
       --attn-implementation NAME  with --model or --train: eager | sdpa; with --train
                                 also both (every configuration with each)
-                                default: sdpa where libtorch has it (2.0+), else eager
+                                default: sdpa where libtorch has it (2.3+), else eager
       --json            print the report as JSON
   -h, --help            this text
 `;

@@ -81,7 +81,10 @@ at::Tensor eager_attention(const at::Tensor& q, const at::Tensor& k, const at::T
 
 }  // namespace
 
-#if TORCH_VERSION_MAJOR >= 2
+// From libtorch 2.3: before it the CPU's fused kernel took no mask (2.1, 2.2) or there was none
+// (2.0), and the fallback "math" kernel holds more score tensors under autograd than eager does.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define TDPO_SDPA 1
 constexpr bool kHasSdpa = true;
 #else
 constexpr bool kHasSdpa = false;
@@ -93,7 +96,7 @@ AttentionKernel parse_attention_kernel(const std::string& name) {
   if (name == "eager") return AttentionKernel::Eager;
   if (name == "sdpa") {
     if (!kHasSdpa) {
-      throw range_error("ERR_TDPO_OPTION", "attnImplementation 'sdpa' needs libtorch >= 2.0; this build has libtorch " +
+      throw range_error("ERR_TDPO_OPTION", "attnImplementation 'sdpa' needs libtorch >= 2.3; this build has libtorch " +
                                                std::to_string(TORCH_VERSION_MAJOR) + "." +
                                                std::to_string(TORCH_VERSION_MINOR) + " (use 'eager')");
     }
@@ -105,13 +108,13 @@ AttentionKernel parse_attention_kernel(const std::string& name) {
 const char* attention_kernel_name(AttentionKernel kernel) { return kernel == AttentionKernel::Sdpa ? "sdpa" : "eager"; }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask) {
-#if TORCH_VERSION_MAJOR >= 2
+#ifdef TDPO_SDPA
   if (mask.kernel == AttentionKernel::Sdpa) {
-    // A query sees the whole causal triangle only when the sequence starts at position 0; after a
-    // cache, or with padding, the boolean mask goes in instead (no flash kernel on CUDA then, the
-    // memory-efficient one). is_causal would align the triangle to the top-left, wrong for T < S.
+    // is_causal aligns the triangle to the top-left, right only when T == S (no cache); with a
+    // cache or padding the bias goes in instead (no flash kernel on CUDA then: the
+    // memory-efficient one).
     if (mask.causal_only) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
-    return at::scaled_dot_product_attention(q, k, v, mask.allowed, 0.0, /*is_causal=*/false);
+    return at::scaled_dot_product_attention(q, k, v, mask.bias, 0.0, /*is_causal=*/false);
   }
 #endif
   return eager_attention(q, k, v, mask.allowed);

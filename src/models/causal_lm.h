@@ -35,11 +35,11 @@ struct ModelConfig {
 
 // How attention is computed (transformers' attn_implementation): "eager", ATen ops with a
 // float32 softmax over the whole [B, H, T, S] score tensor, or "sdpa", libtorch's
-// scaled_dot_product_attention (libtorch >= 2.0 only). The same function either way, to float
-// rounding, on every position a real token reads.
+// scaled_dot_product_attention (libtorch >= 2.3 only). The same function either way, to float
+// rounding, on every query that has a key to attend to.
 enum class AttentionKernel { Eager, Sdpa };
-// Whether this build's libtorch has scaled_dot_product_attention (the caller picks the default:
-// lib/options.ts).
+// Whether this build's libtorch has scaled_dot_product_attention with what tdpo needs (2.3 and
+// later). The default is the caller's (lib/model.ts: SDPA where available).
 bool sdpa_available();
 // "eager" or "sdpa"; throws ERR_TDPO_OPTION for anything else, or for "sdpa" without it.
 AttentionKernel parse_attention_kernel(const std::string& name);

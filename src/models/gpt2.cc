@@ -35,7 +35,7 @@ at::Tensor Gpt2::hidden(const at::Tensor& ids, const at::Tensor& attention_mask,
   const int64_t past = cache ? cache->length : 0;
   const double eps = config_.layer_norm_eps;
   at::Tensor x = at::embedding(p(0), ids) + at::embedding(p(1), positions);
-  const AttentionMask allowed = attention_mask_for(ids.size(1), past, attention_mask, ids.device(), attention_kernel_);
+  const AttentionMask allowed = attention_mask_for(ids.size(1), past, attention_mask, ids.device(), attention_kernel_, dtype_);
   // Conv1D: y = x W + b with W stored [in, out].
   auto conv1d = [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
     return at::addmm(b, in.reshape({-1, in.size(-1)}), w).view({in.size(0), in.size(1), w.size(1)});

@@ -45,7 +45,7 @@ at::Tensor GptNeoX::hidden(const at::Tensor& ids, const at::Tensor& attention_ma
   const int64_t rot = static_cast<int64_t>(D * config_.rotary_pct);
   const double eps = config_.layer_norm_eps;
   at::Tensor x = at::embedding(p(0), ids);
-  const AttentionMask allowed = attention_mask_for(ids.size(1), past, attention_mask, ids.device(), attention_kernel_);
+  const AttentionMask allowed = attention_mask_for(ids.size(1), past, attention_mask, ids.device(), attention_kernel_, dtype_);
 
   // Rotary tables in float32, as Hugging Face computes them, then cast to the model's dtype.
   at::Tensor inv_freq =

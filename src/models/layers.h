@@ -16,31 +16,40 @@ namespace tdpo::models {
 // mask (1 = token), only real tokens.
 struct AttentionMask {
   AttentionKernel kernel = AttentionKernel::Eager;
-  // [B or 1, 1, T, past + T] booleans. Under SDPA a query with no allowed key (left padding) is
-  // also allowed its own key: the fused kernels give such a row NaN or zeros depending on the
-  // version, and a NaN in a padding row would reach real rows through later layers (0 x NaN).
-  // Eager attention keeps the row uniform, as Hugging Face's eager attention does.
+  // Eager: [B or 1, 1, T, past + T] booleans (true: may attend).
   at::Tensor allowed;
-  // No key mask and no cache: the mask is the causal triangle alone, which SDPA takes as
-  // is_causal and its flash kernel needs.
+  // SDPA with a key mask or a cache: the same as an additive bias in the model's dtype (0 or
+  // -inf), made once here rather than converted from booleans in every layer. A query with no
+  // allowed key (left padding) is allowed its own: the fused kernels give such a row NaN or zeros
+  // depending on the version, and a NaN in a padding row would reach real rows through later
+  // layers (0 x NaN). Eager keeps such a row uniform, as Hugging Face's eager attention does; every
+  // other row is the same set of keys under both.
+  at::Tensor bias;
+  // SDPA without a key mask or a cache: the causal triangle alone, which SDPA takes as is_causal
+  // (the only form its flash kernel accepts); neither tensor is made.
   bool causal_only = false;
 };
 
 inline AttentionMask attention_mask_for(int64_t T, int64_t past, const at::Tensor& attention_mask, at::Device device,
-                                        AttentionKernel kernel) {
+                                        AttentionKernel kernel, at::ScalarType dtype) {
   AttentionMask m;
   m.kernel = kernel;
-  m.causal_only = past == 0 && !attention_mask.defined();
-  at::Tensor causal = at::ones({T, past + T}, at::TensorOptions().dtype(at::kBool).device(device)).tril(past);
-  if (!attention_mask.defined()) {
-    m.allowed = causal.view({1, 1, T, past + T});
+  if (kernel == AttentionKernel::Sdpa && past == 0 && !attention_mask.defined()) {
+    m.causal_only = true;
     return m;
   }
-  m.allowed = causal.view({1, 1, T, past + T}) & attention_mask.to(at::kBool).view({-1, 1, 1, past + T});
-  if (kernel == AttentionKernel::Sdpa) {
-    at::Tensor own = at::ones({T, past + T}, causal.options()).tril(past).triu(past);
-    m.allowed = m.allowed | own.view({1, 1, T, past + T});
+  at::Tensor causal = at::ones({T, past + T}, at::TensorOptions().dtype(at::kBool).device(device)).tril(past);
+  at::Tensor allowed = causal.view({1, 1, T, past + T});
+  if (attention_mask.defined()) allowed = allowed & attention_mask.to(at::kBool).view({-1, 1, 1, past + T});
+  if (kernel == AttentionKernel::Eager) {
+    m.allowed = allowed;
+    return m;
   }
+  const at::Tensor own = at::ones({T, past + T}, causal.options()).tril(past).triu(past).view({1, 1, T, past + T});
+  const at::Tensor empty = allowed.any(-1, /*keepdim=*/true).logical_not();
+  allowed = allowed | (own & empty);
+  m.bias = at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype).device(device))
+               .masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
   return m;
 }
 

@@ -108,7 +108,7 @@ at::Tensor Llama::hidden(const at::Tensor& ids, const at::Tensor& attention_mask
   const int64_t H = config_.heads, KV = config_.kv_heads, D = head_dim_of(config_);
   const double eps = config_.layer_norm_eps;
   at::Tensor x = at::embedding(p(0), ids);
-  const AttentionMask allowed = attention_mask_for(ids.size(1), past, attention_mask, ids.device(), attention_kernel_);
+  const AttentionMask allowed = attention_mask_for(ids.size(1), past, attention_mask, ids.device(), attention_kernel_, dtype_);
 
   // cos/sin in float32 as LlamaRotaryEmbedding computes them, then the model's dtype.
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, D / 2]

@@ -1,6 +1,7 @@
 #include "train/train_step.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <type_traits>
 
@@ -73,6 +74,14 @@ std::unique_ptr<torch::optim::Optimizer> TrainStep::make_optimizer(const std::ve
   throw range_error("ERR_TDPO_OPTION", "optimizer must be 'rmsprop', 'adamw' or 'sgd', got '" + options_.optimizer + "'");
 }
 
+bool key_mask_always() {
+  static const bool always = [] {
+    const char* e = std::getenv("TDPO_KEY_MASK");
+    return e != nullptr && std::string(e) == "always";
+  }();
+  return always;
+}
+
 namespace {
 // labels[b, t] -> the label the logits at t are scored against: token t + 1 (last position -100).
 at::Tensor shift_labels(const at::Tensor& labels) {
@@ -87,7 +96,7 @@ at::Tensor shift_labels(const at::Tensor& labels) {
 // causal kernel, the only one that is flash attention on CUDA. Checked on the host batch.
 at::Tensor key_mask_needed(const MicroBatch& host) {
   const at::Tensor& mask = host.attention_mask;
-  if (!mask.defined()) return mask;
+  if (!mask.defined() || key_mask_always()) return mask;
   const at::Tensor real = mask != 0;
   const bool padding_last = (real.slice(1, 1) <= real.slice(1, 0, -1)).all().item<bool>();
   const bool padding_unlabelled = host.labels.masked_select(real.logical_not()).eq(loss::kIgnoreIndex).all().item<bool>();

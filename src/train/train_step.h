@@ -32,6 +32,11 @@ struct StepOptions {
 // Throws ERR_TDPO_OPTION naming the field ("options.beta", ...).
 void validate(const StepOptions& options);
 
+// Whether the step keeps every batch's key mask: TDPO_KEY_MASK=always, read once (the addon reads
+// it at load, on the main thread). By default the mask is left out where it cannot change what the
+// step reads (train_step.cc, key_mask_needed); the tests compare the two.
+bool key_mask_always();
+
 // One micro-batch, token ids with labels as a language model sees them: labels[b, t] is the
 // token at t (prompt and padding -100); the step shifts them so logits at t score token t + 1.
 // For the preference objectives the rows are [chosen..., rejected...] (pair i = rows i, i + B/2).
