@@ -132,7 +132,7 @@ describe('tdpo bench --train', () => {
   it.skipIf(sdpa)('--attn-implementation sdpa on a libtorch without it: one line, the option error', () => {
     const r = run(['bench', '--train', '--pairs', '1', '-T', '8', '--runs', '1', '--fused-linear', 'on', '--attn-implementation', 'sdpa']);
     expect(r.status).toBe(1);
-    expect(r.stderr.trim().split('\n').pop()).toMatch(/^tdpo: train bench \(fused linear, sdpa\): attnImplementation 'sdpa' needs libtorch >= 2\.0/);
+    expect(r.stderr.trim().split('\n').pop()).toMatch(/^tdpo: train bench \(fused linear, sdpa\): attnImplementation 'sdpa' needs libtorch >= 2\.3/);
   });
 
   it('rejects bad --train and --model flags with one line and exit code 2', () => {
