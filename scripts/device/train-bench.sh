@@ -2,7 +2,7 @@
 # The GPU train benchmark of issue 10, run by check.sh on the device machine (TDPO_PY: Python with
 # PyTorch and transformers; OUT: where the JSON goes). Pythia-1B shape, bf16, TDPO2, T=512:
 #   1. tdpo bench --train: materialised / fused linear / + checkpointing at 8 pairs (the build's
-#      default attention: SDPA on libtorch 2.x), then the fused linear with eager attention;
+#      default attention: SDPA on libtorch >= 2.3), then the fused linear with eager attention;
 #   2. the official TDPO step in plain PyTorch (torch_tdpo_step.py) at 8 pairs;
 #   3. the largest pairs per step plain PyTorch fits (doubling from 8), and tdpo fused linear, with
 #      and without gradient checkpointing, at that size: time and memory against plain PyTorch's

@@ -36,7 +36,7 @@ struct ModelConfig {
 // How attention is computed (transformers' attn_implementation): "eager", ATen ops with a
 // float32 softmax over the whole [B, H, T, S] score tensor, or "sdpa", libtorch's
 // scaled_dot_product_attention (libtorch >= 2.3 only). The same function either way, to float
-// rounding, on every query that has a key to attend to.
+// rounding, on every query (one with no key to attend to, a left-padding position, is uniform).
 enum class AttentionKernel { Eager, Sdpa };
 // Whether this build's libtorch has scaled_dot_product_attention with what tdpo needs (2.3 and
 // later). The default is the caller's (lib/model.ts: SDPA where available).

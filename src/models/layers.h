@@ -18,17 +18,27 @@ struct AttentionMask {
   AttentionKernel kernel = AttentionKernel::Eager;
   // Eager: [B or 1, 1, T, past + T] booleans (true: may attend).
   at::Tensor allowed;
-  // SDPA with a key mask or a cache: the same as an additive bias in the model's dtype (0 or
-  // -inf), made once here rather than converted from booleans in every layer. A query with no
-  // allowed key (left padding) is allowed its own: the fused kernels give such a row NaN or zeros
-  // depending on the version, and a NaN in a padding row would reach real rows through later
-  // layers (0 x NaN). Eager keeps such a row uniform, as Hugging Face's eager attention does; every
-  // other row is the same set of keys under both.
+  // SDPA with a key mask or a cache: the same as an additive bias in the model's dtype, made once
+  // here rather than converted from booleans in every layer: 0, or the dtype's lowest finite
+  // value, as Hugging Face's masks are. Not -inf: libtorch 2.3-2.4.0's CPU flash kernel made a
+  // row NaN when a whole block of its keys (512) was masked, and a query with no allowed key
+  // (left padding) would be NaN or zeros depending on the kernel. With a finite bias such a row
+  // is uniform, as under eager, and every row is the same function under both.
   at::Tensor bias;
   // SDPA without a key mask or a cache: the causal triangle alone, which SDPA takes as is_causal
   // (the only form its flash kernel accepts); neither tensor is made.
   bool causal_only = false;
 };
+
+// The lowest finite value of a floating dtype.
+inline double lowest_of(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+    case at::kDouble: return std::numeric_limits<double>::lowest();
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
 
 inline AttentionMask attention_mask_for(int64_t T, int64_t past, const at::Tensor& attention_mask, at::Device device,
                                         AttentionKernel kernel, at::ScalarType dtype) {
@@ -45,11 +55,8 @@ inline AttentionMask attention_mask_for(int64_t T, int64_t past, const at::Tenso
     m.allowed = allowed;
     return m;
   }
-  const at::Tensor own = at::ones({T, past + T}, causal.options()).tril(past).triu(past).view({1, 1, T, past + T});
-  const at::Tensor empty = allowed.any(-1, /*keepdim=*/true).logical_not();
-  allowed = allowed | (own & empty);
   m.bias = at::zeros(allowed.sizes(), at::TensorOptions().dtype(dtype).device(device))
-               .masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+               .masked_fill_(allowed.logical_not(), at::Scalar(lowest_of(dtype)));
   return m;
 }
 
