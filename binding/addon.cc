@@ -11,10 +11,10 @@
 #include "binding/runtime.h"
 #include "common/alloc.h"
 #include "distributed/group.h"
-#include "train/train_step.h"
 #include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
 #include "runtime/runtime.h"
+#include "train/train_step.h"
 
 namespace tdpo::binding {
 

@@ -10,8 +10,8 @@
 #include "loss/fused_linear.h"
 #include "loss/tdpo_loss.h"
 #include "models/causal_lm.h"
-#include "train/train_step.h"
 #include "runtime/runtime.h"
+#include "train/train_step.h"
 
 namespace tdpo::binding {
 

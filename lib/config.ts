@@ -5,6 +5,7 @@ import { readTextFile } from './io/files.js';
 import { parse as parseYaml, parseDocument } from 'yaml';
 import { codedError, showValue } from './errors.js';
 import { native } from './native.js';
+import { defaultAttnImplementation } from './runtime.js';
 import { defaults, OBJECTIVES, OPTIMIZERS, type AttnImplementation, type ModelDevice, type ModelDtype, type Objective, type OptimizerName } from './options.js';
 
 export interface TrainConfig {
@@ -150,7 +151,7 @@ const schema: Record<string, Check> = {
   device: (v) => (typeof v === 'string' && /^(cpu|cuda|cuda:\d{1,3})$/.test(v) ? null : "must be 'cpu', 'cuda' or 'cuda:N'"),
   // Checked here against the build too, so that a run under a launcher stops before its rendezvous.
   attn_implementation: (v) =>
-    v === null || v === 'eager' || (v === 'sdpa' && native.buildInfo().attnImplementations.includes('sdpa'))
+    v === null || v === 'eager' || (v === 'sdpa' && defaultAttnImplementation() === 'sdpa')
       ? null
       : v === 'sdpa'
         ? `needs libtorch >= 2.3 for 'sdpa' (this build has ${native.buildInfo().torchVersion}: use 'eager' or null)`

@@ -9,6 +9,7 @@ import { readSafetensorsHeader } from './io/safetensors.js';
 import { toNativeConfig, type HfConfig } from './models/config.js';
 import { native, type AlignedLabels, type GenerateOptions, type NativeModelHandle, type SequenceLogprobs, type TensorSource } from './native.js';
 import { defaults, resolveOptions, type AttnImplementation, type ModelDevice, type ModelDtype } from './options.js';
+import { defaultAttnImplementation } from './runtime.js';
 
 export type { AttnImplementation, GenerateOptions, ModelDevice, ModelDtype, SequenceLogprobs };
 export interface ModelOptions {
@@ -112,11 +113,6 @@ function stageFile(file: string, text: string): string {
   return tmp;
 }
 
-/** The caller's choice, else SDPA where this build has it. */
-function attnImplementationOf(given: AttnImplementation | null): AttnImplementation {
-  return given ?? (native.buildInfo().attnImplementations.includes('sdpa') ? 'sdpa' : 'eager');
-}
-
 // The native handle behind each Model, for the trainer (module-internal, not part of the API).
 const handles = new WeakMap<Model, () => NativeModelHandle>();
 export function nativeHandleOf(model: Model): NativeModelHandle {
@@ -160,7 +156,7 @@ export class Model {
     const config = readJsonObject(path.join(dir, 'config.json'), 'the model config') as HfConfig;
     const resolved = resolveOptions(defaults.model, { ...options, seed: undefined }, 'options');
     const { dtype, device } = resolved;
-    const attnImplementation = attnImplementationOf(resolved.attnImplementation);
+    const attnImplementation = resolved.attnImplementation ?? defaultAttnImplementation();
     const genFile = path.join(dir, 'generation_config.json');
     const generation = existsSync(genFile) ? (readJsonObject(genFile, 'the generation config') as HfConfig) : null;
     const handle = await native.loadModel(toNativeConfig(config), checkpointTensors(dir), { dtype, device, attnImplementation });
@@ -178,7 +174,7 @@ export class Model {
       throw codedError('TypeError', 'ERR_TDPO_CONFIG', `config must be JSON data, as config.json holds: ${(err as Error).message}`);
     }
     const resolved = resolveOptions(defaults.model, options, 'options');
-    const attnImplementation = attnImplementationOf(resolved.attnImplementation);
+    const attnImplementation = resolved.attnImplementation ?? defaultAttnImplementation();
     const handle = await native.createModel(toNativeConfig(config), { ...resolved, attnImplementation });
     return new Model(handle, resolved.device, attnImplementation, snapshot);
   }

@@ -1,5 +1,5 @@
 // Process-wide native settings.
-import { native, type BuildInfo } from './native.js';
+import { native, type AttnImplementation, type BuildInfo } from './native.js';
 
 /** Sets libtorch's intra-op thread count (the fused kernel and every libtorch op use it). */
 export function setNumThreads(n: number): void {
@@ -29,6 +29,11 @@ export function releaseCachedMemory(): number {
 export function cudaPeakBytes(index = 0, reset = false): number | null {
   const n = native.cudaPeakBytes(index, reset);
   return n < 0 ? null : n;
+}
+
+/** The attention kernel a model runs when none is asked for: SDPA where this build has it (libtorch >= 2.3). */
+export function defaultAttnImplementation(): AttnImplementation {
+  return native.buildInfo().attnImplementations.includes('sdpa') ? 'sdpa' : 'eager';
 }
 
 /** What the loaded binary was built against. */

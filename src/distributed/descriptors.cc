@@ -3,10 +3,17 @@
 #include <dirent.h>
 #include <sys/resource.h>
 
+#include <cstdint>
+#include <string>
+
 #include "common/error.h"
 
 namespace tdpo::dist {
+namespace {
 
+constexpr int64_t kMargin = 12;
+
+// Descriptors this process has open, or -1 where /proc/self/fd cannot be read.
 int64_t open_descriptors() {
   DIR* d = opendir("/proc/self/fd");
   if (d == nullptr) return -1;
@@ -17,6 +24,8 @@ int64_t open_descriptors() {
   closedir(d);
   return n - 1;  // the directory stream's own
 }
+
+}  // namespace
 
 void check_descriptor_headroom(int rank, int world_size, bool hosts_store) {
   rlimit limit{};

@@ -1,8 +1,5 @@
 #pragma once
 
-#include <cstdint>
-#include <string>
-
 namespace tdpo::dist {
 
 // Refuses a rendezvous that would run out of file descriptors: c10d's own threads open the
@@ -13,10 +10,5 @@ namespace tdpo::dist {
 // opens afterwards (checkpoint and metrics files). Throws ERR_TDPO_DISTRIBUTED naming the
 // numbers; does nothing where the limit or the open count cannot be read (not Linux).
 void check_descriptor_headroom(int rank, int world_size, bool hosts_store);
-
-// Descriptors this process has open, or -1 where /proc/self/fd cannot be read.
-int64_t open_descriptors();
-
-constexpr int64_t kMargin = 12;
 
 }  // namespace tdpo::dist

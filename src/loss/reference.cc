@@ -5,6 +5,9 @@
 // NaN), and q (log q - log p) is taken as 0 where q = 0.
 #include <torch/torch.h>
 
+#include <utility>
+#include <vector>
+
 #include "common/error.h"
 #include "loss/tdpo_loss.h"
 
@@ -93,28 +96,25 @@ Composed compose(const at::Tensor& policy_in, const at::Tensor& ref_in, const at
   const bool tdpo = objective_row(opt.objective).reward_kl;
   res.loss = loss_value;
   // Every per-pair result in one [n, P] tensor: on CUDA one copy to the host instead of one each.
-  std::vector<std::vector<double>*> fields = {&res.losses, &res.chosen_rewards, &res.rejected_rewards,
-                                              &res.chosen_logratio, &res.rejected_logratio, &res.chosen_kl,
-                                              &res.rejected_kl, &res.chosen_logps, &res.rejected_logps};
-  std::vector<torch::Tensor> rows = {losses,
-                                     opt.beta * (tdpo ? mw + kw : mw),
-                                     opt.beta * (tdpo ? ml + kl_l : ml),
-                                     mw,
-                                     ml,
-                                     kw,
-                                     kl_l,
-                                     logps.slice(0, 0, P),
-                                     logps.slice(0, P, B)};
+  std::vector<std::pair<std::vector<double>*, torch::Tensor>> rows = {
+      {&res.losses, losses},
+      {&res.chosen_rewards, opt.beta * (tdpo ? mw + kw : mw)},
+      {&res.rejected_rewards, opt.beta * (tdpo ? ml + kl_l : ml)},
+      {&res.chosen_logratio, mw},
+      {&res.rejected_logratio, ml},
+      {&res.chosen_kl, kw},
+      {&res.rejected_kl, kl_l},
+      {&res.chosen_logps, logps.slice(0, 0, P)},
+      {&res.rejected_logps, logps.slice(0, P, B)}};
   if (opt.entropy) {
-    fields.push_back(&res.chosen_entropy);
-    fields.push_back(&res.rejected_entropy);
-    rows.push_back(entropy.slice(0, 0, P));
-    rows.push_back(entropy.slice(0, P, B));
+    rows.push_back({&res.chosen_entropy, entropy.slice(0, 0, P)});
+    rows.push_back({&res.rejected_entropy, entropy.slice(0, P, B)});
   }
-  for (auto& r : rows) r = r.detach().to(torch::kDouble);
-  const std::vector<double> host = to_vector(torch::stack(rows));
-  for (size_t i = 0; i < fields.size(); ++i)
-    fields[i]->assign(host.begin() + int64_t(i) * P, host.begin() + int64_t(i + 1) * P);
+  std::vector<torch::Tensor> values_of_rows;
+  for (const auto& r : rows) values_of_rows.push_back(r.second.detach().to(torch::kDouble));
+  const std::vector<double> host = to_vector(torch::stack(values_of_rows));
+  for (size_t i = 0; i < rows.size(); ++i)
+    rows[i].first->assign(host.begin() + int64_t(i) * P, host.begin() + int64_t(i + 1) * P);
   out.loss = loss;
   return out;
 }

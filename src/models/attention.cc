@@ -105,8 +105,6 @@ AttentionKernel parse_attention_kernel(const std::string& name) {
   throw range_error("ERR_TDPO_OPTION", "attnImplementation must be 'sdpa' or 'eager', got '" + name + "'");
 }
 
-const char* attention_kernel_name(AttentionKernel kernel) { return kernel == AttentionKernel::Sdpa ? "sdpa" : "eager"; }
-
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask) {
 #ifdef TDPO_SDPA
   if (mask.kernel == AttentionKernel::Sdpa) {

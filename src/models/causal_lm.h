@@ -43,7 +43,6 @@ enum class AttentionKernel { Eager, Sdpa };
 bool sdpa_available();
 // "eager" or "sdpa"; throws ERR_TDPO_OPTION for anything else, or for "sdpa" without it.
 AttentionKernel parse_attention_kernel(const std::string& name);
-const char* attention_kernel_name(AttentionKernel kernel);
 
 // Keys and values of every layer for the positions seen so far, so that generation runs each new
 // token through the model once instead of re-running the whole sequence.

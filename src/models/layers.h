@@ -30,14 +30,10 @@ struct AttentionMask {
   bool causal_only = false;
 };
 
-// The lowest finite value of a floating dtype.
+// The lowest finite value of a model's dtype (float32 or bfloat16).
 inline double lowest_of(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
-    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
-    case at::kDouble: return std::numeric_limits<double>::lowest();
-    default: return std::numeric_limits<float>::lowest();
-  }
+  return dtype == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                                : std::numeric_limits<float>::lowest();
 }
 
 inline AttentionMask attention_mask_for(int64_t T, int64_t past, const at::Tensor& attention_mask, at::Device device,
